@@ -1,0 +1,77 @@
+"""The vocabulary every layer shares: inputs, decoded images, tasks and per-item results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from batchvision.errors import BatchVisionError, ErrorCode
+
+RGBArray = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class ItemError:
+    code: ErrorCode
+    message: str
+    skill: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BatchVisionError, skill: str | None = None) -> ItemError:
+        return cls(exc.code, exc.message, skill)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code.value, "message": self.message}
+        if self.skill is not None:
+            body["skill"] = self.skill
+        return body
+
+
+@dataclass
+class ImageInput:
+    """One image as the client sent it: raw bytes, a URL, or an error found while reading it."""
+
+    index: int
+    filename: str | None = None
+    client_id: str | None = None
+    data: bytes | None = None
+    url: str | None = None
+    error: ItemError | None = None
+
+
+@dataclass
+class DecodedImage:
+    """Pixels in RGB, oriented upright. `width`/`height` are the full upright size of the
+    original; `pixels` may be smaller when the decoder used reduced-scale (draft) decoding."""
+
+    pixels: RGBArray
+    width: int
+    height: int
+    format: str
+    file_size: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Factors that map `pixels` coordinates back to the original image (x, y)."""
+        return self.width / self.pixels.shape[1], self.height / self.pixels.shape[0]
+
+
+@dataclass(frozen=True)
+class Task:
+    skill: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ItemResult:
+    index: int
+    filename: str | None = None
+    client_id: str | None = None
+    image: dict[str, Any] | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    errors: list[ItemError] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,124 @@
+"""Dynamic batching: concurrent callers' items merge into one model call.
+
+The first item opens a batch; the batch closes when it holds `max_batch_size` items or
+`max_wait_ms` have passed, whichever comes first. The batch function runs on the worker pool,
+never on the event loop, and must return exactly one result per item, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class BatchContractError(RuntimeError):
+    """The batch function broke the one-result-per-item contract."""
+
+
+@dataclass
+class _Pending(Generic[In, Out]):
+    item: In
+    future: asyncio.Future[Out]
+
+
+class DynamicBatcher(Generic[In, Out]):
+    def __init__(
+        self,
+        fn: Callable[[list[In]], Sequence[Out]],
+        *,
+        executor: Executor,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_concurrent_batches: int = 1,
+    ) -> None:
+        self._fn = fn
+        self._executor = executor
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_ms / 1000.0
+        self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._collector: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.batches_run = 0
+
+    async def submit(self, item: In) -> Out:
+        self._ensure_collector()
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(item, future))
+        return await future
+
+    async def submit_many(self, items: Sequence[In]) -> list[Out]:
+        return list(await asyncio.gather(*(self.submit(item) for item in items)))
+
+    def _ensure_collector(self) -> None:
+        if self._collector is None or self._collector.done():
+            self._collector = asyncio.get_running_loop().create_task(self._collect_forever())
+
+    async def _collect_forever(self) -> None:
+        while True:
+            await self._slots.acquire()
+            batch = await self._next_batch()
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[_Pending[In, Out]]:
+        batch = [await self._queue.get()]
+        deadline = asyncio.get_running_loop().time() + self._max_wait_s
+        while len(batch) < self._max_batch_size:
+            # Take what is already queued without waiting; only then wait out the deadline.
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [p for p in batch if not p.future.cancelled()]
+
+    async def _run(self, batch: list[_Pending[In, Out]]) -> None:
+        try:
+            if not batch:
+                return
+            items = [p.item for p in batch]
+            loop = asyncio.get_running_loop()
+            try:
+                results = await loop.run_in_executor(self._executor, self._checked, items)
+            except Exception as exc:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                return
+            for pending, result in zip(batch, results, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
+        finally:
+            self.batches_run += 1
+            self._slots.release()
+
+    def _checked(self, items: list[In]) -> Sequence[Out]:
+        results = self._fn(items)
+        if len(results) != len(items):
+            raise BatchContractError(
+                f"batch function returned {len(results)} results for {len(items)} items"
+            )
+        return results
+
+    async def close(self) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._collector
+        for task in list(self._running):
+            with contextlib.suppress(Exception):
+                await task

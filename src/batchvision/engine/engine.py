@@ -1,0 +1,79 @@
+"""Execution: bounded worker pools, admission control, and one dynamic batcher per model."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+from batchvision.engine.batcher import DynamicBatcher
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.models.decoders import DecodeParams, Detections
+from batchvision.models.detector import PreparedImage
+from batchvision.models.registry import ModelRegistry
+from batchvision.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DetectItem = tuple[PreparedImage, DecodeParams]
+
+
+class Engine:
+    """Owns every thread that does image or model work.
+
+    CPU work (decoding, resizing) runs on `worker_threads` threads; model runs have their own
+    small pool so decoding the next batch overlaps with inference of the current one.
+    """
+
+    def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.cpu_pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="bv-cpu")
+        self.model_pool = ThreadPoolExecutor(2, thread_name_prefix="bv-model")
+        self._batchers: dict[str, DynamicBatcher[DetectItem, Detections]] = {}
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @contextmanager
+    def admit(self, images: int) -> Iterator[None]:
+        """Reserve room for `images`; refuse with `overloaded` rather than queue without bound."""
+        limit = self.settings.max_queued_images
+        if self._in_flight and self._in_flight + images > limit:
+            raise BatchVisionError(
+                ErrorCode.OVERLOADED,
+                f"server is at capacity ({self._in_flight} images in flight); retry shortly",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        self._in_flight += images
+        try:
+            yield
+        finally:
+            self._in_flight -= images
+
+    async def run_cpu(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.cpu_pool, functools.partial(fn, *args, **kwargs))
+
+    def detector_batcher(self, model: str) -> DynamicBatcher[DetectItem, Detections]:
+        if model not in self._batchers:
+            self._batchers[model] = DynamicBatcher(
+                lambda items: self.registry.get(model).detect(items),
+                executor=self.model_pool,
+                max_batch_size=self.settings.max_batch_size,
+                max_wait_ms=self.settings.max_wait_ms,
+            )
+        return self._batchers[model]
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
+        self.cpu_pool.shutdown(wait=False, cancel_futures=True)
+        self.model_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,69 @@
+"""One error vocabulary for the whole project; each surface maps codes to its wire form."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from http import HTTPStatus
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    INVALID_PARAMETER = "invalid_parameter"
+    IMAGE_DECODE_FAILED = "image_decode_failed"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    IMAGE_TOO_LARGE = "image_too_large"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    TOO_MANY_IMAGES = "too_many_images"
+    FETCH_FAILED = "fetch_failed"
+    URL_NOT_ALLOWED = "url_not_allowed"
+    UNKNOWN_SKILL = "unknown_skill"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    PROCESSING_ERROR = "processing_error"
+    OVERLOADED = "overloaded"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    INTERNAL_ERROR = "internal_error"
+
+
+HTTP_STATUS: dict[ErrorCode, HTTPStatus] = {
+    ErrorCode.INVALID_REQUEST: HTTPStatus.BAD_REQUEST,
+    ErrorCode.INVALID_PARAMETER: HTTPStatus.UNPROCESSABLE_ENTITY,
+    ErrorCode.IMAGE_DECODE_FAILED: HTTPStatus.BAD_REQUEST,
+    ErrorCode.UNSUPPORTED_FORMAT: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    ErrorCode.IMAGE_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    ErrorCode.PAYLOAD_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    ErrorCode.TOO_MANY_IMAGES: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    ErrorCode.FETCH_FAILED: HTTPStatus.BAD_REQUEST,
+    ErrorCode.URL_NOT_ALLOWED: HTTPStatus.BAD_REQUEST,
+    ErrorCode.UNKNOWN_SKILL: HTTPStatus.BAD_REQUEST,
+    ErrorCode.MODEL_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.PROCESSING_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
+    ErrorCode.OVERLOADED: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
+    ErrorCode.METHOD_NOT_ALLOWED: HTTPStatus.METHOD_NOT_ALLOWED,
+    ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
+}
+
+
+class BatchVisionError(Exception):
+    """An expected failure with a stable code; safe to show its message to clients."""
+
+    def __init__(self, code: ErrorCode, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    @property
+    def http_status(self) -> HTTPStatus:
+        return HTTP_STATUS[self.code]
+
+    def __repr__(self) -> str:
+        return f"BatchVisionError({self.code.value!r}, {self.message!r})"
+
+
+def model_unavailable(name: str, reason: str = "is not installed") -> BatchVisionError:
+    return BatchVisionError(
+        ErrorCode.MODEL_UNAVAILABLE,
+        f"model '{name}' {reason}; install it with `batchvision models pull {name}`",
+    )

@@ -1,0 +1,238 @@
+"""Request bodies to ImageInputs, with every limit enforced while the bytes arrive.
+
+Request-level limits (whole body, image count) stop reading at once and raise; a per-image limit
+marks that image as failed, discards the rest of its bytes, and reading goes on, so one oversized
+photo never fails its batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from batchvision.core import ImageInput, ItemError
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.settings import Settings
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    max_request_bytes: int
+    max_image_bytes: int
+    max_images: int
+    max_field_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BodyLimits:
+        return cls(
+            max_request_bytes=settings.max_request_bytes,
+            max_image_bytes=settings.max_image_bytes,
+            max_images=settings.max_images_per_request,
+            max_field_bytes=settings.max_json_field_bytes,
+        )
+
+
+def too_many_images(limit: int) -> BatchVisionError:
+    return BatchVisionError(
+        ErrorCode.TOO_MANY_IMAGES, f"too many images in one request; the limit is {limit}"
+    )
+
+
+def _payload_too_large(limit: int) -> BatchVisionError:
+    return BatchVisionError(
+        ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds the limit of {limit} bytes"
+    )
+
+
+def image_too_large(limit: int) -> ItemError:
+    return ItemError(ErrorCode.IMAGE_TOO_LARGE, f"image exceeds the limit of {limit} bytes")
+
+
+def check_content_length(headers: Mapping[str, str], limits: BodyLimits) -> None:
+    """Refuse a declared oversize body before reading a byte of it."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_request_bytes:
+        raise _payload_too_large(limits.max_request_bytes)
+
+
+async def read_capped(stream: AsyncIterator[bytes], limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in stream:
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _payload_too_large(limit)
+    return bytes(body)
+
+
+async def read_json(stream: AsyncIterator[bytes], limits: BodyLimits) -> Any:
+    body = await read_capped(stream, limits.max_request_bytes)
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise BatchVisionError(
+            ErrorCode.INVALID_REQUEST, "request body is not valid JSON"
+        ) from None
+
+
+def image_from_base64(
+    index: int, text: str, limits: BodyLimits, *, client_id: str | None = None
+) -> ImageInput:
+    """A base64 string, bare or as a `data:` URI, to an ImageInput (or one with an error)."""
+    item = ImageInput(index=index, client_id=client_id)
+    payload = text
+    if payload.startswith("data:"):
+        header, sep, payload = payload.partition(",")
+        if not sep or not header.endswith(";base64"):
+            item.error = ItemError(ErrorCode.INVALID_REQUEST, "data URI must be base64-encoded")
+            return item
+    payload = "".join(payload.split())
+    if len(payload) * 3 // 4 > limits.max_image_bytes:
+        item.error = image_too_large(limits.max_image_bytes)
+        return item
+    try:
+        item.data = _b64decode(payload)
+    except (binascii.Error, ValueError):
+        item.error = ItemError(ErrorCode.INVALID_REQUEST, "image data is not valid base64")
+    return item
+
+
+def _b64decode(payload: str) -> bytes:
+    padded = payload + "=" * (-len(payload) % 4)
+    if "-" in padded or "_" in padded:
+        return base64.urlsafe_b64decode(padded.encode("ascii"))
+    return base64.b64decode(padded, validate=True)
+
+
+@dataclass
+class FormData:
+    images: list[ImageInput] = field(default_factory=list)
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def field(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[-1] if values else None
+
+
+@dataclass
+class _Part:
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    name: str = ""
+    filename: str | None = None
+    is_image: bool = False
+    data: bytearray = field(default_factory=bytearray)
+    error: ItemError | None = None
+
+
+class _MultipartReader:
+    """Callbacks for python-multipart's streaming parser, applying the limits as data flows."""
+
+    def __init__(self, limits: BodyLimits, image_fields: frozenset[str]) -> None:
+        self.limits = limits
+        self.image_fields = image_fields
+        self.form = FormData()
+        self.part = _Part()
+        self.header_field = bytearray()
+        self.header_value = bytearray()
+        self.finished = False
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": lambda d, s, e: self.header_field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self.header_value.extend(d[s:e]),
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.part = _Part()
+
+    def on_header_end(self) -> None:
+        self.part.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
+        self.header_field.clear()
+        self.header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        disposition = self.part.headers.get(b"content-disposition", b"")
+        _, options = parse_options_header(disposition)
+        self.part.name = options.get(b"name", b"").decode("utf-8", "replace")
+        raw_filename = options.get(b"filename")
+        self.part.filename = raw_filename.decode("utf-8", "replace") if raw_filename else None
+        self.part.is_image = self.part.name in self.image_fields
+        if self.part.is_image and len(self.form.images) >= self.limits.max_images:
+            raise too_many_images(self.limits.max_images)
+        if not self.part.is_image and self.part.filename is not None:
+            expected = " or ".join(sorted(self.image_fields))
+            raise BatchVisionError(
+                ErrorCode.INVALID_REQUEST,
+                f"unexpected file field '{self.part.name}'; send images as '{expected}'",
+            )
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self.part
+        if part.error is not None:
+            return
+        part.data.extend(data[start:end])
+        if part.is_image and len(part.data) > self.limits.max_image_bytes:
+            part.error = image_too_large(self.limits.max_image_bytes)
+            part.data = bytearray()
+        elif not part.is_image and len(part.data) > self.limits.max_field_bytes:
+            raise BatchVisionError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"form field '{part.name}' exceeds {self.limits.max_field_bytes} bytes",
+            )
+
+    def on_part_end(self) -> None:
+        part = self.part
+        if part.is_image:
+            self.form.images.append(
+                ImageInput(
+                    index=len(self.form.images),
+                    filename=part.filename,
+                    data=None if part.error else bytes(part.data),
+                    error=part.error,
+                )
+            )
+        else:
+            text = part.data.decode("utf-8", "replace")
+            self.form.fields.setdefault(part.name, []).append(text)
+
+    def on_end(self) -> None:
+        self.finished = True
+
+
+async def read_multipart(
+    stream: AsyncIterator[bytes],
+    content_type: str,
+    limits: BodyLimits,
+    image_fields: frozenset[str] = frozenset({"images"}),
+) -> FormData:
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BatchVisionError(ErrorCode.INVALID_REQUEST, "multipart body has no boundary")
+    reader = _MultipartReader(limits, image_fields)
+    parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
+    received = 0
+    try:
+        async for chunk in stream:
+            received += len(chunk)
+            if received > limits.max_request_bytes:
+                raise _payload_too_large(limits.max_request_bytes)
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError:
+        raise BatchVisionError(ErrorCode.INVALID_REQUEST, "malformed multipart body") from None
+    if not reader.finished:
+        raise BatchVisionError(ErrorCode.INVALID_REQUEST, "multipart body ended early")
+    return reader.form

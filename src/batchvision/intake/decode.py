@@ -1,0 +1,188 @@
+"""Bytes to upright RGB pixels plus metadata, refusing what is not a safe, supported image."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+import pillow_heif
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from batchvision.core import DecodedImage, RGBArray
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.intake.exif import extract_metadata
+
+pillow_heif.register_heif_opener()
+
+# Only these Pillow plugins are ever asked to parse client bytes; the rest (EPS runs Ghostscript,
+# and many are rarely fuzzed) are never reached.
+ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
+
+# Recognisable formats we deliberately do not decode, by magic bytes.
+_REFUSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF", "PDF"),
+    (b"%!PS", "PostScript"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"\x00\x00\x02\x00", "CUR"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"<svg", "SVG"),
+    (b"DDS ", "DDS"),
+    (b"icns", "ICNS"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"),
+    (b"#?RADIANCE", "HDR"),
+)
+
+_WHITE = (255, 255, 255)
+
+
+def decode_image(data: bytes, *, max_pixels: int, target_side: int | None = None) -> DecodedImage:
+    """Decode `data`. With `target_side`, a JPEG may be decoded at a reduced scale whose longer
+    side is still at least `target_side` (the model never sees more pixels than that)."""
+    if not data:
+        raise BatchVisionError(ErrorCode.IMAGE_DECODE_FAILED, "image is empty (0 bytes)")
+    _refuse_known_unsupported(data)
+    image = _open(data)
+    _check_pixels(image, max_pixels)
+    metadata = extract_metadata(image)
+    upright_w, upright_h = _upright_size(image)
+    if target_side is not None and image.format in ("JPEG", "MPO"):
+        _request_draft(image, target_side)
+    pixels = _load_rgb(image)
+    return DecodedImage(
+        pixels=pixels,
+        width=upright_w,
+        height=upright_h,
+        format=_format_name(image.format),
+        file_size=len(data),
+        metadata=metadata,
+    )
+
+
+def _refuse_known_unsupported(data: bytes) -> None:
+    head = data[:16].lstrip() if data[:1].isspace() else data[:16]
+    for signature, name in _REFUSED_SIGNATURES:
+        if head.startswith(signature):
+            raise BatchVisionError(
+                ErrorCode.UNSUPPORTED_FORMAT,
+                f"{name} is not a supported image format; send {_supported_list()}",
+            )
+
+
+def _supported_list() -> str:
+    return "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF or AVIF"
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise BatchVisionError(ErrorCode.IMAGE_TOO_LARGE, "image has too many pixels") from exc
+    except UnidentifiedImageError as exc:
+        raise BatchVisionError(
+            ErrorCode.IMAGE_DECODE_FAILED,
+            f"data is not a recognised image; send {_supported_list()}",
+        ) from exc
+    except Exception as exc:  # malformed headers surface as many exception types
+        raise BatchVisionError(ErrorCode.IMAGE_DECODE_FAILED, "image header is corrupt") from exc
+
+
+def _check_pixels(image: Image.Image, max_pixels: int) -> None:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise BatchVisionError(ErrorCode.IMAGE_DECODE_FAILED, "image has no pixels")
+    if width * height > max_pixels:
+        raise BatchVisionError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+        )
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+        return int(value) if isinstance(value, int) else 1
+    except Exception:
+        return 1
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    return (height, width) if _orientation(image) in (5, 6, 7, 8) else (width, height)
+
+
+def _request_draft(image: Image.Image, target_side: int) -> None:
+    width, height = image.size
+    longest = max(width, height)
+    if longest <= target_side:
+        return
+    # Ask for the size the model will resize to; JPEG's DCT scaling picks a power-of-two
+    # reduction that still yields at least this many pixels on each side.
+    wanted = (max(1, width * target_side // longest), max(1, height * target_side // longest))
+    image.draft(None, wanted)
+
+
+def _load_rgb(image: Image.Image) -> RGBArray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.load()
+            upright = ImageOps.exif_transpose(image) or image
+            return _to_rgb_array(upright)
+    except BatchVisionError:
+        raise
+    except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError...
+        raise BatchVisionError(
+            ErrorCode.IMAGE_DECODE_FAILED, f"image data is corrupt or truncated ({_reason(exc)})"
+        ) from exc
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
+
+
+def _to_rgb_array(image: Image.Image) -> RGBArray:
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_rgb(image)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def _high_depth_to_rgb(image: Image.Image) -> RGBArray:
+    """16-bit and float images: rescale to 8 bits instead of clipping at 255."""
+    values = np.asarray(image).astype(np.float32)
+    if image.mode.startswith("I;16") or (image.mode.startswith("I") and values.max() > 255):
+        values = values / 257.0
+    elif image.mode == "F" and values.max() <= 1.0:
+        values = values * 255.0
+    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2) if gray.ndim == 2 else gray[:, :, :3]
+
+
+def _format_name(pil_format: str | None) -> str:
+    names = {"MPO": "JPEG"}
+    fmt = pil_format or "UNKNOWN"
+    return names.get(fmt, fmt)
+
+
+def describe(image: DecodedImage) -> dict[str, Any]:
+    """The image facts every result carries."""
+    return {
+        "width": image.width,
+        "height": image.height,
+        "format": image.format,
+        "file_size": image.file_size,
+    }

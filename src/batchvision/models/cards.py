@@ -1,0 +1,121 @@
+"""Model cards: what a model is, where it comes from, and how to feed and read it.
+
+Cards ship with the package (`models/cards/*.toml`); users add their own as `*.card.toml` files in a
+model directory or through the `model_card_paths` setting, with no code. A user card replaces a
+shipped card of the same name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from batchvision.settings import Settings
+
+Family = Literal["yolox", "ultralytics", "yolov5", "detr"]
+Placement = Literal["topleft", "center"]
+ChannelOrder = Literal["RGB", "BGR"]
+
+
+class Preprocess(BaseModel):
+    """How pixels become the input tensor. Family defaults fill what a card leaves out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    letterbox: Placement = "center"
+    pad_value: int = Field(114, ge=0, le=255)
+    channel_order: ChannelOrder = "RGB"
+    scale: float = 1.0 / 255.0
+
+
+FAMILY_PREPROCESS: dict[Family, Preprocess] = {
+    "yolox": Preprocess(letterbox="topleft", pad_value=114, channel_order="BGR", scale=1.0),
+    "ultralytics": Preprocess(letterbox="center", pad_value=114, channel_order="RGB"),
+    "yolov5": Preprocess(letterbox="center", pad_value=114, channel_order="RGB"),
+    "detr": Preprocess(letterbox="center", pad_value=0, channel_order="RGB"),
+}
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    task: Literal["detect"]
+    family: Family
+    file: str
+    description: str = ""
+    url: str | None = None
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int | None = Field(None, gt=0)
+    license: str = "unknown"
+    version: str = ""
+    input_size: tuple[int, int] = Field(description="model input (width, height)")
+    labels: str | list[str] = Field(description="a shipped label set name or the class names")
+    preprocess: Preprocess | None = None
+    memory_mb: int | None = Field(None, gt=0, description="resident size; estimated if absent")
+
+    @model_validator(mode="after")
+    def _fill_preprocess(self) -> ModelCard:
+        if self.preprocess is None:
+            object.__setattr__(self, "preprocess", FAMILY_PREPROCESS[self.family])
+        return self
+
+    @property
+    def pre(self) -> Preprocess:
+        assert self.preprocess is not None  # filled by the validator
+        return self.preprocess
+
+    def class_names(self) -> list[str]:
+        if isinstance(self.labels, list):
+            return self.labels
+        return shipped_labels(self.labels)
+
+
+def shipped_labels(name: str) -> list[str]:
+    text = (
+        resources.files("batchvision.models").joinpath("labels").joinpath(f"{name}.txt").read_text()
+    )
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class CardError(ValueError):
+    """A card file that cannot be read; the message names the file."""
+
+
+def read_card(path: Path) -> ModelCard:
+    try:
+        return ModelCard.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise CardError(f"invalid model card {path}: {exc}") from exc
+
+
+def _shipped_cards() -> list[ModelCard]:
+    folder = resources.files("batchvision.models").joinpath("cards")
+    cards = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            cards.append(ModelCard.model_validate(tomllib.loads(entry.read_text(encoding="utf-8"))))
+    return cards
+
+
+def _user_card_files(settings: Settings) -> list[Path]:
+    files: list[Path] = []
+    for model_dir in settings.model_dirs:
+        if model_dir.is_dir():
+            files.extend(sorted(model_dir.glob("*.card.toml")))
+    for path in settings.model_card_paths:
+        files.extend(sorted(path.glob("*.toml")) if path.is_dir() else [path])
+    return files
+
+
+def load_cards(settings: Settings) -> dict[str, ModelCard]:
+    """Shipped cards, then user cards on top (a user card replaces a shipped one by name)."""
+    cards = {card.name: card for card in _shipped_cards()}
+    for path in _user_card_files(settings):
+        card = read_card(path)
+        cards[card.name] = card
+    return cards

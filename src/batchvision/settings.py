@@ -1,0 +1,72 @@
+"""All configuration in one validated class; built once and passed down, never read at import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, PositiveInt, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+def _default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Every knob of batchvision. Environment variables use the prefix `BATCHVISION_`."""
+
+    model_config = SettingsConfigDict(env_prefix="BATCHVISION_", extra="ignore")
+
+    # Network
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+    # Storage and models
+    data_dir: Path = Path("./data")
+    model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("./models")])
+    model_mirror: Path | None = None
+    model_card_paths: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    model_memory_budget_mb: PositiveInt = 2048
+    verify_model_checksums: bool = True
+
+    # Intake limits, enforced while bytes arrive
+    max_image_bytes: PositiveInt = 20 * MB
+    max_request_bytes: PositiveInt = 100 * MB
+    max_image_pixels: PositiveInt = 64_000_000
+    max_images_per_request: PositiveInt = 64
+    max_json_field_bytes: PositiveInt = 64 * 1024
+
+    # URL fetching
+    fetch_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    fetch_max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
+    url_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Engine
+    max_batch_size: PositiveInt = 8
+    max_wait_ms: Annotated[float, Field(ge=0)] = 5.0
+    max_queued_images: PositiveInt = 512
+    worker_threads: PositiveInt = Field(default_factory=_default_threads)
+    ort_intra_op_threads: PositiveInt = Field(default_factory=_default_threads)
+    ort_inter_op_threads: PositiveInt = 1
+    retry_after_s: PositiveInt = 1
+
+    @field_validator("model_dirs", "model_card_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        # Environment variables carry path lists the way PATH does.
+        if isinstance(value, str):
+            return [Path(p) for p in value.split(os.pathsep) if p]
+        return value
+
+    @field_validator("url_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        if isinstance(value, list):
+            return [str(h).strip().lower() for h in value]
+        return value

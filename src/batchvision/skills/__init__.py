@@ -1,0 +1,22 @@
+"""The skill registry: every skill the server and CLI can run, by name."""
+
+from __future__ import annotations
+
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.skills.base import Skill, SkillContext
+from batchvision.skills.detect import DetectSkill
+from batchvision.skills.metadata import MetadataSkill
+
+SKILL_TYPES: dict[str, type[Skill]] = {skill.name: skill for skill in (DetectSkill, MetadataSkill)}
+
+
+def build_skills(ctx: SkillContext) -> dict[str, Skill]:
+    return {name: skill_type(ctx) for name, skill_type in SKILL_TYPES.items()}
+
+
+def unknown_skill(name: str) -> BatchVisionError:
+    known = ", ".join(sorted(SKILL_TYPES))
+    return BatchVisionError(ErrorCode.UNKNOWN_SKILL, f"unknown skill '{name}'; available: {known}")
+
+
+__all__ = ["SKILL_TYPES", "Skill", "SkillContext", "build_skills", "unknown_skill"]

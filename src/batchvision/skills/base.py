@@ -1,0 +1,83 @@
+"""A skill maps a batch of decoded images to a batch of results, one per image, in order."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from batchvision.core import DecodedImage, ItemError
+from batchvision.engine.engine import Engine
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.models.registry import ModelRegistry
+from batchvision.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SkillOutput = dict[str, Any] | ItemError
+
+
+@dataclass
+class SkillContext:
+    settings: Settings
+    registry: ModelRegistry
+    engine: Engine
+
+
+class Skill(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+
+    def __init__(self, ctx: SkillContext) -> None:
+        self.ctx = ctx
+
+    def parse_params(self, raw: dict[str, Any]) -> BaseModel:
+        try:
+            params = self.Params.model_validate(raw)
+        except ValidationError as exc:
+            raise BatchVisionError(
+                ErrorCode.INVALID_PARAMETER, f"{self.name}: {_describe(exc)}"
+            ) from None
+        self.check_params(params)
+        return params
+
+    def check_params(self, params: BaseModel) -> None:  # noqa: B027 - an optional hook
+        """Checks that need the registry (model names, class names); raise invalid_parameter."""
+
+    def models(self, params: BaseModel) -> list[str]:
+        """Models this call needs; the pipeline refuses the request up front if one is missing."""
+        return []
+
+    def decode_side(self, params: BaseModel) -> int | None:
+        """Longest image side this skill needs; None asks for full resolution."""
+        return None
+
+    @abstractmethod
+    async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
+        """One output per image, in order. A failure that concerns one image is an ItemError."""
+
+    def item_error(self, exc: Exception) -> ItemError:
+        if isinstance(exc, BatchVisionError):
+            return ItemError.from_exception(exc, self.name)
+        log.exception("skill %s failed on one image", self.name, exc_info=exc)
+        return ItemError(ErrorCode.PROCESSING_ERROR, f"{self.name} failed on this image", self.name)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name,
+            "description": cls.description,
+            "params": cls.Params.model_json_schema(),
+        }
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "params"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)

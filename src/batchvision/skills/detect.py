@@ -1,0 +1,107 @@
+"""`detect`: COCO-style object detection with any detector the registry holds."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from batchvision.core import DecodedImage
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.models.decoders import DecodeParams, Detections
+from batchvision.models.detector import prepare
+from batchvision.skills.base import Skill, SkillOutput
+
+DEFAULT_DETECT_MODEL = "yolox-nano"
+
+
+class DetectParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(DEFAULT_DETECT_MODEL, description="a detect model card name")
+    threshold: float = Field(0.25, ge=0.0, le=1.0, description="minimum score")
+    classes: list[str] | None = Field(
+        None, min_length=1, max_length=100, description="keep only these class names"
+    )
+    max_detections: int = Field(100, ge=1, le=1000)
+    nms_iou: float = Field(0.45, gt=0.0, le=1.0, description="IoU for class-aware NMS")
+
+
+class DetectSkill(Skill):
+    name = "detect"
+    description = "Object detection: boxes in pixels and normalised, with class name and score."
+    Params = DetectParams
+
+    def check_params(self, params: BaseModel) -> None:
+        self._class_filter(cast(DetectParams, params))
+
+    def models(self, params: BaseModel) -> list[str]:
+        return [cast(DetectParams, params).model]
+
+    def decode_side(self, params: BaseModel) -> int | None:
+        return max(self.ctx.registry.card(cast(DetectParams, params).model).input_size)
+
+    def _class_filter(self, params: DetectParams) -> frozenset[int] | None:
+        if params.classes is None:
+            return None
+        names = self.ctx.registry.card(params.model).class_names()
+        index = {name.lower(): i for i, name in enumerate(names)}
+        unknown = [c for c in params.classes if c.strip().lower() not in index]
+        if unknown:
+            raise BatchVisionError(
+                ErrorCode.INVALID_PARAMETER,
+                f"detect: unknown classes {unknown} for model '{params.model}'",
+            )
+        return frozenset(index[c.strip().lower()] for c in params.classes)
+
+    async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
+        detect = cast(DetectParams, params)
+        decode = DecodeParams(
+            score_threshold=detect.threshold,
+            nms_iou=detect.nms_iou,
+            max_detections=detect.max_detections,
+            class_filter=self._class_filter(detect),
+        )
+        results = await asyncio.gather(
+            *(self._one(image, detect.model, decode) for image in images), return_exceptions=True
+        )
+        return [r if isinstance(r, dict) else self.item_error(_as_exception(r)) for r in results]
+
+    async def _one(self, image: DecodedImage, model: str, decode: DecodeParams) -> dict[str, Any]:
+        engine = self.ctx.engine
+        card = self.ctx.registry.card(model)
+        prepared = await engine.run_cpu(prepare, card, image)
+        detections = await engine.detector_batcher(model).submit((prepared, decode))
+        return format_detections(detections, card.class_names(), image, model)
+
+
+def _as_exception(value: BaseException) -> Exception:
+    # CancelledError and friends are not per-item failures: let them stop the request.
+    if not isinstance(value, Exception):
+        raise value
+    return value
+
+
+def format_detections(
+    dets: Detections, class_names: list[str], image: DecodedImage, model: str
+) -> dict[str, Any]:
+    width, height = image.width, image.height
+    objects = []
+    for box, score, class_id in zip(dets.boxes, dets.scores, dets.class_ids, strict=True):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        objects.append(
+            {
+                "class_id": int(class_id),
+                "label": class_names[int(class_id)],
+                "score": round(float(score), 4),
+                "box": [round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)],
+                "box_normalized": [
+                    round(x1 / width, 5),
+                    round(y1 / height, 5),
+                    round(x2 / width, 5),
+                    round(y2 / height, 5),
+                ],
+            }
+        )
+    return {"model": model, "objects": objects}
