@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import tomllib
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from batchvision.settings import Settings
 
@@ -57,6 +64,15 @@ class ModelCard(BaseModel):
     labels: str | list[str] = Field(description="a shipped label set name or the class names")
     preprocess: Preprocess | None = None
     memory_mb: int | None = Field(None, gt=0, description="resident size; estimated if absent")
+
+    @field_validator("file")
+    @classmethod
+    def _relative_file(cls, value: str) -> str:
+        # A card must never point outside the model directory it is looked up in.
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or "\\" in value or not value.strip():
+            raise ValueError("file must be a relative path inside the model directory")
+        return value
 
     @model_validator(mode="after")
     def _fill_preprocess(self) -> ModelCard:

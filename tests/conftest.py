@@ -1,0 +1,119 @@
+"""Shared fixtures: paths to ../shared, settings, and the real app served over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from batchvision.api.app import create_app
+from batchvision.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MODELS = SHARED / "models"
+EVALDATA = SHARED / "evaldata"
+COCO_IMAGES = EVALDATA / "coco" / "images"
+
+
+@pytest.fixture(autouse=True)
+def _no_batchvision_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build their settings explicitly; a developer's environment must not leak in."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("BATCHVISION_"):
+            monkeypatch.delenv(name)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "model_dirs": [MODELS],
+        "worker_threads": 2,
+        "ort_intra_op_threads": 2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60.0, **kwargs)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def start_server(settings: Settings) -> LiveServer:
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    return LiveServer(f"http://127.0.0.1:{port}", settings, server, thread)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start the real app on 127.0.0.1 with setting overrides; stopped after the test."""
+    started: list[LiveServer] = []
+
+    def _start(**overrides: Any) -> LiveServer:
+        live = start_server(make_settings(tmp_path, **overrides))
+        started.append(live)
+        return live
+
+    yield _start
+    for live in started:
+        live.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server shared by a test module (model loading is paid once)."""
+    live = start_server(make_settings(tmp_path_factory.mktemp("live")))
+    yield live
+    live.stop()
+
+
+def coco_image(name: str = "000000000139.jpg") -> bytes:
+    return (COCO_IMAGES / name).read_bytes()
+
+
+def coco_names(count: int) -> list[str]:
+    return sorted(p.name for p in COCO_IMAGES.glob("*.jpg"))[:count]

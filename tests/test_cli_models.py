@@ -1,0 +1,94 @@
+"""`batchvision models list|pull` through the real command line (no network: mirror only)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from batchvision.cli import app
+from batchvision.models.registry import sha256_of
+
+SHARED_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
+YOLOX_FILE = "yolox_nano/yolox_nano.onnx"
+YOLOX_SHA256 = "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("BATCHVISION_") or name.upper().endswith("_PROXY"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _line(output: str, name: str) -> str:
+    lines = [line for line in output.splitlines() if line.split()[:1] == [name]]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def _pull(runner: CliRunner, name: str, model_dir: Path, mirror: Path) -> Result:
+    args = ["models", "pull", name, "--model-dir", str(model_dir), "--mirror", str(mirror)]
+    return runner.invoke(app, args)
+
+
+def _rows(runner: CliRunner, model_dir: Path) -> dict[str, dict[str, object]]:
+    result = runner.invoke(app, ["models", "list", "--json", "--model-dir", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def test_list_shows_shared_yolox_as_installed(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["models", "list", "--model-dir", str(SHARED_MODELS)])
+    assert result.exit_code == 0, result.output
+    line = _line(result.stdout, "yolox-nano")
+    assert line.split()[2] == "installed"
+    assert str(SHARED_MODELS / YOLOX_FILE) in line
+
+
+def test_list_json_in_empty_dir_shows_missing(runner: CliRunner, tmp_path: Path) -> None:
+    row = _rows(runner, tmp_path)["yolox-nano"]
+    assert row["state"] == "missing"
+    assert row["path"] is None
+    assert row["sha256"] == YOLOX_SHA256
+
+
+def test_pull_from_mirror_then_list(runner: CliRunner, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    result = _pull(runner, "yolox-nano", models, SHARED_MODELS)
+    assert result.exit_code == 0, result.output
+    installed = models / YOLOX_FILE
+    assert f"installed yolox-nano at {installed}" in result.stdout
+    assert sha256_of(installed) == YOLOX_SHA256
+
+    listed = runner.invoke(app, ["models", "list", "--model-dir", str(models)])
+    assert listed.exit_code == 0, listed.output
+    assert _line(listed.stdout, "yolox-nano").split()[2] == "installed"
+    assert _rows(runner, models)["yolox-nano"]["path"] == str(installed)
+
+
+def test_pull_unknown_model_fails_clearly(runner: CliRunner, tmp_path: Path) -> None:
+    result = _pull(runner, "no-such-model", tmp_path, SHARED_MODELS)
+    assert result.exit_code != 0
+    assert "unknown model 'no-such-model'" in result.stderr
+    assert "yolox-nano" in result.stderr  # the known models are listed
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pull_missing_from_mirror_fails_clearly(runner: CliRunner, tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    result = _pull(runner, "yolox-nano", tmp_path / "models", mirror)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: model 'yolox-nano' is not in the mirror")
+    assert str(mirror / YOLOX_FILE) in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
