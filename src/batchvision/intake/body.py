@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from batchvision.core import ImageInput, ItemError
@@ -93,7 +93,8 @@ def image_from_base64(
             item.error = ItemError(ErrorCode.INVALID_REQUEST, "data URI must be base64-encoded")
             return item
     payload = "".join(payload.split())
-    if len(payload) * 3 // 4 > limits.max_image_bytes:
+    # The decoded size: 3 bytes per 4 characters, less what the padding stands for.
+    if len(payload.rstrip("=")) * 3 // 4 > limits.max_image_bytes:
         item.error = image_too_large(limits.max_image_bytes)
         return item
     try:
@@ -106,8 +107,12 @@ def image_from_base64(
 def _b64decode(payload: str) -> bytes:
     padded = payload + "=" * (-len(payload) % 4)
     if "-" in padded or "_" in padded:
-        return base64.urlsafe_b64decode(padded.encode("ascii"))
+        # urlsafe_b64decode cannot validate: it would silently drop invalid characters.
+        padded = padded.translate(_URLSAFE_TO_STANDARD)
     return base64.b64decode(padded, validate=True)
+
+
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 @dataclass
@@ -222,16 +227,16 @@ async def read_multipart(
     if not boundary:
         raise BatchVisionError(ErrorCode.INVALID_REQUEST, "multipart body has no boundary")
     reader = _MultipartReader(limits, image_fields)
-    parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
     received = 0
-    try:
+    try:  # FormParserError: also what the parser raises for a boundary over 256 bytes
+        parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
         async for chunk in stream:
             received += len(chunk)
             if received > limits.max_request_bytes:
                 raise _payload_too_large(limits.max_request_bytes)
             parser.write(chunk)
         parser.finalize()
-    except MultipartParseError:
+    except FormParserError:
         raise BatchVisionError(ErrorCode.INVALID_REQUEST, "malformed multipart body") from None
     if not reader.finished:
         raise BatchVisionError(ErrorCode.INVALID_REQUEST, "multipart body ended early")

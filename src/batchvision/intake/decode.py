@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from batchvision.core import DecodedImage, RGBArray
 from batchvision.errors import BatchVisionError, ErrorCode
@@ -19,6 +19,12 @@ pillow_heif.register_heif_opener()
 # Only these Pillow plugins are ever asked to parse client bytes; the rest (EPS runs Ghostscript,
 # and many are rarely fuzzed) are never reached.
 ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
+
+# What is passed to Image.open: the allowed formats this Pillow build can open. Naming one it has no
+# opener for makes Image.open raise KeyError for every file its earlier entries did not accept
+# (MPO files are opened by the JPEG opener and have none of their own; AVIF needs Pillow >= 11.2).
+Image.init()
+_OPENERS = tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
 
 # Recognisable formats we deliberately do not decode, by magic bytes.
 _REFUSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -48,11 +54,17 @@ def decode_image(data: bytes, *, max_pixels: int, target_side: int | None = None
     _refuse_known_unsupported(data)
     image = _open(data)
     _check_pixels(image, max_pixels)
-    metadata = extract_metadata(image)
-    upright_w, upright_h = _upright_size(image)
+    full_size = image.size
     if target_side is not None and image.format in ("JPEG", "MPO"):
         _request_draft(image, target_side)
+    # Pixels before any EXIF read. PNG's getexif() decodes the pixels itself when no eXIf chunk
+    # precedes them, the EXIF readers swallow its errors, and a second load() then returns the
+    # blank, half-filled image without raising (a corrupt PNG decoded as black). And Pillow's TIFF
+    # plugin reports the upright size from the start and drops the orientation tag as it loads,
+    # so the orientation must be read after loading or the size is swapped twice.
     pixels = _load_rgb(image)
+    metadata = extract_metadata(image)
+    upright_w, upright_h = _upright_size(full_size, image)
     return DecodedImage(
         pixels=pixels,
         width=upright_w,
@@ -67,10 +79,22 @@ def _refuse_known_unsupported(data: bytes) -> None:
     head = data[:16].lstrip() if data[:1].isspace() else data[:16]
     for signature, name in _REFUSED_SIGNATURES:
         if head.startswith(signature):
-            raise BatchVisionError(
-                ErrorCode.UNSUPPORTED_FORMAT,
-                f"{name} is not a supported image format; send {_supported_list()}",
-            )
+            raise _unsupported(name)
+    if _looks_like_svg(data):
+        raise _unsupported("SVG")
+
+
+def _unsupported(name: str) -> BatchVisionError:
+    return BatchVisionError(
+        ErrorCode.UNSUPPORTED_FORMAT,
+        f"{name} is not a supported image format; send {_supported_list()}",
+    )
+
+
+def _looks_like_svg(data: bytes) -> bool:
+    """Most SVG files open with a BOM, an XML declaration, a comment or a DOCTYPE, not `<svg`."""
+    head = data[:1024].removeprefix(b"\xef\xbb\xbf").lstrip()
+    return head.startswith(b"<") and b"<svg" in head
 
 
 def _supported_list() -> str:
@@ -81,7 +105,7 @@ def _open(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            return Image.open(io.BytesIO(data), formats=_OPENERS)
     except Image.DecompressionBombError as exc:
         raise BatchVisionError(ErrorCode.IMAGE_TOO_LARGE, "image has too many pixels") from exc
     except UnidentifiedImageError as exc:
@@ -112,8 +136,29 @@ def _orientation(image: Image.Image) -> int:
         return 1
 
 
-def _upright_size(image: Image.Image) -> tuple[int, int]:
-    width, height = image.size
+# Orientation tag value to the transposition that makes the pixels upright.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the orientation `_upright_size` assumed. Not ImageOps.exif_transpose: it re-encodes
+    the EXIF it strips the tag from, which raises on malformed EXIF, and it reads the tag with
+    different rules (it honours a RATIONAL 6, `_orientation` does not), so sizes could disagree."""
+    method = _TRANSPOSE.get(_orientation(image))
+    return image if method is None else image.transpose(method)
+
+
+def _upright_size(size: tuple[int, int], image: Image.Image) -> tuple[int, int]:
+    """`size` (taken before any draft) as it is once `image`'s orientation is applied."""
+    width, height = size
     return (height, width) if _orientation(image) in (5, 6, 7, 8) else (width, height)
 
 
@@ -133,8 +178,7 @@ def _load_rgb(image: Image.Image) -> RGBArray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image.load()
-            upright = ImageOps.exif_transpose(image) or image
-            return _to_rgb_array(upright)
+            return _to_rgb_array(_upright(image))
     except BatchVisionError:
         raise
     except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError...

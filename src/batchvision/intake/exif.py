@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import warnings
+from datetime import datetime
 from typing import Any
 
 from PIL import Image
@@ -17,22 +20,26 @@ _TAG_MODEL = 0x0110
 _TAG_DATETIME = 0x0132
 _TAG_DATETIME_ORIGINAL = 0x9003
 _TAG_OFFSET_TIME_ORIGINAL = 0x9011
+_OFFSET = re.compile(r"[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]")
 
 
 def extract_metadata(image: Image.Image) -> dict[str, Any]:
     """Only the fields the image really has."""
-    try:
-        exif = image.getexif()
-    except Exception:
-        return {}
-    found: dict[str, Any] = {}
-    try:
-        found.update(_capture_time(exif))
-        found.update(_camera(exif))
-        found.update(_gps(exif))
-    except Exception as exc:  # EXIF written by odd firmware: keep what was parsed so far
-        log.debug("ignoring malformed EXIF: %s", exc)
-    return found
+    # Pillow warns ("Corrupt EXIF data") on every odd camera; the fields it cannot parse are
+    # simply left out, so the warnings would only be noise in the server log.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            exif = image.getexif()
+        except Exception:
+            return {}
+        found: dict[str, Any] = {}
+        for section in (_capture_time, _camera, _gps):
+            try:
+                found.update(section(exif))
+            except Exception as exc:  # odd firmware: keep the sections that parse
+                log.debug("ignoring malformed EXIF: %s", exc)
+        return found
 
 
 def _text(value: object) -> str | None:
@@ -49,13 +56,13 @@ def _capture_time(exif: Image.Exif) -> dict[str, Any]:
     raw = _text(sub.get(_TAG_DATETIME_ORIGINAL)) or _text(exif.get(_TAG_DATETIME))
     if raw is None or len(raw) < 19:
         return {}
-    date, _, clock = raw[:19].partition(" ")
-    parts = date.split(":")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts) or parts == ["0000", "00", "00"]:
+    try:  # also refuses the blank "    :  :     :  :  " and "0000:00:00 00:00:00" placeholders
+        moment = datetime.strptime(raw[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
         return {}
-    iso = f"{parts[0]}-{parts[1]}-{parts[2]}T{clock}"
+    iso = moment.isoformat()
     offset = _text(sub.get(_TAG_OFFSET_TIME_ORIGINAL))
-    if offset and len(offset) == 6 and offset[0] in "+-":
+    if offset and _OFFSET.fullmatch(offset):
         iso += offset
     return {"capture_time": iso}
 
@@ -100,7 +107,10 @@ def _gps(exif: Image.Exif) -> dict[str, Any]:
         "gps": {"latitude": round(latitude, 7), "longitude": round(longitude, 7)}
     }
     if 6 in gps:
-        altitude = _rational(gps[6])
+        try:
+            altitude = _rational(gps[6])
+        except (TypeError, ValueError):  # a malformed altitude loses only the altitude
+            return found
         below_sea = gps.get(5) in (1, b"\x01")
         found["gps"]["altitude"] = round(-altitude if below_sea else altitude, 2)
     return found
