@@ -7,6 +7,7 @@ photo never fails its batch.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -20,6 +21,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from batchvision.core import ImageInput, ItemError
 from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.settings import Settings
+
+_INLINE_JSON_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,10 @@ async def read_capped(stream: AsyncIterator[bytes], limit: int) -> bytes:
 async def read_json(stream: AsyncIterator[bytes], limits: BodyLimits) -> Any:
     body = await read_capped(stream, limits.max_request_bytes)
     try:
-        return json.loads(body)
+        if len(body) < _INLINE_JSON_BYTES:
+            return json.loads(body)
+        # Parsing tens of megabytes of base64 takes long enough to stall every other request.
+        return await asyncio.to_thread(json.loads, body)
     except (ValueError, RecursionError):
         raise BatchVisionError(
             ErrorCode.INVALID_REQUEST, "request body is not valid JSON"
