@@ -52,11 +52,16 @@ class Pipeline:
         """Validate skills, parameters and models before any image work starts."""
         if not tasks:
             raise BatchVisionError(ErrorCode.INVALID_REQUEST, "at least one task is required")
-        prepared = []
+        prepared: list[PreparedTask] = []
         for task in tasks:
             skill = self.skills.get(task.skill)
             if skill is None:
                 raise unknown_skill(task.skill)
+            if any(p.name == skill.name for p in prepared):
+                # Outputs are keyed by skill name: a second run would silently replace the first.
+                raise BatchVisionError(
+                    ErrorCode.INVALID_REQUEST, f"skill '{skill.name}' is listed more than once"
+                )
             params = skill.parse_params(task.params)
             for model in skill.models(params):
                 self.registry.require(model)

@@ -14,10 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchvision import __version__
 from batchvision.api import native
-from batchvision.api.errors import install_error_handlers
+from batchvision.api.errors import error_response, install_error_handlers
+from batchvision.errors import ErrorCode
 from batchvision.pipeline import Pipeline
 from batchvision.settings import Settings
 
+log = logging.getLogger(__name__)
 access_log = logging.getLogger("batchvision.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -38,16 +40,32 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Starlette answers unhandled errors in its outermost middleware, outside this one,
+            # so that 500 would lack the request id; answer here instead, with the same generic
+            # body (the id is what lets an operator find the logged traceback).
+            if started:
+                raise
+            log.error(
+                "internal error on %s %s id=%s",
+                scope["method"],
+                scope["path"],
+                request_id,
+                exc_info=exc,
+            )
+            response = error_response(500, ErrorCode.INTERNAL_ERROR, "internal server error")
+            await response(scope, receive, send_with_id)
         finally:
             took = (time.perf_counter() - start) * 1000.0
             access_log.info(

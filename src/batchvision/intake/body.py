@@ -74,17 +74,43 @@ async def read_capped(stream: AsyncIterator[bytes], limit: int) -> bytes:
     return bytes(body)
 
 
+def _refuse_unpaired_surrogates(body: Any) -> None:
+    """JSON can escape a lone UTF-16 surrogate (`"\\ud800"`); Python keeps it in the string, and
+    any response that echoes it (an id, a filename, a skill name in an error) then fails to
+    encode as UTF-8. Such text is not Unicode, so the request is refused up front."""
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise BatchVisionError(
+                        ErrorCode.INVALID_REQUEST,
+                        "request body contains an unpaired surrogate escape",
+                    ) from None
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 async def read_json(stream: AsyncIterator[bytes], limits: BodyLimits) -> Any:
     body = await read_capped(stream, limits.max_request_bytes)
     try:
         if len(body) < _INLINE_JSON_BYTES:
-            return json.loads(body)
-        # Parsing tens of megabytes of base64 takes long enough to stall every other request.
-        return await asyncio.to_thread(json.loads, body)
+            parsed = json.loads(body)
+        else:
+            # Parsing tens of megabytes of base64 takes long enough to stall every other request.
+            parsed = await asyncio.to_thread(json.loads, body)
     except (ValueError, RecursionError):
         raise BatchVisionError(
             ErrorCode.INVALID_REQUEST, "request body is not valid JSON"
         ) from None
+    _refuse_unpaired_surrogates(parsed)
+    return parsed
 
 
 def image_from_base64(
