@@ -229,6 +229,8 @@ def test_same_skill_twice_is_refused(live_server: LiveServer, tasks: Any) -> Non
     "params",
     [
         {"threshold": 2},
+        {"threshold": True},
+        {"threshold": "0.5"},
         {"threshold": "high"},
         {"max_detections": 0},
         {"nms_iou": 0},

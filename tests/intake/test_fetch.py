@@ -494,3 +494,11 @@ def test_public_addresses(address: str) -> None:
 @pytest.mark.parametrize("address", NOT_PUBLIC)
 def test_non_public_addresses(address: str) -> None:
     assert not is_public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("url", ["http://exa mple.com/", "http://a%20b.example/", "http://a\tb/"])
+def test_malformed_host_names_are_refused_before_any_lookup(url: str) -> None:
+    policy = FetchPolicy(timeout_s=1, max_bytes=1000, max_redirects=0, allow_hosts=frozenset())
+    with pytest.raises(BatchVisionError) as caught:
+        asyncio.run(fetch_url(url, policy))
+    assert caught.value.code is ErrorCode.URL_NOT_ALLOWED

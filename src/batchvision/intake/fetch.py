@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -218,6 +219,9 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
     literal = _parse_ip(host)
     if literal is not None:
         return [literal]
+    if not _HOST_NAME.fullmatch(host):
+        # Never hand DNS a name no resolver should see (spaces, percent-escapes, control bytes).
+        raise _not_allowed(f"host '{host}' is not a valid host name")
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
@@ -235,6 +239,9 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
     if not addresses:
         raise _failed(f"could not resolve host '{host}'")
     return addresses
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?")
 
 
 def _parse_ip(text: str) -> IPAddress | None:

@@ -17,7 +17,8 @@ DEFAULT_DETECT_MODEL = "yolox-nano"
 
 
 class DetectParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"threshold": true` or `"0.5"` is a client mistake to report, not to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(DEFAULT_DETECT_MODEL, description="a detect model card name")
     threshold: float = Field(0.25, ge=0.0, le=1.0, description="minimum score")
