@@ -40,6 +40,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "model_dirs": [MODELS],
         "worker_threads": 2,
         "ort_intra_op_threads": 2,
+        # Open access unless a test is about accounts; those set auth="required".
+        "auth": "disabled",
     }
     values.update(overrides)
     return Settings(**values)

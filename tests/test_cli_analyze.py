@@ -116,6 +116,7 @@ def test_serve_subprocess_binds_loopback_by_default_and_answers(tmp_path: Path) 
         BATCHVISION_PORT=str(port),
         BATCHVISION_MODEL_DIRS=str(MODELS),
         BATCHVISION_DATA_DIR=str(tmp_path),
+        BATCHVISION_AUTH="disabled",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchvision.cli", "serve"],

@@ -20,6 +20,10 @@ class ErrorCode(StrEnum):
     MODEL_UNAVAILABLE = "model_unavailable"
     PROCESSING_ERROR = "processing_error"
     OVERLOADED = "overloaded"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+    RATE_LIMITED = "rate_limited"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL_ERROR = "internal_error"
@@ -39,6 +43,10 @@ HTTP_STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.MODEL_UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.PROCESSING_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
     ErrorCode.OVERLOADED: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.UNAUTHORIZED: HTTPStatus.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN: HTTPStatus.FORBIDDEN,
+    ErrorCode.INSUFFICIENT_CREDITS: HTTPStatus.PAYMENT_REQUIRED,
+    ErrorCode.RATE_LIMITED: HTTPStatus.TOO_MANY_REQUESTS,
     ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
     ErrorCode.METHOD_NOT_ALLOWED: HTTPStatus.METHOD_NOT_ALLOWED,
     ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -48,11 +56,21 @@ HTTP_STATUS: dict[ErrorCode, HTTPStatus] = {
 class BatchVisionError(Exception):
     """An expected failure with a stable code; safe to show its message to clients."""
 
-    def __init__(self, code: ErrorCode, message: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+        self.headers = dict(headers or {})
+        if retry_after_s is not None:
+            self.headers["Retry-After"] = str(retry_after_s)
 
     @property
     def http_status(self) -> HTTPStatus:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,11 +27,19 @@ class Settings(BaseSettings):
 
     # Storage and models
     data_dir: Path = Path("./data")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: the SQLite file batchvision.db in data_dir"
+    )
     model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("./models")])
     model_mirror: Path | None = None
     model_card_paths: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     model_memory_budget_mb: PositiveInt = 2048
     verify_model_checksums: bool = True
+
+    # Accounts
+    auth: Literal["required", "disabled"] = "required"
+    credits_per_image: Annotated[int, Field(ge=0)] = 1
+    credits_per_video: Annotated[int, Field(ge=0)] = 1
 
     # Intake limits, enforced while bytes arrive
     max_image_bytes: PositiveInt = 20 * MB
@@ -53,6 +61,9 @@ class Settings(BaseSettings):
     ort_intra_op_threads: PositiveInt = Field(default_factory=_default_threads)
     ort_inter_op_threads: PositiveInt = 1
     retry_after_s: PositiveInt = 1
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'batchvision.db').resolve()}"
 
     @field_validator("model_dirs", "model_card_paths", mode="before")
     @classmethod

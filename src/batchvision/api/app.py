@@ -8,12 +8,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchvision import __version__
-from batchvision.api import native
+from batchvision.accounts.service import Accounts
+from batchvision.api import keys, native
 from batchvision.api.errors import error_response, install_error_handlers
 from batchvision.errors import ErrorCode
 from batchvision.pipeline import Pipeline
@@ -25,9 +27,10 @@ access_log = logging.getLogger("batchvision.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class RequestIdMiddleware:
-    """Gives every response an X-Request-ID (echoing a well-formed client one) and logs one
-    access line per request."""
+class RequestContextMiddleware:
+    """Gives every response an X-Request-ID (echoing a well-formed client one) plus any headers
+    a route left in `request.state.response_headers` (rate limits), and logs one access line
+    per request: method, route, status, key prefix, images, milliseconds. Never the secret."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -37,20 +40,26 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = self._request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state.update(request_id=request_id, response_headers={}, images=0, principal=None)
         start = time.perf_counter()
         status = 500
         started = False
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_context(message: Message) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-request-id", request_id.encode()))
+                existing = {name.lower() for name, _ in headers}
+                for name, value in state["response_headers"].items():
+                    if name.lower().encode() not in existing:
+                        headers.append((name.lower().encode(), value.encode("latin-1")))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_context)
         except Exception as exc:
             # Starlette answers unhandled errors in its outermost middleware, outside this one,
             # so that 500 would lack the request id; answer here instead, with the same generic
@@ -65,12 +74,24 @@ class RequestIdMiddleware:
                 exc_info=exc,
             )
             response = error_response(500, ErrorCode.INTERNAL_ERROR, "internal server error")
-            await response(scope, receive, send_with_id)
+            await response(scope, receive, send_with_context)
         finally:
-            took = (time.perf_counter() - start) * 1000.0
-            access_log.info(
-                "%s %s %d %.1fms id=%s", scope["method"], scope["path"], status, took, request_id
-            )
+            self._log(scope, state, status, (time.perf_counter() - start) * 1000.0)
+
+    @staticmethod
+    def _log(scope: Scope, state: dict[str, Any], status: int, took_ms: float) -> None:
+        principal = state.get("principal")
+        key = getattr(principal, "prefix", None) or "-"
+        access_log.info(
+            "%s %s %d key=%s images=%d %.1fms id=%s",
+            scope["method"],
+            scope["path"],
+            status,
+            key,
+            state.get("images", 0),
+            took_ms,
+            state["request_id"],
+        )
 
     @staticmethod
     def _request_id(scope: Scope) -> str:
@@ -82,14 +103,18 @@ class RequestIdMiddleware:
         return str(uuid.uuid4().hex)
 
 
-def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, pipeline: Pipeline | None = None, accounts: Accounts | None = None
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.accounts = accounts or Accounts(settings)
         app.state.pipeline = pipeline or Pipeline(settings)
         try:
             yield
         finally:
             await app.state.pipeline.close()
+            await app.state.accounts.close()
 
     app = FastAPI(
         title="batchvision",
@@ -100,5 +125,6 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(native.router)
-    app.add_middleware(RequestIdMiddleware)
+    app.include_router(keys.router)
+    app.add_middleware(RequestContextMiddleware)
     return app

@@ -34,7 +34,7 @@ def error_response(
 
 async def _batchvision_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BatchVisionError)
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    headers = exc.headers or None
     status = exc.http_status
     if status >= 500 and exc.code not in (ErrorCode.MODEL_UNAVAILABLE, ErrorCode.OVERLOADED):
         return _internal_error(request, exc)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from batchvision.accounts.scoping import Principal
+from batchvision.api.access import analyze_metered, native_principal
 from batchvision.core import ImageInput, ItemError, ItemResult, Task
 from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.intake.body import (
@@ -24,6 +26,8 @@ from batchvision.pipeline import Pipeline, PreparedTask
 from batchvision.skills import SKILL_TYPES
 
 router = APIRouter()
+
+Authorized = Annotated[Principal, Depends(native_principal)]
 
 _MAX_ID_LENGTH = 256
 _ANALYZE_DOC: dict[str, Any] = {
@@ -216,7 +220,7 @@ def _tasks_to_dicts(tasks: list[PreparedTask]) -> list[dict[str, Any]]:
 
 
 @router.post("/v1/analyze", openapi_extra=_ANALYZE_DOC, tags=["native"])
-async def analyze(request: Request) -> JSONResponse:
+async def analyze(request: Request, principal: Authorized) -> JSONResponse:
     """Run skills over a batch of images; per-image results come back in request order."""
     start = time.perf_counter()
     pipeline = pipeline_of(request)
@@ -226,7 +230,7 @@ async def analyze(request: Request) -> JSONResponse:
     if not inputs:
         raise _invalid("at least one image is required")
     tasks = pipeline.prepare_tasks(raw_tasks)
-    results = await pipeline.analyze(inputs, tasks)
+    results = await analyze_metered(request, principal, pipeline, inputs, tasks)
     failed = sum(1 for r in results if _status(r) == "error")
     return JSONResponse(
         {
@@ -244,12 +248,12 @@ async def analyze(request: Request) -> JSONResponse:
 
 
 @router.get("/v1/skills", tags=["native"])
-async def list_skills() -> dict[str, Any]:
+async def list_skills(principal: Authorized) -> dict[str, Any]:
     return {"skills": [skill.describe() for skill in SKILL_TYPES.values()]}
 
 
 @router.get("/v1/models", tags=["native"])
-async def list_models(request: Request) -> dict[str, Any]:
+async def list_models(request: Request, principal: Authorized) -> dict[str, Any]:
     registry = pipeline_of(request).registry
     return {"models": [registry.status(card).to_dict() for card in registry.cards.values()]}
 

@@ -1,0 +1,1 @@
+"""Accounts: API keys (stored hashed), credits, rate limits, usage and tenant scoping."""

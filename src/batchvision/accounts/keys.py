@@ -1,0 +1,232 @@
+"""API keys: created with a secret shown once, stored as a hash, metered by credits and usage.
+
+A secret looks like `bv_<prefix>_<random>`. The prefix (8 hex characters) is public: it is shown
+in listings and logs and used to find the row; the whole secret is hashed with SHA-256 and
+compared in constant time. The random part carries 256 bits, so a fast hash is safe here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from batchvision.accounts.tables import ApiKey, UsageDay, utcnow
+
+_SECRET = re.compile(r"^bv_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$")
+
+
+class AccountError(LookupError):
+    """A key name that does not exist, or one that already does; the message says which."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int
+    name: str
+    prefix: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    credits: int | None
+    requests_per_minute: int | None
+    images_per_minute: int | None
+    is_admin: bool
+
+    @classmethod
+    def of(cls, row: ApiKey) -> KeyInfo:
+        return cls(
+            id=row.id,
+            name=row.name,
+            prefix=row.prefix,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+            credits=row.credits,
+            requests_per_minute=row.requests_per_minute,
+            images_per_minute=row.images_per_minute,
+            is_admin=row.is_admin,
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["created_at"] = _iso(self.created_at)
+        body["revoked_at"] = _iso(self.revoked_at) if self.revoked_at else None
+        body["credits"] = "unlimited" if self.credits is None else self.credits
+        return body
+
+
+def _iso(moment: dt.datetime) -> str:
+    if moment.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class NewKey:
+    info: KeyInfo
+    secret: str
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+class KeyStore:
+    """Every accounts read and write. Methods are synchronous; callers run them off the loop."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(
+        self,
+        name: str,
+        *,
+        credits: int | None = None,
+        requests_per_minute: int | None = None,
+        images_per_minute: int | None = None,
+        is_admin: bool = False,
+    ) -> NewKey:
+        if not _NAME.match(name):
+            raise ValueError("key names are 1-100 letters, digits, spaces or . _ @ -")
+        prefix = secrets.token_hex(4)
+        secret = f"bv_{prefix}_{secrets.token_urlsafe(32)}"
+        row = ApiKey(
+            name=name,
+            prefix=prefix,
+            secret_hash=hash_secret(secret),
+            created_at=utcnow(),
+            credits=credits,
+            requests_per_minute=requests_per_minute,
+            images_per_minute=images_per_minute,
+            is_admin=is_admin,
+        )
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(row)
+                session.flush()
+                info = KeyInfo.of(row)
+        except IntegrityError:
+            raise AccountError(f"a key named '{name}' already exists") from None
+        return NewKey(info, secret)
+
+    def all_keys(self) -> list[KeyInfo]:
+        with Session(self.engine) as session:
+            return [KeyInfo.of(r) for r in session.scalars(select(ApiKey).order_by(ApiKey.id))]
+
+    def get(self, key_id: int) -> KeyInfo | None:
+        with Session(self.engine) as session:
+            row = session.get(ApiKey, key_id)
+            return KeyInfo.of(row) if row else None
+
+    def by_name(self, name: str) -> KeyInfo:
+        with Session(self.engine) as session:
+            row = session.scalars(select(ApiKey).where(ApiKey.name == name)).first()
+            if row is None:
+                raise AccountError(f"no key named '{name}'")
+            return KeyInfo.of(row)
+
+    def revoke(self, name: str) -> KeyInfo:
+        with Session(self.engine) as session, session.begin():
+            row = session.scalars(select(ApiKey).where(ApiKey.name == name)).first()
+            if row is None:
+                raise AccountError(f"no key named '{name}'")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            return KeyInfo.of(row)
+
+    def add_credits(self, name: str, amount: int) -> KeyInfo:
+        """Add to a metered key's balance; a negative amount takes credits away (not below 0)."""
+        with Session(self.engine) as session, session.begin():
+            row = session.scalars(select(ApiKey).where(ApiKey.name == name)).first()
+            if row is None:
+                raise AccountError(f"no key named '{name}'")
+            row.credits = max(0, (row.credits or 0) + amount)
+            return KeyInfo.of(row)
+
+    def authenticate(self, secret: str) -> KeyInfo | None:
+        """The active key whose secret this is, or None (unknown, malformed or revoked)."""
+        match = _SECRET.match(secret)
+        if match is None:
+            return None
+        with Session(self.engine) as session:
+            row = session.scalars(select(ApiKey).where(ApiKey.prefix == match.group(1))).first()
+            if row is None or not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
+                return None
+            info = KeyInfo.of(row)
+        return info if info.active else None
+
+    def reserve(self, key_id: int, amount: int) -> bool:
+        """Take `amount` credits in one conditional UPDATE, so concurrent reservations can
+        never overdraw: the database serialises them. Unlimited keys always succeed."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .where((ApiKey.credits.is_(None)) | (ApiKey.credits >= amount))
+                .values(credits=ApiKey.credits - amount)
+            )
+            return result.rowcount == 1
+
+    def refund(self, key_id: int, amount: int) -> None:
+        if amount <= 0:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.credits.is_not(None))
+                .values(credits=ApiKey.credits + amount)
+            )
+
+    def record_usage(self, key_id: int, *, requests: int, images: int, credits: int) -> None:
+        day = utcnow().date()
+        values = {
+            "key_id": key_id,
+            "day": day,
+            "requests": requests,
+            "images": images,
+            "credits": credits,
+        }
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = insert(UsageDay).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[UsageDay.key_id, UsageDay.day],
+            set_={
+                "requests": UsageDay.requests + requests,
+                "images": UsageDay.images + images,
+                "credits": UsageDay.credits + credits,
+            },
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def usage(self, key_id: int, *, days: int = 30) -> list[dict[str, Any]]:
+        since = utcnow().date() - dt.timedelta(days=days - 1)
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(UsageDay)
+                .where(UsageDay.key_id == key_id, UsageDay.day >= since)
+                .order_by(UsageDay.day)
+            )
+            return [
+                {
+                    "date": r.day.isoformat(),
+                    "requests": r.requests,
+                    "images": r.images,
+                    "credits": r.credits,
+                }
+                for r in rows
+            ]

@@ -1,0 +1,134 @@
+"""The one accounts entry point every API surface uses: authenticate, rate-limit, meter credits."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from sqlalchemy import Engine
+
+from batchvision.accounts.db import make_engine, migrate
+from batchvision.accounts.keys import KeyStore
+from batchvision.accounts.ratelimit import RateLimiter
+from batchvision.accounts.scoping import Principal
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def unauthorized(message: str) -> BatchVisionError:
+    return BatchVisionError(
+        ErrorCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": 'Bearer realm="batchvision"'}
+    )
+
+
+@dataclass
+class Meter:
+    """Credits reserved for one request; items that fail before inference are handed back."""
+
+    credits_per_image: int
+    images: int
+    reserved: int
+    refunded_images: int = 0
+
+    def refund_images(self, count: int) -> None:
+        self.refunded_images = min(self.images, self.refunded_images + max(0, count))
+
+    @property
+    def refunded_credits(self) -> int:
+        return min(self.reserved, self.refunded_images * self.credits_per_image)
+
+    @property
+    def processed_images(self) -> int:
+        return self.images - self.refunded_images
+
+
+class Accounts:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.required = settings.auth == "required"
+        self.engine = engine or make_engine(settings)
+        migrate(self.engine)
+        self.keys = KeyStore(self.engine)
+        self.limiter = RateLimiter()
+        # Database calls are short and blocking; a few dedicated threads keep them off the loop
+        # and out of the image workers' way.
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="bv-db")
+
+    async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a blocking store call on the accounts threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def authenticate(self, secret: str | None) -> Principal:
+        if not self.required:
+            return Principal.anonymous()
+        if not secret:
+            raise unauthorized("missing API key")
+        key = await self.run(self.keys.authenticate, secret)
+        if key is None:
+            raise unauthorized("invalid or revoked API key")
+        return Principal.of(key)
+
+    def limit_requests(self, principal: Principal) -> dict[str, str]:
+        """Take one request token; the headers to send, or a rate_limited error carrying them."""
+        return self._take(principal, "requests", principal.requests_per_minute, 1)
+
+    def limit_images(self, principal: Principal, images: int) -> dict[str, str]:
+        return self._take(principal, "images", principal.images_per_minute, images)
+
+    def _take(
+        self, principal: Principal, kind: str, per_minute: int | None, amount: int
+    ) -> dict[str, str]:
+        if principal.key_id is None or per_minute is None:
+            return {}
+        decision = self.limiter.take(principal.key_id, kind, per_minute, amount)
+        if not decision.allowed:
+            raise BatchVisionError(
+                ErrorCode.RATE_LIMITED,
+                f"rate limit of {per_minute} {kind} per minute exceeded; retry in "
+                f"{decision.retry_after_s} s",
+                headers=decision.headers(),
+            )
+        return decision.headers() if kind == "requests" else {}
+
+    @asynccontextmanager
+    async def metered(
+        self, principal: Principal, *, images: int = 0, videos: int = 0
+    ) -> AsyncIterator[Meter]:
+        """Reserve the request's credits before work starts (402 if short); on exit hand back
+        what `Meter.refund_images` marked and record usage. A failed request is fully refunded."""
+        per_image = self.settings.credits_per_image
+        cost = images * per_image + videos * self.settings.credits_per_video
+        meter = Meter(per_image, images + videos, cost)
+        if principal.key_id is None:
+            yield meter
+            return
+        key_id = principal.key_id
+        if not await self.run(self.keys.reserve, key_id, cost):
+            raise BatchVisionError(
+                ErrorCode.INSUFFICIENT_CREDITS,
+                f"insufficient credits: this request needs {cost}",
+            )
+        try:
+            yield meter
+        except BaseException:
+            await asyncio.shield(self.run(self.keys.refund, key_id, cost))
+            raise
+        refund = meter.refunded_credits
+        await asyncio.shield(self._settle(key_id, refund, meter.processed_images, cost - refund))
+
+    async def _settle(self, key_id: int, refund: int, images: int, charged: int) -> None:
+        await self.run(self.keys.refund, key_id, refund)
+        await self.run(self.keys.record_usage, key_id, requests=1, images=images, credits=charged)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()

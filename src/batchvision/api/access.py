@@ -1,0 +1,74 @@
+"""Access for every surface: where its clients put their API key, the dependency that checks
+it, and metered analysis (image rate limit, credits reserved up front, refunds for images that
+failed before inference).
+
+Surfaces differ only in where the credential is read; authentication, rate limiting and the
+error they raise are shared. A header that is present but malformed counts as missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from fastapi import Request
+
+from batchvision.accounts.scoping import Principal
+from batchvision.accounts.service import Accounts
+from batchvision.core import ImageInput, ItemResult
+from batchvision.pipeline import Pipeline, PreparedTask
+
+
+def scheme_token(headers: Mapping[str, str], *schemes: str) -> str | None:
+    """The token of an `Authorization: <scheme> <token>` header, for any of `schemes`."""
+    value = headers.get("authorization", "")
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() in {s.lower() for s in schemes} and token and " " not in token:
+        return token
+    return None
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    return scheme_token(headers, "Bearer")
+
+
+def header_token(headers: Mapping[str, str], name: str) -> str | None:
+    token = headers.get(name, "").strip()
+    return token if token and " " not in token else None
+
+
+def accounts_of(request: Request) -> Accounts:
+    accounts: Accounts = request.app.state.accounts
+    return accounts
+
+
+async def authorize(request: Request, secret: str | None) -> Principal:
+    """Authenticate `secret`, take a request token, and remember both for the response."""
+    accounts = accounts_of(request)
+    principal = await accounts.authenticate(secret)
+    request.state.principal = principal
+    request.state.response_headers.update(accounts.limit_requests(principal))
+    return principal
+
+
+async def native_principal(request: Request) -> Principal:
+    """Native API: `Authorization: Bearer <key>`."""
+    return await authorize(request, bearer_token(request.headers))
+
+
+async def analyze_metered(
+    request: Request,
+    principal: Principal,
+    pipeline: Pipeline,
+    inputs: Sequence[ImageInput],
+    tasks: Sequence[PreparedTask],
+) -> list[ItemResult]:
+    """Run `tasks` over `inputs` for `principal`: 1 credit per image reserved before any work,
+    handed back for images that failed before inference (unreadable, refused, not fetched)."""
+    accounts = accounts_of(request)
+    accounts.limit_images(principal, len(inputs))
+    request.state.images = len(inputs)
+    async with accounts.metered(principal, images=len(inputs)) as meter:
+        results = await pipeline.analyze(inputs, tasks)
+        meter.refund_images(sum(1 for result in results if result.image is None))
+    return results

@@ -1,0 +1,138 @@
+"""Accounts routes: `/v1/usage` for the calling key, `/v1/keys` to manage keys.
+
+A key sees only itself; admin keys see and manage every key. Another key's id answers 404, so
+ids reveal nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from batchvision.accounts.keys import AccountError, KeyInfo
+from batchvision.accounts.scoping import Principal, not_found
+from batchvision.api.access import accounts_of, native_principal
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.intake.body import BodyLimits, read_json
+
+router = APIRouter(tags=["accounts"])
+
+Authorized = Annotated[Principal, Depends(native_principal)]
+
+
+class NewKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    credits: int | None = Field(None, ge=0, description="omit for unlimited")
+    requests_per_minute: int | None = Field(None, ge=1)
+    images_per_minute: int | None = Field(None, ge=1)
+    admin: bool = False
+
+
+class CreditsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    amount: int = Field(description="credits to add; negative takes credits away")
+
+
+def _require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise BatchVisionError(ErrorCode.FORBIDDEN, "this needs an admin key")
+
+
+def _require_key(principal: Principal) -> int:
+    if principal.key_id is None:
+        raise BatchVisionError(
+            ErrorCode.NOT_FOUND,
+            "usage is recorded per API key; this server runs with auth disabled",
+        )
+    return principal.key_id
+
+
+async def _body(request: Request, model: type[BaseModel]) -> Any:
+    limits = BodyLimits.from_settings(request.app.state.settings)
+    try:
+        return model.model_validate(await read_json(request.stream(), limits))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BatchVisionError(ErrorCode.INVALID_PARAMETER, problems) from None
+
+
+async def _visible_key(request: Request, principal: Principal, key_id: int) -> KeyInfo:
+    accounts = accounts_of(request)
+    key = await accounts.run(accounts.keys.get, key_id)
+    if key is None or not principal.owns(key.id):
+        raise not_found("key", key_id)
+    return key
+
+
+@router.get("/v1/usage")
+async def usage(
+    request: Request, principal: Authorized, days: Annotated[int, Query(ge=1, le=366)] = 30
+) -> dict[str, Any]:
+    """Balance, images processed, requests and credits by UTC day for the calling key."""
+    key_id = _require_key(principal)
+    accounts = accounts_of(request)
+    key = await accounts.run(accounts.keys.get, key_id)
+    rows = await accounts.run(accounts.keys.usage, key_id, days=days)
+    assert key is not None  # authenticated a moment ago
+    totals = {name: sum(r[name] for r in rows) for name in ("requests", "images", "credits")}
+    return {
+        "key": {"id": key.id, "name": key.name, "prefix": key.prefix},
+        "balance": "unlimited" if key.credits is None else key.credits,
+        "totals": totals,
+        "days": rows,
+    }
+
+
+@router.get("/v1/keys")
+async def list_keys(request: Request, principal: Authorized) -> dict[str, Any]:
+    accounts = accounts_of(request)
+    keys = await accounts.run(accounts.keys.all_keys)
+    return {"keys": [key.to_dict() for key in keys if principal.owns(key.id)]}
+
+
+@router.get("/v1/keys/{key_id}")
+async def get_key(request: Request, principal: Authorized, key_id: int) -> dict[str, Any]:
+    return (await _visible_key(request, principal, key_id)).to_dict()
+
+
+@router.post("/v1/keys", status_code=201)
+async def create_key(request: Request, principal: Authorized) -> JSONResponse:
+    """Create a key (admin only). The secret is in this response and nowhere else, ever."""
+    _require_admin(principal)
+    spec: NewKeyRequest = await _body(request, NewKeyRequest)
+    accounts = accounts_of(request)
+    try:
+        created = await accounts.run(
+            accounts.keys.create,
+            spec.name,
+            credits=spec.credits,
+            requests_per_minute=spec.requests_per_minute,
+            images_per_minute=spec.images_per_minute,
+            is_admin=spec.admin,
+        )
+    except (AccountError, ValueError) as exc:
+        raise BatchVisionError(ErrorCode.INVALID_PARAMETER, str(exc)) from None
+    return JSONResponse({"key": created.info.to_dict(), "secret": created.secret}, status_code=201)
+
+
+@router.post("/v1/keys/{key_id}/revoke")
+async def revoke_key(request: Request, principal: Authorized, key_id: int) -> dict[str, Any]:
+    """Admins revoke any key; a key may revoke itself (a leaked secret)."""
+    key = await _visible_key(request, principal, key_id)
+    accounts = accounts_of(request)
+    return (await accounts.run(accounts.keys.revoke, key.name)).to_dict()
+
+
+@router.post("/v1/keys/{key_id}/credits")
+async def add_credits(request: Request, principal: Authorized, key_id: int) -> dict[str, Any]:
+    _require_admin(principal)
+    key = await _visible_key(request, principal, key_id)
+    change: CreditsRequest = await _body(request, CreditsRequest)
+    accounts = accounts_of(request)
+    return (await accounts.run(accounts.keys.add_credits, key.name, change.amount)).to_dict()
