@@ -20,6 +20,8 @@ from batchvision.settings import Settings
 app = typer.Typer(help="batchvision: self-hosted batch vision inference.", no_args_is_help=True)
 models_app = typer.Typer(help="Model files: list what is installed, pull what is missing.")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(help="API keys: create, list, revoke, add credits, show usage.")
+app.add_typer(keys_app, name="keys")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -52,6 +54,9 @@ def serve(
         list[Path] | None, typer.Option(help="model directory (repeatable)")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    insecure: Annotated[
+        bool, typer.Option(help="allow a non-loopback address while auth is disabled")
+    ] = False,
 ) -> None:
     """Run the HTTP server."""
     import uvicorn
@@ -59,6 +64,12 @@ def serve(
     from batchvision.api.app import create_app
 
     settings = _settings(host=host, port=port, model_dirs=model_dir)
+    if settings.auth == "disabled" and not _is_loopback(settings.host) and not insecure:
+        raise _fail(
+            f"auth is disabled, so binding {settings.host} would open the server to anyone who "
+            "can reach it; bind 127.0.0.1, enable auth, or pass --insecure",
+            2,
+        )
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -171,6 +182,120 @@ def models_pull(
     except (PullError, BatchVisionError) as exc:
         raise _fail(str(exc) if isinstance(exc, PullError) else exc.message) from None
     typer.echo(f"installed {name} at {path}")
+
+
+def _store() -> Any:
+    from batchvision.accounts.db import make_engine, migrate
+    from batchvision.accounts.keys import KeyStore
+
+    engine = make_engine(_settings())
+    migrate(engine)
+    return KeyStore(engine)
+
+
+def _parse_rate(rate: str | None) -> int | None:
+    if rate is None:
+        return None
+    count, _, unit = rate.partition("/")
+    if not count.strip().isdigit() or int(count) < 1 or unit.strip() not in ("", "min", "minute"):
+        raise _fail(f"rate must look like 60/min, not '{rate}'", 2)
+    return int(count)
+
+
+def _key_line(key: Any) -> str:
+    info = key.to_dict()
+    state = "revoked" if info["revoked_at"] else "active"
+    rates = (
+        f"{info['requests_per_minute'] or '-'} req/min, {info['images_per_minute'] or '-'} img/min"
+    )
+    role = "admin" if info["is_admin"] else "user"
+    shown = f"{info['name']:<20} bv_{info['prefix']}_…  {state:<8} {role:<6}"
+    return f"{shown} credits={info['credits']}  {rates}"
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="a unique name for the key")],
+    credits: Annotated[int | None, typer.Option(help="credit balance; omit for unlimited")] = None,
+    rate: Annotated[str | None, typer.Option(help="requests per minute, e.g. 60/min")] = None,
+    image_rate: Annotated[str | None, typer.Option(help="images per minute, e.g. 600/min")] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="may manage keys and see every object")
+    ] = False,
+) -> None:
+    """Create a key and print its secret. The secret is shown this once and never stored."""
+    from batchvision.accounts.keys import AccountError
+
+    if credits is not None and credits < 0:
+        raise _fail("--credits cannot be negative", 2)
+    try:
+        created = _store().create(
+            name,
+            credits=credits,
+            requests_per_minute=_parse_rate(rate),
+            images_per_minute=_parse_rate(image_rate),
+            is_admin=admin,
+        )
+    except (AccountError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(_key_line(created.info), err=True)
+    typer.echo("secret (shown once; store it now):", err=True)
+    typer.echo(created.secret)
+
+
+@keys_app.command("list")
+def keys_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """List keys (never their secrets)."""
+    keys = _store().all_keys()
+    if as_json:
+        typer.echo(json.dumps([k.to_dict() for k in keys], indent=2))
+        return
+    for key in keys:
+        typer.echo(_key_line(key))
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="key name")]) -> None:
+    """Revoke a key: it stops working at once; its records are kept."""
+    from batchvision.accounts.keys import AccountError
+
+    try:
+        typer.echo(_key_line(_store().revoke(name)))
+    except AccountError as exc:
+        raise _fail(str(exc)) from None
+
+
+@keys_app.command("add-credits")
+def keys_add_credits(
+    name: Annotated[str, typer.Argument(help="key name")],
+    amount: Annotated[int, typer.Argument(help="credits to add (negative to take away)")],
+) -> None:
+    """Add credits to a key's balance."""
+    from batchvision.accounts.keys import AccountError
+
+    try:
+        typer.echo(_key_line(_store().add_credits(name, amount)))
+    except AccountError as exc:
+        raise _fail(str(exc)) from None
+
+
+@keys_app.command("usage")
+def keys_usage(
+    name: Annotated[str, typer.Argument(help="key name")],
+    days: Annotated[int, typer.Option(help="how many days back")] = 30,
+) -> None:
+    """Requests, images and credits by UTC day for one key."""
+    from batchvision.accounts.keys import AccountError
+
+    store = _store()
+    try:
+        key = store.by_name(name)
+    except AccountError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(_key_line(key))
+    typer.echo(f"{'date':<12}{'requests':>10}{'images':>10}{'credits':>10}")
+    for row in store.usage(key.id, days=days):
+        typer.echo(f"{row['date']:<12}{row['requests']:>10}{row['images']:>10}{row['credits']:>10}")
 
 
 def main() -> None:
