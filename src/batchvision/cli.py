@@ -265,7 +265,8 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="key name")]) -> None:
         raise _fail(str(exc)) from None
 
 
-@keys_app.command("add-credits")
+# Negative amounts take credits away; without ignore_unknown_options click reads "-5" as an option.
+@keys_app.command("add-credits", context_settings={"ignore_unknown_options": True})
 def keys_add_credits(
     name: Annotated[str, typer.Argument(help="key name")],
     amount: Annotated[int, typer.Argument(help="credits to add (negative to take away)")],
@@ -275,7 +276,7 @@ def keys_add_credits(
 
     try:
         typer.echo(_key_line(_store().add_credits(name, amount)))
-    except AccountError as exc:
+    except (AccountError, ValueError) as exc:
         raise _fail(str(exc)) from None
 
 

@@ -7,12 +7,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from batchvision.settings import Settings
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
+_PG_MIGRATION_LOCK = 0x6276_6D69_6772  # any fixed bigint; "bvmigr"
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -41,5 +42,11 @@ def migrate(engine: Engine) -> None:
     location = resources.files("batchvision.accounts").joinpath("migrations")
     config.set_main_option("script_location", str(location))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Servers starting together on one database would otherwise race to create the
+            # tables (one fails on a duplicate key); the lock makes the others wait, then no-op.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

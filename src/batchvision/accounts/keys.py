@@ -15,7 +15,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, case, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +25,11 @@ from batchvision.accounts.tables import ApiKey, UsageDay, utcnow
 
 _SECRET = re.compile(r"^bv_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$")
+
+# Bounds that keep every stored value, and every sum the store computes, inside the columns
+# (64-bit credits, 32-bit rates on PostgreSQL); larger numbers used to fail as a 500.
+MAX_CREDITS = 10**15
+MAX_RATE_PER_MINUTE = 10**9
 
 
 class AccountError(LookupError):
@@ -72,7 +77,8 @@ class KeyInfo:
 def _iso(moment: dt.datetime) -> str:
     if moment.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.isoformat().replace("+00:00", "Z")
+    # PostgreSQL hands back timestamptz in the session's TimeZone, which need not be UTC.
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,11 @@ class KeyStore:
     ) -> NewKey:
         if not _NAME.match(name):
             raise ValueError("key names are 1-100 letters, digits, spaces or . _ @ -")
+        if credits is not None and not 0 <= credits <= MAX_CREDITS:
+            raise ValueError(f"credits must be between 0 and {MAX_CREDITS}")
+        for rate in (requests_per_minute, images_per_minute):
+            if rate is not None and not 1 <= rate <= MAX_RATE_PER_MINUTE:
+                raise ValueError(f"rates must be between 1 and {MAX_RATE_PER_MINUTE} per minute")
         prefix = secrets.token_hex(4)
         secret = f"bv_{prefix}_{secrets.token_urlsafe(32)}"
         row = ApiKey(
@@ -149,12 +160,31 @@ class KeyStore:
             return KeyInfo.of(row)
 
     def add_credits(self, name: str, amount: int) -> KeyInfo:
-        """Add to a metered key's balance; a negative amount takes credits away (not below 0)."""
+        """Add to a metered key's balance; a negative amount takes credits away (not below 0).
+
+        One UPDATE computes the new balance in the database, so reservations and refunds running
+        at the same time are never overwritten. An unlimited key is refused (ValueError): adding
+        to it must not silently turn it into a key with `amount` credits."""
+        if not -MAX_CREDITS <= amount <= MAX_CREDITS:
+            raise ValueError(f"the amount must be between -{MAX_CREDITS} and {MAX_CREDITS}")
         with Session(self.engine) as session, session.begin():
             row = session.scalars(select(ApiKey).where(ApiKey.name == name)).first()
             if row is None:
                 raise AccountError(f"no key named '{name}'")
-            row.credits = max(0, (row.credits or 0) + amount)
+            if row.credits is None:
+                raise ValueError(f"key '{name}' has unlimited credits")
+            balance = ApiKey.credits + amount
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == row.id)
+                .values(
+                    credits=case(
+                        (balance < 0, 0), (balance > MAX_CREDITS, MAX_CREDITS), else_=balance
+                    )
+                )
+                .execution_options(synchronize_session=False)
+            )
+            session.refresh(row)
             return KeyInfo.of(row)
 
     def authenticate(self, secret: str) -> KeyInfo | None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from batchvision.accounts.keys import AccountError, KeyInfo
+from batchvision.accounts.keys import MAX_CREDITS, MAX_RATE_PER_MINUTE, AccountError, KeyInfo
 from batchvision.accounts.scoping import Principal, not_found
 from batchvision.api.access import accounts_of, native_principal
 from batchvision.errors import BatchVisionError, ErrorCode
@@ -22,21 +22,25 @@ router = APIRouter(tags=["accounts"])
 
 Authorized = Annotated[Principal, Depends(native_principal)]
 
+_MAX_ID = 2**63  # ids are signed 64-bit integers
+
 
 class NewKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=100)
-    credits: int | None = Field(None, ge=0, description="omit for unlimited")
-    requests_per_minute: int | None = Field(None, ge=1)
-    images_per_minute: int | None = Field(None, ge=1)
+    credits: int | None = Field(None, ge=0, le=MAX_CREDITS, description="omit for unlimited")
+    requests_per_minute: int | None = Field(None, ge=1, le=MAX_RATE_PER_MINUTE)
+    images_per_minute: int | None = Field(None, ge=1, le=MAX_RATE_PER_MINUTE)
     admin: bool = False
 
 
 class CreditsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    amount: int = Field(description="credits to add; negative takes credits away")
+    amount: int = Field(
+        ge=-MAX_CREDITS, le=MAX_CREDITS, description="credits to add; negative takes credits away"
+    )
 
 
 def _require_admin(principal: Principal) -> None:
@@ -63,6 +67,8 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
 
 
 async def _visible_key(request: Request, principal: Principal, key_id: int) -> KeyInfo:
+    if not 0 < key_id < _MAX_ID:  # no such row; the database cannot even take the number
+        raise not_found("key", key_id)
     accounts = accounts_of(request)
     key = await accounts.run(accounts.keys.get, key_id)
     if key is None or not principal.owns(key.id):
@@ -135,4 +141,8 @@ async def add_credits(request: Request, principal: Authorized, key_id: int) -> d
     key = await _visible_key(request, principal, key_id)
     change: CreditsRequest = await _body(request, CreditsRequest)
     accounts = accounts_of(request)
-    return (await accounts.run(accounts.keys.add_credits, key.name, change.amount)).to_dict()
+    try:
+        updated = await accounts.run(accounts.keys.add_credits, key.name, change.amount)
+    except ValueError as exc:  # an unlimited key
+        raise BatchVisionError(ErrorCode.INVALID_PARAMETER, str(exc)) from None
+    return updated.to_dict()
