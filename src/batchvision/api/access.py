@@ -37,6 +37,26 @@ def header_token(headers: Mapping[str, str], name: str) -> str | None:
     return token if token and " " not in token else None
 
 
+def moondream_token(headers: Mapping[str, str]) -> str | None:
+    """Moondream clients send `X-Moondream-Auth: <key>`."""
+    return header_token(headers, "x-moondream-auth")
+
+
+def yandex_token(headers: Mapping[str, str]) -> str | None:
+    """Yandex Cloud clients send `Authorization: Api-Key <key>` (or an IAM-style Bearer)."""
+    return scheme_token(headers, "Api-Key", "Bearer")
+
+
+def field_token(fields: Mapping[str, object], name: str = "api_key") -> str | None:
+    """Raku Sight clients put `api_key` in the form or JSON body."""
+    value = fields.get(name)
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if isinstance(value, str) and value.strip() and " " not in value.strip():
+        return value.strip()
+    return None
+
+
 def accounts_of(request: Request) -> Accounts:
     accounts: Accounts = request.app.state.accounts
     return accounts
