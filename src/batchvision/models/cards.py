@@ -8,6 +8,7 @@ shipped card of the same name.
 from __future__ import annotations
 
 import tomllib
+from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -88,14 +89,17 @@ class ModelCard(BaseModel):
     def class_names(self) -> list[str]:
         if isinstance(self.labels, list):
             return self.labels
-        return shipped_labels(self.labels)
+        return list(shipped_labels(self.labels))
 
 
-def shipped_labels(name: str) -> list[str]:
+@cache
+def shipped_labels(name: str) -> tuple[str, ...]:
+    # Cached: skills ask per image, and a file read on the event loop hands the GIL to the
+    # decode and model threads, stalling every request behind it.
     text = (
         resources.files("batchvision.models").joinpath("labels").joinpath(f"{name}.txt").read_text()
     )
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 class CardError(ValueError):

@@ -26,9 +26,11 @@ def _session_options(intra_threads: int, inter_threads: int) -> ort.SessionOptio
     options.intra_op_num_threads = intra_threads
     options.inter_op_num_threads = inter_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = (
-        4  # failures still raise; the batch probe is expected to fail on some graphs
-    )
+    # ORT's workers spin while idle by default; on a small CPU they then steal cycles from the
+    # decode threads and the event loop (measured: ~20% more CPU per image at equal throughput).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Failures still raise; the batch probe is expected to fail on some graphs, quietly.
+    options.log_severity_level = 4
     return options
 
 
