@@ -77,7 +77,7 @@ def main() -> None:
         for name, (languages, images) in sets.items():
             one = measure(engine, images, languages, 1)
             two = measure(engine, images, languages, 2)
-            print(f"| {labels[key]} ({status.detail}) | {name} | {one:.2f} | {two:.2f} |")
+            print(f"| {status.detail} | {name} | {one:.2f} | {two:.2f} |")
 
 
 if __name__ == "__main__":

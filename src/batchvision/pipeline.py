@@ -69,8 +69,14 @@ class Pipeline:
         return prepared
 
     async def analyze(
-        self, inputs: Sequence[ImageInput], tasks: Sequence[PreparedTask]
+        self,
+        inputs: Sequence[ImageInput],
+        tasks: Sequence[PreparedTask],
+        *,
+        max_pixels: int | None = None,
     ) -> list[ItemResult]:
+        """`max_pixels` tightens the server's pixel limit for surfaces that promise a lower one."""
+        limit = min(max_pixels or self.settings.max_image_pixels, self.settings.max_image_pixels)
         with self.engine.admit(len(inputs)):
             side = _decode_side(tasks)
             results = [
@@ -78,12 +84,12 @@ class Pipeline:
                 for i in inputs
             ]
             pairs = zip(inputs, results, strict=True)
-            decoded = await asyncio.gather(*(self._intake(i, r, side) for i, r in pairs))
+            decoded = await asyncio.gather(*(self._intake(i, r, side, limit) for i, r in pairs))
             await asyncio.gather(*(self._run_task(t, decoded, results) for t in tasks))
             return results
 
     async def _intake(
-        self, item: ImageInput, result: ItemResult, side: int | None
+        self, item: ImageInput, result: ItemResult, side: int | None, max_pixels: int
     ) -> DecodedImage | None:
         start = time.perf_counter()
         try:
@@ -95,7 +101,7 @@ class Pipeline:
             if data is None:
                 raise BatchVisionError(ErrorCode.INVALID_REQUEST, "image has no data or url")
             image = await self.engine.run_cpu(
-                decode_image, data, max_pixels=self.settings.max_image_pixels, target_side=side
+                decode_image, data, max_pixels=max_pixels, target_side=side
             )
         except BatchVisionError as exc:
             result.errors.append(ItemError.from_exception(exc))

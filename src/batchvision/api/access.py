@@ -8,12 +8,13 @@ error they raise are shared. A header that is present but malformed counts as mi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 
 from fastapi import Request
 
 from batchvision.accounts.scoping import Principal
-from batchvision.accounts.service import Accounts
+from batchvision.accounts.service import Accounts, Meter
 from batchvision.core import ImageInput, ItemResult
 from batchvision.pipeline import Pipeline, PreparedTask
 
@@ -57,6 +58,11 @@ def field_token(fields: Mapping[str, object], name: str = "api_key") -> str | No
     return None
 
 
+def pipeline_of(request: Request) -> Pipeline:
+    pipeline: Pipeline = request.app.state.pipeline
+    return pipeline
+
+
 def accounts_of(request: Request) -> Accounts:
     accounts: Accounts = request.app.state.accounts
     return accounts
@@ -76,19 +82,31 @@ async def native_principal(request: Request) -> Principal:
     return await authorize(request, bearer_token(request.headers))
 
 
+@asynccontextmanager
+async def metered_request(
+    request: Request, principal: Principal, images: int
+) -> AsyncIterator[Meter]:
+    """Image rate limit, then `images` credits reserved before any work; the caller marks
+    images that failed before inference with `meter.refund_images`."""
+    accounts = accounts_of(request)
+    accounts.limit_images(principal, images)
+    request.state.images = images
+    async with accounts.metered(principal, images=images) as meter:
+        yield meter
+
+
 async def analyze_metered(
     request: Request,
     principal: Principal,
     pipeline: Pipeline,
     inputs: Sequence[ImageInput],
     tasks: Sequence[PreparedTask],
+    *,
+    max_pixels: int | None = None,
 ) -> list[ItemResult]:
-    """Run `tasks` over `inputs` for `principal`: 1 credit per image reserved before any work,
-    handed back for images that failed before inference (unreadable, refused, not fetched)."""
-    accounts = accounts_of(request)
-    accounts.limit_images(principal, len(inputs))
-    request.state.images = len(inputs)
-    async with accounts.metered(principal, images=len(inputs)) as meter:
-        results = await pipeline.analyze(inputs, tasks)
+    """Run `tasks` over `inputs` for `principal`, one credit per image, refunded for images
+    that failed before inference (unreadable, refused, not fetched)."""
+    async with metered_request(request, principal, len(inputs)) as meter:
+        results = await pipeline.analyze(inputs, tasks, max_pixels=max_pixels)
         meter.refund_images(sum(1 for result in results if result.image is None))
     return results

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from batchvision import __version__
 from batchvision.accounts.service import Accounts
 from batchvision.api import keys, native
+from batchvision.api.compat import yandex
 from batchvision.api.errors import error_response, install_error_handlers
 from batchvision.errors import ErrorCode
 from batchvision.pipeline import Pipeline
@@ -126,5 +127,6 @@ def create_app(
     install_error_handlers(app)
     app.include_router(native.router)
     app.include_router(keys.router)
+    app.include_router(yandex.router)
     app.add_middleware(RequestContextMiddleware)
     return app

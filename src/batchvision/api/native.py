@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
-from batchvision.api.access import analyze_metered, native_principal
+from batchvision.api.access import analyze_metered, native_principal, pipeline_of
 from batchvision.core import ImageInput, ItemError, ItemResult, Task
 from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.intake.body import (
@@ -22,7 +22,7 @@ from batchvision.intake.body import (
     read_multipart,
     too_many_images,
 )
-from batchvision.pipeline import Pipeline, PreparedTask
+from batchvision.pipeline import PreparedTask
 from batchvision.skills import SKILL_TYPES
 
 router = APIRouter()
@@ -83,11 +83,6 @@ _ANALYZE_DOC: dict[str, Any] = {
         },
     }
 }
-
-
-def pipeline_of(request: Request) -> Pipeline:
-    pipeline: Pipeline = request.app.state.pipeline
-    return pipeline
 
 
 def _invalid(message: str) -> BatchVisionError:

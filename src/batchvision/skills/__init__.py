@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.skills.barcode import BarcodeSkill
 from batchvision.skills.base import Skill, SkillContext
 from batchvision.skills.detect import DetectSkill
 from batchvision.skills.metadata import MetadataSkill
+from batchvision.skills.ocr import OcrSkill
 
-SKILL_TYPES: dict[str, type[Skill]] = {skill.name: skill for skill in (DetectSkill, MetadataSkill)}
+SKILL_TYPES: dict[str, type[Skill]] = {
+    skill.name: skill for skill in (DetectSkill, MetadataSkill, BarcodeSkill, OcrSkill)
+}
 
 
 def build_skills(ctx: SkillContext) -> dict[str, Skill]:

@@ -1,0 +1,186 @@
+"""What every OCR engine returns: a page of blocks → lines → words with polygons and confidences.
+
+Polygons are four (x, y) vertices, clockwise from top-left, in the pixel frame of the array the
+engine was given; `OcrPage.to_dict` scales them to the original image and rounds to ints.
+Confidences are in [0, 1]. A line's confidence is the mean of its words', a block's the mean of
+its words' over all its lines, for every engine (so the two engines' figures mean the same thing).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchvision.core import RGBArray
+from batchvision.models.ocr.languages import script_of
+
+Point = tuple[float, float]
+Polygon = tuple[Point, Point, Point, Point]
+
+
+@dataclass
+class OcrWord:
+    text: str
+    polygon: Polygon
+    confidence: float
+    language: str
+
+
+@dataclass
+class OcrLine:
+    polygon: Polygon
+    text: str
+    words: list[OcrWord]
+
+    @property
+    def confidence(self) -> float:
+        return _mean([w.confidence for w in self.words])
+
+
+@dataclass
+class OcrBlock:
+    polygon: Polygon
+    lines: list[OcrLine]
+
+    @property
+    def confidence(self) -> float:
+        return _mean([w.confidence for line in self.lines for w in line.words])
+
+
+@dataclass
+class OcrPage:
+    engine: str
+    languages: list[str]
+    blocks: list[OcrBlock] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join("\n".join(line.text for line in block.lines) for block in self.blocks)
+
+    def to_dict(self, width: int, height: int, scale: tuple[float, float]) -> dict[str, Any]:
+        """The skill's wire format; `scale` maps engine pixels to the original (width, height)."""
+        sx, sy = scale
+
+        def poly(p: Polygon) -> list[list[int]]:
+            return [
+                [_clamp(round(x * sx), 0, width), _clamp(round(y * sy), 0, height)] for x, y in p
+            ]
+
+        blocks = [
+            {
+                "polygon": poly(block.polygon),
+                "confidence": _conf(block.confidence),
+                "lines": [
+                    {
+                        "polygon": poly(line.polygon),
+                        "text": line.text,
+                        "confidence": _conf(line.confidence),
+                        "words": [
+                            {
+                                "polygon": poly(word.polygon),
+                                "text": word.text,
+                                "confidence": _conf(word.confidence),
+                                "language": word.language,
+                            }
+                            for word in line.words
+                        ],
+                    }
+                    for line in block.lines
+                ],
+            }
+            for block in self.blocks
+        ]
+        return {
+            "engine": self.engine,
+            "languages": list(self.languages),
+            "text": self.text,
+            "pages": [{"width": width, "height": height, "blocks": blocks}],
+        }
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    name: str
+    available: bool
+    detail: str  # version and backend when available, what is missing when not
+    languages: tuple[str, ...]  # ISO codes this engine can read here
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.name,
+            "available": self.available,
+            "detail": self.detail,
+            "languages": list(self.languages),
+        }
+
+
+class OcrEngine(ABC):
+    """One OCR engine. `recognize` is blocking CPU work: call it on the engine's CPU pool."""
+
+    name: str
+
+    @abstractmethod
+    def status(self) -> EngineStatus:
+        """Cheap after the first call: whether the engine and its language data are installed."""
+
+    @abstractmethod
+    def require(self, languages: list[str]) -> None:
+        """Raise model_unavailable unless the engine can read `languages` here."""
+
+    @abstractmethod
+    def recognize(self, pixels: RGBArray, languages: list[str]) -> OcrPage:
+        """OCR one RGB uint8 HxWx3 image; `languages` are validated ISO codes."""
+
+
+def fill_language_gaps(lines: list[OcrLine]) -> None:
+    """Words without letters (numbers, dashes) take the language most of their line's words have."""
+    for line in lines:
+        lettered = [w.language for w in line.words if _has_letters(w.text)]
+        if not lettered:
+            continue
+        common = max(lettered, key=lettered.count)
+        for word in line.words:
+            if not _has_letters(word.text):
+                word.language = common
+
+
+def _has_letters(text: str) -> bool:
+    return any(ch.isalpha() for ch in text)
+
+
+def join_words(words: list[str]) -> str:
+    """Words joined by spaces, except between two Chinese/Japanese characters (no spaces there)."""
+    text = ""
+    for word in words:
+        if text and not (_is_cjk(text[-1]) and _is_cjk(word[0])):
+            text += " "
+        text += word
+    return text
+
+
+def _is_cjk(char: str) -> bool:
+    return script_of(char) in ("han", "kana")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _conf(value: float) -> float:
+    return round(min(1.0, max(0.0, value)), 4)
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return min(high, max(low, value))
+
+
+def rect(x1: float, y1: float, x2: float, y2: float) -> Polygon:
+    return ((x1, y1), (x2, y1), (x2, y2), (x1, y2))
+
+
+def bounding_polygon(polygons: list[Polygon]) -> Polygon:
+    """Axis-aligned box around polygons (for blocks assembled from lines)."""
+    xs = [x for p in polygons for x, _ in p]
+    ys = [y for p in polygons for _, y in p]
+    return rect(min(xs), min(ys), max(xs), max(ys))

@@ -1,0 +1,329 @@
+"""Tesseract OCR: in process through `tesserocr`, or one `tesseract` process per image.
+
+Language data comes from Debian's `tesseract-ocr-<lang>` packages (found under `$TESSDATA_PREFIX`
+or the usual system folders). The in-process backend (`api`, the default when `tesserocr`
+imports) keeps one `PyTessBaseAPI` per worker thread and language set, since a Tesseract API object
+must not be shared between threads; it reports the language that recognised each word. The
+process backend (`cli`) runs `tesseract stdin stdout tsv` and infers each word's language from its
+script (see `languages.infer_language`). Both use page segmentation mode 3 (automatic layout) and
+the LSTM recogniser, and return Tesseract's own blocks, lines and words.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+import threading
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from PIL import Image
+
+from batchvision.core import RGBArray
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.models.ocr.base import (
+    EngineStatus,
+    OcrBlock,
+    OcrEngine,
+    OcrLine,
+    OcrPage,
+    OcrWord,
+    bounding_polygon,
+    fill_language_gaps,
+    join_words,
+    rect,
+)
+from batchvision.models.ocr.languages import (
+    LANGUAGES,
+    from_tesseract,
+    infer_language,
+    tesseract_code,
+)
+
+Backend = Literal["auto", "api", "cli"]
+
+TESSDATA_DIRS = (
+    "/usr/share/tesseract-ocr/5/tessdata",
+    "/usr/share/tesseract-ocr/4.00/tessdata",
+    "/usr/share/tessdata",
+    "/usr/local/share/tessdata",
+    "/opt/homebrew/share/tessdata",
+)
+INSTALL_HINT = (
+    "install Debian's tesseract-ocr and tesseract-ocr-<lang> packages "
+    "(e.g. apt-get install tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus)"
+)
+# API objects kept per worker thread (one per language set); the oldest is closed beyond this.
+_APIS_PER_THREAD = 4
+_CLI_TIMEOUT_S = 300
+
+
+def find_tessdata() -> Path | None:
+    candidates: list[Path] = []
+    prefix = os.environ.get("TESSDATA_PREFIX")
+    if prefix:
+        candidates += [Path(prefix), Path(prefix) / "tessdata"]
+    candidates += [Path(p) for p in TESSDATA_DIRS]
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob("*.traineddata")):
+            return folder
+    return None
+
+
+@dataclass(frozen=True)
+class _Word:
+    block: int
+    line: int
+    box: tuple[int, int, int, int]  # x1, y1, x2, y2
+    text: str
+    confidence: float  # 0-100, as Tesseract reports it
+    language: str | None  # Tesseract language name, when the backend can say
+
+
+class TesseractEngine(OcrEngine):
+    name = "tesseract"
+
+    def __init__(self, backend: Backend = "auto", tessdata: Path | None = None) -> None:
+        self._requested_backend = backend
+        self._tessdata = tessdata
+        self._local = threading.local()
+
+    @cached_property
+    def _setup(self) -> tuple[EngineStatus, Literal["api", "cli"] | None, Path | None]:
+        tessdata = self._tessdata or find_tessdata()
+        backend: Literal["api", "cli"] | None = None
+        version = ""
+        if self._requested_backend in ("auto", "api"):
+            try:
+                import tesserocr
+
+                version = tesserocr.tesseract_version().splitlines()[0]
+                backend = "api"
+            except ImportError:
+                if self._requested_backend == "api":
+                    return self._missing("the tesserocr package is not installed"), None, None
+        if backend is None:
+            binary = shutil.which("tesseract")
+            if binary is None:
+                return self._missing("the tesseract program is not installed"), None, None
+            version = _cli_version(binary)
+            backend = "cli"
+        if tessdata is None:
+            return self._missing("no Tesseract language data (tessdata) found"), None, None
+        installed = {p.stem for p in tessdata.glob("*.traineddata")}
+        languages = tuple(c for c, lang in LANGUAGES.items() if lang.tesseract in installed)
+        if not languages:
+            return self._missing(f"no supported language data in {tessdata}"), None, None
+        detail = f"{version} ({'tesserocr, in process' if backend == 'api' else 'tesseract CLI'})"
+        return EngineStatus(self.name, True, detail, languages), backend, tessdata
+
+    def _missing(self, why: str) -> EngineStatus:
+        return EngineStatus(self.name, False, f"{why}: {INSTALL_HINT}", ())
+
+    def status(self) -> EngineStatus:
+        return self._setup[0]
+
+    @property
+    def backend(self) -> str | None:
+        return self._setup[1]
+
+    def require(self, languages: list[str]) -> None:
+        status = self.status()
+        if not status.available:
+            raise BatchVisionError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"ocr engine 'tesseract' is unavailable: {status.detail}",
+            )
+        missing = [c for c in languages if c not in status.languages]
+        if missing:
+            packages = " ".join(
+                "tesseract-ocr-" + tesseract_code(c).replace("_", "-") for c in missing
+            )
+            raise BatchVisionError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"ocr engine 'tesseract' has no language data for {missing}; "
+                f"install it with `apt-get install {packages}`",
+            )
+
+    def recognize(self, pixels: RGBArray, languages: list[str]) -> OcrPage:
+        self.require(languages)
+        lang = "+".join(tesseract_code(c) for c in languages)
+        if self.backend == "api":
+            words = self._run_api(pixels, lang)
+        else:
+            words = self._run_cli(pixels, lang)
+        return _assemble(words, languages)
+
+    # -- in process -------------------------------------------------------------------------------
+
+    def _api(self, lang: str) -> Any:
+        import tesserocr
+
+        apis: OrderedDict[str, Any] | None = getattr(self._local, "apis", None)
+        if apis is None:
+            apis = self._local.apis = OrderedDict()
+        api = apis.get(lang)
+        if api is None:
+            api = tesserocr.PyTessBaseAPI(
+                path=str(self._setup[2]) + os.sep,
+                lang=lang,
+                psm=tesserocr.PSM.AUTO,
+                oem=tesserocr.OEM.LSTM_ONLY,
+            )
+            apis[lang] = api
+            while len(apis) > _APIS_PER_THREAD:
+                _, old = apis.popitem(last=False)
+                old.End()
+        apis.move_to_end(lang)
+        return api
+
+    def _run_api(self, pixels: RGBArray, lang: str) -> list[_Word]:
+        import tesserocr
+
+        api = self._api(lang)
+        height, width = pixels.shape[:2]
+        try:
+            data = cast(str, pixels.tobytes())  # the stub says str; the binding takes bytes
+            api.SetImageBytes(data, width, height, 3, 3 * width)
+            api.Recognize()
+            words: list[_Word] = []
+            iterator = api.GetIterator()
+            if iterator is None:
+                return words
+            ril = tesserocr.RIL
+            block = line = -1
+            while True:
+                if iterator.IsAtBeginningOf(ril.BLOCK):
+                    block += 1
+                if iterator.IsAtBeginningOf(ril.TEXTLINE):
+                    line += 1
+                text = "" if iterator.Empty(ril.WORD) else _word_text(iterator, ril.WORD)
+                if text and not iterator.ParagraphIsLtr():
+                    text = visual_to_logical(text)
+                box = iterator.BoundingBox(ril.WORD) if text else None
+                if text and box is not None:
+                    words.append(
+                        _Word(
+                            block,
+                            line,
+                            box,
+                            text,
+                            float(iterator.Confidence(ril.WORD)),
+                            iterator.WordRecognitionLanguage(),
+                        )
+                    )
+                if not iterator.Next(ril.WORD):
+                    break
+            return words
+        finally:
+            api.Clear()
+
+    # -- one process per image --------------------------------------------------------------------
+
+    def _run_cli(self, pixels: RGBArray, lang: str) -> list[_Word]:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PPM")
+        # One thread per process: the pool already runs images in parallel.
+        env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+        cmd = ["tesseract", "stdin", "stdout", "--tessdata-dir", str(self._setup[2])]
+        cmd += ["-l", lang, "--psm", "3", "--oem", "1", "tsv"]
+        try:
+            done = subprocess.run(
+                cmd,
+                input=buffer.getvalue(),
+                capture_output=True,
+                env=env,
+                timeout=_CLI_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RuntimeError(f"tesseract failed: {exc}") from exc
+        if done.returncode != 0:
+            raise RuntimeError(f"tesseract exited {done.returncode}: {done.stderr[-500:]!r}")
+        return _parse_tsv(done.stdout.decode("utf-8", errors="replace"))
+
+
+def _word_text(iterator: Any, level: Any) -> str:
+    try:
+        return str(iterator.GetUTF8Text(level) or "").strip()
+    except RuntimeError:  # tesserocr's way of saying "no text here"
+        return ""
+
+
+def visual_to_logical(text: str) -> str:
+    """A right-to-left word as tesserocr's word iterator spells it (left to right on the page) in
+    reading order: reversed, with runs of left-to-right characters (digits, Latin) kept as read."""
+    out: list[str] = []
+    run: list[str] = []
+    for char in reversed(text):
+        if unicodedata.bidirectional(char) in ("L", "EN", "AN"):
+            run.insert(0, char)
+            continue
+        out.extend(run)
+        run = []
+        out.append(char)
+    out.extend(run)
+    return "".join(out)
+
+
+def _cli_version(binary: str) -> str:
+    try:
+        done = subprocess.run(
+            [binary, "--version"], capture_output=True, timeout=30, check=False, text=True
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "tesseract"
+    lines = (done.stdout or done.stderr).splitlines()
+    return lines[0] if lines else "tesseract"
+
+
+def _parse_tsv(tsv: str) -> list[_Word]:
+    words: list[_Word] = []
+    lines: dict[tuple[int, int, int], int] = {}
+    reader = csv.DictReader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE)
+    for row in reader:
+        if row.get("level") != "5":
+            continue
+        text = (row.get("text") or "").strip()
+        if not text:
+            continue
+        block = int(row["block_num"])
+        key = (block, int(row["par_num"]), int(row["line_num"]))
+        line = lines.setdefault(key, len(lines))
+        x, y, w, h = (int(row[k]) for k in ("left", "top", "width", "height"))
+        words.append(_Word(block, line, (x, y, x + w, y + h), text, float(row["conf"]), None))
+    return words
+
+
+def _assemble(words: list[_Word], languages: list[str]) -> OcrPage:
+    page = OcrPage("tesseract", list(languages))
+    blocks: OrderedDict[int, OrderedDict[int, list[OcrWord]]] = OrderedDict()
+    for word in words:
+        reported = from_tesseract(word.language) if word.language else None
+        language = (
+            reported
+            if reported in languages
+            else infer_language(word.text, languages, fallback=reported)
+        )
+        x1, y1, x2, y2 = word.box
+        ocr_word = OcrWord(word.text, rect(x1, y1, x2, y2), word.confidence / 100.0, language)
+        blocks.setdefault(word.block, OrderedDict()).setdefault(word.line, []).append(ocr_word)
+    for block_lines in blocks.values():
+        lines = [
+            OcrLine(
+                bounding_polygon([w.polygon for w in line_words]),
+                join_words([w.text for w in line_words]),
+                line_words,
+            )
+            for line_words in block_lines.values()
+        ]
+        fill_language_gaps(lines)
+        page.blocks.append(OcrBlock(bounding_polygon([ln.polygon for ln in lines]), lines))
+    return page
