@@ -26,8 +26,8 @@ from accounts_support import (
     raw_request,
 )
 
-from batchvision.accounts.db import make_engine
 from batchvision.accounts.keys import KeyStore, NewKey
+from batchvision.db import make_engine
 from batchvision.settings import Settings
 from conftest import LiveServer, make_settings, start_server
 

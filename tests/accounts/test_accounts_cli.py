@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import inspect
 from typer.testing import CliRunner, Result
 
-from batchvision.accounts.db import make_engine
 from batchvision.accounts.keys import KeyStore
 from batchvision.cli import app
+from batchvision.db import make_engine
 from batchvision.settings import Settings
 
 SECRET = re.compile(r"^bv_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")

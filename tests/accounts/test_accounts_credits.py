@@ -25,10 +25,10 @@ from accounts_support import (
     keyed_server,
 )
 
-from batchvision.accounts.db import make_engine, migrate
 from batchvision.accounts.keys import KeyStore
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.service import Accounts
+from batchvision.db import make_engine, migrate
 from conftest import LiveServer, make_settings
 
 

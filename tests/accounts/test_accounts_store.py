@@ -13,8 +13,8 @@ from accounts_support import analyze, bearer
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from batchvision.accounts.db import make_engine, migrate
 from batchvision.accounts.keys import MAX_CREDITS, AccountError, KeyStore, hash_secret
+from batchvision.db import make_engine, migrate
 from conftest import LiveServer, make_settings
 
 

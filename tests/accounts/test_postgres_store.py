@@ -17,9 +17,9 @@ import pytest
 from psycopg import sql
 from sqlalchemy import Engine, inspect, select, text
 
-from batchvision.accounts.db import make_engine, migrate
 from batchvision.accounts.keys import AccountError, KeyStore
 from batchvision.accounts.tables import UsageDay
+from batchvision.db import make_engine, migrate
 from conftest import REPO, LiveServer, coco_image, make_settings
 from pg_server import PgServer, running_postgres
 
@@ -100,7 +100,7 @@ def test_migrate_creates_schema_on_empty_database_and_is_idempotent(
 # Alembic keeps its context in module globals, so concurrent migrations need processes.
 _MIGRATE_CHILD = """
 import sys
-from batchvision.accounts.db import make_engine, migrate
+from batchvision.db import make_engine, migrate
 from batchvision.settings import Settings
 engine = make_engine(Settings(database_url=sys.argv[1]))
 print("ready", flush=True)

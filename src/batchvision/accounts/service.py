@@ -12,10 +12,10 @@ from typing import ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 
-from batchvision.accounts.db import make_engine, migrate
 from batchvision.accounts.keys import KeyStore
 from batchvision.accounts.ratelimit import RateLimiter
 from batchvision.accounts.scoping import Principal
+from batchvision.db import make_engine, migrate
 from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.settings import Settings
 

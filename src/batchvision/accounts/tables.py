@@ -1,19 +1,15 @@
-"""The accounts schema. Changes here need an Alembic revision in `migrations/versions/`."""
+"""The accounts schema; changes need an Alembic revision in batchvision/migrations/versions."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
+from batchvision.db import Base, utcnow
 
-class Base(DeclarativeBase):
-    pass
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+__all__ = ["ApiKey", "Base", "UsageDay", "utcnow"]
 
 
 class ApiKey(Base):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from batchvision.accounts.tables import Base
+import batchvision.accounts.tables  # noqa: F401 - registers the accounts tables on Base
+from batchvision.db import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)

@@ -1,7 +1,9 @@
-"""Database engine: the embedded SQLite file (WAL mode) or PostgreSQL, migrated at start-up."""
+"""The database every store shares: the embedded SQLite file (WAL mode) or PostgreSQL, one schema
+(`Base`) and one Alembic history (`batchvision/migrations`), migrated at start-up."""
 
 from __future__ import annotations
 
+import datetime as dt
 from importlib import resources
 from typing import Any
 
@@ -9,10 +11,21 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase
 
 from batchvision.settings import Settings
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class Base(DeclarativeBase):
+    """Every table of every store; changes need a revision in `batchvision/migrations/versions`."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 _PG_MIGRATION_LOCK = 0x6276_6D69_6772  # any fixed bigint; "bvmigr"
 
 
@@ -39,7 +52,7 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (creates it on an empty database)."""
     config = Config()
-    location = resources.files("batchvision.accounts").joinpath("migrations")
+    location = resources.files("batchvision").joinpath("migrations")
     config.set_main_option("script_location", str(location))
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
