@@ -185,8 +185,8 @@ def models_pull(
 
 
 def _store() -> Any:
-    from batchvision.accounts.db import make_engine, migrate
     from batchvision.accounts.keys import KeyStore
+    from batchvision.db import make_engine, migrate
 
     engine = make_engine(_settings())
     migrate(engine)

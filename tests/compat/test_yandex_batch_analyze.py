@@ -15,8 +15,8 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from batchvision.accounts.db import make_engine
 from batchvision.accounts.keys import KeyStore
+from batchvision.db import make_engine
 from conftest import LiveServer
 
 ROUTE = "/vision/v1/batchAnalyze"
