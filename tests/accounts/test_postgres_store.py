@@ -14,12 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from psycopg import sql
 from sqlalchemy import Engine, inspect, select, text
 
+import batchvision.jobs.tables  # noqa: F401 - tables compared with the migrated schema
 from batchvision.accounts.keys import AccountError, KeyStore
 from batchvision.accounts.tables import UsageDay
-from batchvision.db import make_engine, migrate
+from batchvision.db import Base, make_engine, migrate
 from conftest import REPO, LiveServer, coco_image, make_settings
 from pg_server import PgServer, running_postgres
 
@@ -66,6 +69,16 @@ def store(engine: Engine) -> KeyStore:
 
 # --- migrations -------------------------------------------------------------------------------
 
+ALL_TABLES = {
+    "alembic_version",
+    "api_keys",
+    "usage_days",
+    "uploads",
+    "upload_parts",
+    "jobs",
+    "job_chunks",
+}
+
 
 def test_migrate_creates_schema_on_empty_database_and_is_idempotent(
     pg_url: str, tmp_path: Path
@@ -75,7 +88,9 @@ def test_migrate_creates_schema_on_empty_database_and_is_idempotent(
         assert inspect(engine).get_table_names() == []
         migrate(engine)
         inspector = inspect(engine)
-        assert set(inspector.get_table_names()) == {"api_keys", "usage_days", "alembic_version"}
+        assert set(inspector.get_table_names()) == ALL_TABLES
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         columns = {c["name"]: c for c in inspector.get_columns("api_keys")}
         assert str(columns["credits"]["type"]) == "BIGINT"
         assert getattr(columns["created_at"]["type"], "timezone", False) is True
@@ -87,12 +102,8 @@ def test_migrate_creates_schema_on_empty_database_and_is_idempotent(
         migrate(engine)  # second run: nothing to do, nothing broken
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0001_accounts",)]
-        assert set(inspect(engine).get_table_names()) == {
-            "api_keys",
-            "usage_days",
-            "alembic_version",
-        }
+        assert versions == [("0002_jobs",)]
+        assert set(inspect(engine).get_table_names()) == ALL_TABLES
     finally:
         engine.dispose()
 

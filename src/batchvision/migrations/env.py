@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-import batchvision.accounts.tables  # noqa: F401 - registers the accounts tables on Base
+# Importing the table modules registers every table on Base.metadata.
+import batchvision.accounts.tables
+import batchvision.jobs.tables  # noqa: F401
 from batchvision.db import Base
 
 connection = context.config.attributes["connection"]

@@ -1,0 +1,248 @@
+"""The job store: jobs and their chunk ledger, always read through the caller's tenant scope.
+
+Reads that a client triggers take a `Principal` and go through `owned_by` / `get_owned`, so
+another key's job is "not found". The runner's writes (`record_chunk`, `finish`) take a job id:
+they act for the system, never for a client.
+
+`record_chunk` is the exactly-once point: a chunk's results blob is written first (atomically),
+then the ledger row is inserted; only the insert that wins moves the job's counters. A chunk that
+is delivered twice (a retried worker, a restart after kill -9) finds its row and changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from batchvision.accounts.scoping import Principal, get_owned, owned_by
+from batchvision.db import utcnow
+from batchvision.jobs.tables import Job, JobChunk
+
+ACTIVE_STATES = ("chunking", "processing")
+FINAL_STATES = ("completed", "failed", "cancelled", "expired")
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    index: int
+    first_line: int
+    lines: int
+    ok_lines: int
+    failed_lines: int
+    images: int
+    result_key: str
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(16)
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A detached, read-only copy of a job row (safe to use after the session closes)."""
+
+    id: str
+    owner_key_id: int | None
+    surface: str
+    state: str
+    error_code: str | None
+    error_message: str | None
+    input_key: str | None
+    total_lines: int
+    completed_lines: int
+    failed_lines: int
+    images: int
+    tokens: int
+    chunk_lines: int
+    cancel_requested: bool
+    callback_url: str | None
+    retention_days: int
+    created_at: dt.datetime
+    completed_at: dt.datetime | None
+    expires_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, row: Job) -> JobView:
+        values: dict[str, Any] = {name: getattr(row, name) for name in cls.__dataclass_fields__}
+        for name in ("created_at", "completed_at", "expires_at"):
+            values[name] = _aware(values[name])
+        return cls(**values)
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.total_lines // self.chunk_lines) if self.total_lines else 0
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(
+        self,
+        principal: Principal,
+        *,
+        surface: str,
+        chunk_lines: int,
+        callback_url: str | None = None,
+        retention_days: int = 7,
+    ) -> JobView:
+        row = Job(
+            id=new_job_id(),
+            owner_key_id=principal.key_id,
+            surface=surface,
+            state="chunking",
+            chunk_lines=chunk_lines,
+            callback_url=callback_url,
+            retention_days=retention_days,
+            created_at=utcnow(),
+            total_lines=0,
+            completed_lines=0,
+            failed_lines=0,
+            images=0,
+            tokens=0,
+            cancel_requested=False,
+        )
+        with Session(self.engine) as session, session.begin():
+            session.add(row)
+            session.flush()
+            return JobView.of(row)
+
+    def get(self, principal: Principal, job_id: str) -> JobView:
+        with Session(self.engine) as session:
+            return JobView.of(get_owned(session, Job, job_id, principal, kind="job"))
+
+    def page(
+        self, principal: Principal, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[JobView], str | None]:
+        """Newest first. The cursor is the last job id of the previous page (keyset paging on
+        (created_at, id), so pages stay stable while jobs are added)."""
+        query = select(Job).where(owned_by(principal, Job.owner_key_id))
+        with Session(self.engine) as session:
+            if cursor is not None:
+                last = session.get(Job, cursor)
+                if last is not None and principal.owns(last.owner_key_id):
+                    query = query.where(
+                        or_(
+                            Job.created_at < last.created_at,
+                            and_(Job.created_at == last.created_at, Job.id < last.id),
+                        )
+                    )
+            rows = session.scalars(
+                query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+            ).all()
+            page = [JobView.of(r) for r in rows[:limit]]
+        return page, (page[-1].id if len(rows) > limit else None)
+
+    def start(self, job_id: str, *, input_key: str, total_lines: int) -> None:
+        """Validation passed: the job moves from chunking to processing."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == "chunking")
+                .values(state="processing", input_key=input_key, total_lines=total_lines)
+            )
+
+    def record_chunk(self, job_id: str, chunk: ChunkResult) -> bool:
+        """Insert the ledger row and move the counters, once. False if already recorded."""
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(JobChunk(job_id=job_id, completed_at=utcnow(), **chunk.__dict__))
+                session.flush()
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id)
+                    .values(
+                        completed_lines=Job.completed_lines + chunk.ok_lines,
+                        failed_lines=Job.failed_lines + chunk.failed_lines,
+                        images=Job.images + chunk.images,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def done_chunks(self, job_id: str) -> list[ChunkResult]:
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(JobChunk).where(JobChunk.job_id == job_id).order_by(JobChunk.index)
+            )
+            return [
+                ChunkResult(
+                    r.index,
+                    r.first_line,
+                    r.lines,
+                    r.ok_lines,
+                    r.failed_lines,
+                    r.images,
+                    r.result_key,
+                )
+                for r in rows
+            ]
+
+    def request_cancel(self, principal: Principal, job_id: str) -> JobView:
+        with Session(self.engine) as session, session.begin():
+            row = get_owned(session, Job, job_id, principal, kind="job")
+            if row.state in ACTIVE_STATES:
+                row.cancel_requested = True
+            return JobView.of(row)
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Move an active job to a final state (a job already final is left as it is)."""
+        if state not in FINAL_STATES:
+            raise ValueError(f"{state} is not a final state")
+        now = utcnow()
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                select(Job.retention_days).where(Job.id == job_id)
+            ).scalar_one_or_none()
+            if row is None:
+                return
+            connection.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
+                .values(
+                    state=state,
+                    error_code=error_code,
+                    error_message=error_message,
+                    completed_at=now,
+                    expires_at=now + dt.timedelta(days=row),
+                )
+            )
+
+    def unfinished(self) -> list[JobView]:
+        """Jobs a restarted server must resume."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(Job).where(Job.state.in_(ACTIVE_STATES)))
+            return [JobView.of(r) for r in rows]
+
+    def expired(self, now: dt.datetime) -> list[JobView]:
+        """Finished jobs past their retention: the sweeper deletes their results."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(Job).where(Job.state.in_(FINAL_STATES[:3]), Job.expires_at <= now)
+            )
+            return [JobView.of(r) for r in rows]
+
+    def mark_expired(self, job_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(update(Job).where(Job.id == job_id).values(state="expired"))

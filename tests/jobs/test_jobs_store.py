@@ -1,0 +1,140 @@
+"""The job store on a real SQLite file: scoping, paging, the exactly-once chunk ledger, states."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+import batchvision.accounts.tables
+import batchvision.jobs.tables  # noqa: F401 - the ORM tables the migrations must match
+from batchvision.accounts.keys import KeyStore
+from batchvision.accounts.scoping import Principal
+from batchvision.db import Base, make_engine, migrate
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.jobs.store import ChunkResult, JobStore
+from batchvision.settings import Settings
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    engine = make_engine(Settings(data_dir=tmp_path))
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def principals(engine) -> tuple[Principal, Principal, Principal]:
+    keys = KeyStore(engine)
+    alice = Principal.of(keys.create("alice").info)
+    bob = Principal.of(keys.create("bob").info)
+    admin = Principal.of(keys.create("root", is_admin=True).info)
+    return alice, bob, admin
+
+
+def test_migrations_build_exactly_the_orm_schema(engine) -> None:
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_another_key_gets_not_found_and_admins_see_everything(engine, principals) -> None:
+    alice, bob, admin = principals
+    store = JobStore(engine)
+    job = store.create(alice, surface="native", chunk_lines=100)
+    assert store.get(alice, job.id).owner_key_id == alice.key_id
+    assert store.get(admin, job.id).id == job.id
+    with pytest.raises(BatchVisionError) as caught:
+        store.get(bob, job.id)
+    assert caught.value.code is ErrorCode.NOT_FOUND
+    with pytest.raises(BatchVisionError) as missing:
+        store.get(bob, "0" * 32)
+    assert str(caught.value).replace(job.id, "ID") == str(missing.value).replace("0" * 32, "ID")
+    with pytest.raises(BatchVisionError):
+        store.request_cancel(bob, job.id)
+    assert store.page(bob)[0] == []
+    assert [j.id for j in store.page(admin)[0]] == [job.id]
+
+
+def test_pages_cover_every_job_once_newest_first(engine, principals) -> None:
+    alice, bob, _ = principals
+    store = JobStore(engine)
+    made = [store.create(alice, surface="native", chunk_lines=10).id for _ in range(7)]
+    store.create(bob, surface="native", chunk_lines=10)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = store.page(alice, limit=3, cursor=cursor)
+        seen.extend(j.id for j in page)
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(made)
+    assert len(seen) == len(set(seen)) == 7
+    created = [store.get(alice, i).created_at for i in seen]
+    assert created == sorted(created, reverse=True)
+
+
+def _chunk(index: int, ok: int = 8, failed: int = 2) -> ChunkResult:
+    return ChunkResult(index, index * 10, ok + failed, ok, failed, ok + failed, f"r/{index}.jsonl")
+
+
+def test_a_chunk_delivered_twice_counts_once(engine, principals) -> None:
+    alice, _, _ = principals
+    store = JobStore(engine)
+    job = store.create(alice, surface="native", chunk_lines=10)
+    store.start(job.id, input_key="in/x.jsonl", total_lines=30)
+    assert store.record_chunk(job.id, _chunk(0))
+    assert not store.record_chunk(job.id, _chunk(0))
+    assert store.record_chunk(job.id, _chunk(2, ok=10, failed=0))
+    view = store.get(alice, job.id)
+    assert (view.completed_lines, view.failed_lines, view.images) == (18, 2, 20)
+    assert [c.index for c in store.done_chunks(job.id)] == [0, 2]
+    assert view.state == "processing"
+    assert view.chunks == 3
+
+
+def test_concurrent_deliveries_of_one_chunk_record_it_exactly_once(engine, principals) -> None:
+    alice, _, _ = principals
+    store = JobStore(engine)
+    job = store.create(alice, surface="native", chunk_lines=10)
+    wins: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def deliver() -> None:
+        barrier.wait()
+        wins.append(store.record_chunk(job.id, _chunk(0)))
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wins.count(True) == 1
+    assert store.get(alice, job.id).completed_lines == 8
+
+
+def test_states_cancel_resume_and_retention(engine, principals) -> None:
+    alice, _, _ = principals
+    store = JobStore(engine)
+    running = store.create(alice, surface="native", chunk_lines=10, retention_days=2)
+    store.start(running.id, input_key="in/a.jsonl", total_lines=5)
+    other = store.create(alice, surface="moondream", chunk_lines=10)
+    assert {j.id for j in store.unfinished()} == {running.id, other.id}
+    assert store.request_cancel(alice, running.id).cancel_requested
+    store.finish(running.id, "cancelled")
+    store.finish(running.id, "completed")  # already final: unchanged
+    done = store.get(alice, running.id)
+    assert done.state == "cancelled"
+    assert done.completed_at is not None
+    assert done.expires_at == done.completed_at + dt.timedelta(days=2)
+    assert {j.id for j in store.unfinished()} == {other.id}
+    assert store.expired(done.completed_at + dt.timedelta(days=1)) == []
+    assert [j.id for j in store.expired(done.completed_at + dt.timedelta(days=2))] == [running.id]
+    store.mark_expired(running.id)
+    assert store.get(alice, running.id).state == "expired"
+    with pytest.raises(ValueError, match="final"):
+        store.finish(other.id, "processing")
