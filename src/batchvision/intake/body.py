@@ -74,7 +74,7 @@ async def read_capped(stream: AsyncIterator[bytes], limit: int) -> bytes:
     return bytes(body)
 
 
-def _refuse_unpaired_surrogates(body: Any) -> None:
+def refuse_unpaired_surrogates(body: Any) -> None:
     """JSON can escape a lone UTF-16 surrogate (`"\\ud800"`); Python keeps it in the string, and
     any response that echoes it (an id, a filename, a skill name in an error) then fails to
     encode as UTF-8. Such text is not Unicode, so the request is refused up front."""
@@ -109,7 +109,7 @@ async def read_json(stream: AsyncIterator[bytes], limits: BodyLimits) -> Any:
         raise BatchVisionError(
             ErrorCode.INVALID_REQUEST, "request body is not valid JSON"
         ) from None
-    _refuse_unpaired_surrogates(parsed)
+    refuse_unpaired_surrogates(parsed)
     return parsed
 
 
