@@ -296,8 +296,8 @@ def running(server: Server) -> Iterator[Server]:
 def create_api_key(data_dir: Path) -> str:
     """An unlimited key in a fresh database under `data_dir`, as `batchvision keys create`
     would make; the server then runs its default, authenticated and metered, request path."""
-    from batchvision.db import make_engine, migrate
     from batchvision.accounts.keys import KeyStore
+    from batchvision.db import make_engine, migrate
 
     engine = make_engine(Settings(data_dir=data_dir))
     try:

@@ -1,0 +1,531 @@
+"""Blob storage for jobs: uploads, multipart parts, job inputs and result files.
+
+`Blobs` is the small, S3-shaped interface the rest of `jobs/` talks to; `LocalBlobs` stores
+objects as files under one root directory (by default ``data_dir / "blobs"``). An S3-compatible
+backend implements the same interface later.
+
+Keys are "/"-separated strings from a modest alphabet (see :func:`validate_key`); prefixes are
+plain string prefixes, as in S3 (``"jobs/ab"`` matches ``"jobs/abc/0"``), and listings are sorted
+by key.
+
+Crash safety of the local backend: every write goes to a temporary file named ``.tmp-…`` in the
+target's directory, is fsynced, then renamed over the key with ``os.replace`` (and the directory
+fsynced, best effort). A reader therefore sees the old object or the new one, never a mix, and a
+crash mid-write leaves only a ``.tmp-…`` file that listings ignore and
+:meth:`LocalBlobs.sweep_temp` removes. A failed write (an exception from the chunk source, a size
+limit, a cancellation) removes its temporary file at once.
+
+ETags are the md5 hex digest of the content, computed while writing. The local backend keeps each
+object's etag in a small sidecar file (``.meta-<name>``) that is only a cache: it records the
+inode, size and mtime it describes, and when it does not match the object (a crash between the two
+renames, a concurrent overwrite, a lost sidecar) the etag is recomputed from the content and the
+sidecar healed.
+
+Local limitation: a key cannot be both an object and a "folder" of other objects (``a`` and
+``a/b``); writing the second raises :class:`BlobError`. Keys outside the alphabet are rejected with
+``ValueError`` whatever the backend, so all backends accept the same keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import AsyncIterable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+MAX_KEY_LENGTH = 512
+# Leaves room for the ".tmp-"/".meta-" names under the usual 255-byte file name limit.
+MAX_SEGMENT_LENGTH = 200
+TEMP_PREFIX = ".tmp-"
+META_PREFIX = ".meta-"
+COPY_BLOCK = 1024 * 1024  # read size for concat and etag recomputation; batch size for async writes
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]*", re.ASCII)
+
+
+class BlobError(Exception):
+    """A storage-level failure with a message meant for logs, not for clients."""
+
+
+class BlobNotFound(BlobError, LookupError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"blob not found: {key}")
+        self.key = key
+
+
+class BlobTooLarge(BlobError):
+    def __init__(self, key: str, max_bytes: int) -> None:
+        super().__init__(f"blob {key} exceeds {max_bytes} bytes")
+        self.key = key
+        self.max_bytes = max_bytes
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    etag: str  # md5 hex of the content, without quotes
+    modified: datetime  # timezone-aware, UTC
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a valid object key, else raise ``ValueError``.
+
+    A key is 1 to 512 characters of ``[A-Za-z0-9._-]`` in "/"-separated segments; no segment is
+    empty or longer than 200 characters, and none starts with "." (which rules out ``.`` and ``..``
+    and keeps the local backend's ``.tmp-``/``.meta-`` names out of the key space). So: no leading
+    "/", no backslash, no NUL.
+    """
+    if not isinstance(key, str):
+        raise ValueError(f"blob key must be a string, not {type(key).__name__}")
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"blob key must be 1 to {MAX_KEY_LENGTH} characters long")
+    for segment in key.split("/"):
+        if len(segment) > MAX_SEGMENT_LENGTH or not _SEGMENT.fullmatch(segment):
+            raise ValueError(
+                f"invalid blob key {key!r}: segments must be non-empty, at most "
+                f"{MAX_SEGMENT_LENGTH} characters of [A-Za-z0-9._-], and not start with '.'"
+            )
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can begin a valid key (the empty prefix matches everything)."""
+    if not isinstance(prefix, str):
+        raise ValueError(f"blob prefix must be a string, not {type(prefix).__name__}")
+    if prefix:
+        validate_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
+class Blobs(Protocol):
+    """Object storage for jobs. Every key argument is checked with :func:`validate_key`."""
+
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], *, max_bytes: int | None = None
+    ) -> BlobInfo:
+        """Store the concatenated chunks as ``key`` in one atomic step, replacing any old object.
+
+        Raises :class:`BlobTooLarge` (storing nothing) as soon as more than ``max_bytes`` arrive.
+        An exception from ``chunks`` propagates and stores nothing.
+        """
+        ...
+
+    async def put_async_stream(
+        self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
+    ) -> BlobInfo:
+        """:meth:`put_stream` for an async source (an HTTP body); file work runs off the loop."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> BlobInfo: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Open the object for reading (the caller closes it); raises :class:`BlobNotFound`."""
+        ...
+
+    def info(self, key: str) -> BlobInfo | None: ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; removing a missing object is not an error."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with ``prefix``; return how many were removed."""
+        ...
+
+    def list_prefix(self, prefix: str) -> list[BlobInfo]:
+        """Every object whose key starts with ``prefix``, sorted by key."""
+        ...
+
+    def concat(
+        self, dest: str, sources: Sequence[str], *, max_bytes: int | None = None
+    ) -> BlobInfo:
+        """Store the sources' contents, in order, as ``dest`` in one atomic step.
+
+        For completing a multipart upload. ``dest`` may be one of the sources. Raises
+        :class:`BlobNotFound` for a missing source and :class:`BlobTooLarge` past ``max_bytes``;
+        either way nothing is stored and the sources are left alone.
+        """
+        ...
+
+    def sweep_temp(self, older_than_s: float) -> int:
+        """Remove leftovers of interrupted writes older than ``older_than_s``; return the count.
+
+        Backends without such leftovers return 0.
+        """
+        ...
+
+
+def _check_limit(key: str, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise BlobTooLarge(key, max_bytes)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry durable (best effort: not every platform opens folders)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _modified(st: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=UTC)
+
+
+def _md5_of(file: BinaryIO) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    while block := file.read(COPY_BLOCK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+class _PendingObject:
+    """One write in progress: a ``.tmp-`` file next to the target, hashed as it is written."""
+
+    def __init__(self, blobs: LocalBlobs, key: str, max_bytes: int | None) -> None:
+        self.key = key
+        self.max_bytes = max_bytes
+        self.path = blobs._path(key)
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._blobs = blobs
+        if self.path.is_dir():
+            raise BlobError(f"blob key {key} collides with a prefix of other keys")
+        self.temp, self._file = blobs._create_temp(self.path.parent)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        _check_limit(self.key, self.size + len(data), self.max_bytes)
+        self._file.write(data)
+        self._md5.update(data)
+        self.size += len(data)
+
+    def commit(self) -> BlobInfo:
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            st = os.fstat(self._file.fileno())
+            self._file.close()
+            etag = self._md5.hexdigest()
+            self._blobs._write_meta(self.path, etag, st)
+            try:
+                os.replace(self.temp, self.path)
+            except (IsADirectoryError, NotADirectoryError) as exc:
+                raise BlobError(f"blob key {self.key} collides with other keys' prefix") from exc
+        except BaseException:
+            self.abort()
+            raise
+        _fsync_dir(self.path.parent)
+        return BlobInfo(self.key, st.st_size, etag, _modified(st))
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self.temp.unlink(missing_ok=True)
+
+
+class LocalBlobs:
+    """Objects as files under ``root``; see the module docstring for the on-disk layout."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root.resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalBlobs({str(self.root)!r})"
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def put_stream(
+        self, key: str, chunks: Iterable[bytes], *, max_bytes: int | None = None
+    ) -> BlobInfo:
+        pending = self._begin(key, max_bytes)
+        try:
+            for chunk in chunks:
+                if chunk:
+                    pending.write(chunk)
+        except BaseException:
+            pending.abort()
+            raise
+        return pending.commit()
+
+    async def put_async_stream(
+        self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
+    ) -> BlobInfo:
+        # One worker thread per write runs every file operation in order, so the clean-up after a
+        # failure or a cancellation always runs after the step in flight (even the opening of the
+        # temp file), never beside it. Small chunks (an HTTP body arrives in ~64 KiB pieces) are
+        # gathered into 1 MiB writes. The size limit is checked here, as bytes arrive.
+        validate_key(key)
+        self._check_max(max_bytes)
+        loop = asyncio.get_running_loop()
+        worker = ThreadPoolExecutor(1, thread_name_prefix="batchvision-blobs")
+        opened: list[_PendingObject] = []
+
+        def begin() -> None:
+            opened.append(self._begin(key, max_bytes))
+
+        def abort() -> None:
+            for pending in opened:
+                pending.abort()
+
+        try:
+            await loop.run_in_executor(worker, begin)
+            pending = opened[0]
+            received = 0
+            buffer = bytearray()
+            async for chunk in chunks:
+                received += len(chunk)
+                _check_limit(key, received, max_bytes)
+                buffer += chunk
+                if len(buffer) >= COPY_BLOCK:
+                    data, buffer = bytes(buffer), bytearray()
+                    await loop.run_in_executor(worker, pending.write, data)
+            if buffer:
+                await loop.run_in_executor(worker, pending.write, bytes(buffer))
+            return await loop.run_in_executor(worker, pending.commit)
+        except BaseException:
+            # Shielded: a second cancellation must not withdraw the queued clean-up.
+            await asyncio.shield(loop.run_in_executor(worker, abort))
+            raise
+        finally:
+            worker.shutdown(wait=False)  # never join a thread on the event loop
+
+    def put_bytes(self, key: str, data: bytes) -> BlobInfo:
+        return self.put_stream(key, (data,))
+
+    def concat(
+        self, dest: str, sources: Sequence[str], *, max_bytes: int | None = None
+    ) -> BlobInfo:
+        for source in sources:
+            validate_key(source)
+        pending = self._begin(dest, max_bytes)
+        try:
+            for source in sources:
+                with self.open(source) as file:
+                    while block := file.read(COPY_BLOCK):
+                        pending.write(block)
+        except BaseException:
+            pending.abort()
+            raise
+        return pending.commit()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            # ELOOP: a symlink where an object should be (O_NOFOLLOW).
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP):
+                raise BlobNotFound(key) from exc
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BlobNotFound(key)
+        return os.fdopen(fd, "rb")
+
+    def info(self, key: str) -> BlobInfo | None:
+        return self._info(key, self._path(key))
+
+    def list_prefix(self, prefix: str) -> list[BlobInfo]:
+        found = [
+            info for key, path in self._walk(prefix) if (info := self._info(key, path)) is not None
+        ]
+        found.sort(key=lambda info: info.key)
+        return found
+
+    # -- removing --------------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        self._remove(self._path(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        count = 0
+        for _key, path in self._walk(prefix):
+            if self._remove(path):
+                count += 1
+        return count
+
+    def sweep_temp(self, older_than_s: float) -> int:
+        """Remove ``.tmp-`` files and orphaned sidecars not modified for ``older_than_s`` seconds.
+
+        Run it at start-up and now and then with an age well above the longest write (an upload of
+        a large part over a slow link); a younger temp file may belong to a write still in progress.
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            directory = Path(dirpath)
+            for name in filenames:
+                path = directory / name
+                orphan = (
+                    name.startswith(META_PREFIX)
+                    and not (directory / name.removeprefix(META_PREFIX)).exists()
+                )
+                if not (name.startswith(TEMP_PREFIX) or orphan):
+                    continue
+                try:
+                    if path.lstat().st_mtime <= cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_max(max_bytes: int | None) -> None:
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+
+    def _begin(self, key: str, max_bytes: int | None) -> _PendingObject:
+        self._check_max(max_bytes)
+        return _PendingObject(self, key, max_bytes)
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        path = self.root.joinpath(*key.split("/"))
+        # The key alphabet keeps the path lexically under root; this catches a symlinked folder
+        # planted inside root that would lead elsewhere.
+        if not Path(os.path.realpath(path.parent)).is_relative_to(self.root):
+            raise ValueError(f"blob key {key!r} resolves outside the blob root")
+        return path
+
+    def _create_temp(self, directory: Path) -> tuple[Path, BinaryIO]:
+        # A concurrent delete may prune the freshly made directory before the temp file exists in
+        # it; try again a few times in that case.
+        for attempt in range(5):
+            self._make_dirs(directory)
+            temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                return temp, temp.open("xb")  # exclusive create; mode follows the umask
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _make_dirs(self, directory: Path) -> None:
+        missing: list[Path] = []
+        current = directory
+        while current != self.root and not current.is_dir():
+            missing.append(current)
+            current = current.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if not folder.is_dir():
+                    key = folder.relative_to(self.root).as_posix()
+                    raise BlobError(f"blob key {key} is an object, not a prefix") from None
+            _fsync_dir(folder.parent)
+
+    def _meta_path(self, path: Path) -> Path:
+        return path.with_name(META_PREFIX + path.name)
+
+    def _write_meta(self, path: Path, etag: str, st: os.stat_result) -> None:
+        """Write the etag sidecar (a cache, so best effort and not fsynced)."""
+        record = {"etag": etag, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+        try:
+            temp.write_text(json.dumps(record), encoding="ascii")
+            os.replace(temp, self._meta_path(path))
+        except OSError:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+
+    def _read_meta(self, path: Path, st: os.stat_result) -> str | None:
+        try:
+            record = json.loads(self._meta_path(path).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict):
+            return None
+        described = (record.get("ino"), record.get("size"), record.get("mtime_ns"))
+        etag = record.get("etag")
+        if described != (st.st_ino, st.st_size, st.st_mtime_ns) or not isinstance(etag, str):
+            return None
+        return etag
+
+    def _info(self, key: str, path: Path) -> BlobInfo | None:
+        try:
+            st = path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        etag = self._read_meta(path, st)
+        if etag is None:
+            # Stale or missing sidecar: hash the content, from the very file we stat.
+            try:
+                with self.open(key) as file:
+                    st = os.fstat(file.fileno())
+                    etag = _md5_of(file)
+            except BlobNotFound:
+                return None
+            self._write_meta(path, etag, st)
+        return BlobInfo(key, st.st_size, etag, _modified(st))
+
+    def _walk(self, prefix: str) -> list[tuple[str, Path]]:
+        """(key, path) of every object file whose key starts with ``prefix``."""
+        validate_prefix(prefix)
+        folder, _, partial = prefix.rpartition("/")
+        base = self.root.joinpath(*folder.split("/")) if folder else self.root
+        if not base.is_dir() or not Path(os.path.realpath(base)).is_relative_to(self.root):
+            return []
+        found: list[tuple[str, Path]] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            directory = Path(dirpath)
+            top = directory == base
+            dirnames[:] = [
+                d for d in dirnames if not d.startswith(".") and (not top or d.startswith(partial))
+            ]
+            rel = directory.relative_to(self.root).as_posix()
+            stem = "" if rel == "." else rel + "/"
+            for name in filenames:
+                if name.startswith("."):  # temp files and sidecars
+                    continue
+                key = stem + name
+                if key.startswith(prefix):
+                    found.append((key, directory / name))
+        return found
+
+    def _remove(self, path: Path) -> bool:
+        """Unlink an object and its sidecar, then prune empty folders up to root."""
+        try:
+            path.unlink()
+            removed = True
+        except (FileNotFoundError, NotADirectoryError):
+            removed = False
+        except IsADirectoryError:
+            return False  # a "folder" of other keys, not an object
+        with contextlib.suppress(OSError):
+            self._meta_path(path).unlink(missing_ok=True)
+        if removed:
+            _fsync_dir(path.parent)
+        folder = path.parent
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()  # only succeeds when empty (no objects, no temp files)
+            except OSError:
+                break
+            folder = folder.parent
+        return removed
