@@ -45,6 +45,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from batchvision.fsutil import fsync_dir
+
 MAX_KEY_LENGTH = 512
 # Leaves room for the ".tmp-"/".meta-" names under the usual 255-byte file name limit.
 MAX_SEGMENT_LENGTH = 200
@@ -173,16 +175,6 @@ def _check_limit(key: str, size: int, max_bytes: int | None) -> None:
         raise BlobTooLarge(key, max_bytes)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or a new entry durable (best effort: not every platform opens folders)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _modified(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=UTC)
 
@@ -229,7 +221,7 @@ class _PendingObject:
         except BaseException:
             self.abort()
             raise
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return BlobInfo(self.key, st.st_size, etag, _modified(st))
 
     def abort(self) -> None:
@@ -436,7 +428,7 @@ class LocalBlobs:
                 if not folder.is_dir():
                     key = folder.relative_to(self.root).as_posix()
                     raise BlobError(f"blob key {key} is an object, not a prefix") from None
-            _fsync_dir(folder.parent)
+            fsync_dir(folder.parent)
 
     def _meta_path(self, path: Path) -> Path:
         return path.with_name(META_PREFIX + path.name)
@@ -520,7 +512,7 @@ class LocalBlobs:
         with contextlib.suppress(OSError):
             self._meta_path(path).unlink(missing_ok=True)
         if removed:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         folder = path.parent
         while folder != self.root and folder.is_relative_to(self.root):
             try:

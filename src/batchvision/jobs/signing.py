@@ -18,7 +18,6 @@ Sign and verify the same form of the path: the decoded request path as the route
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -28,6 +27,8 @@ import secrets
 import stat
 import time
 from pathlib import Path
+
+from batchvision.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def load_or_create_secret(key_file: Path) -> bytes:
                 os.replace(temp, key_file)
     finally:
         temp.unlink(missing_ok=True)
-    _fsync_dir(key_file.parent)
+    fsync_dir(key_file.parent)
     return _read_secret(key_file)
 
 
@@ -163,12 +164,3 @@ def _read_secret(key_file: Path) -> bytes:
     if mode & 0o077:
         log.warning("%s is readable by other users (mode %o); chmod 600 it", key_file, mode)
     return secret
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

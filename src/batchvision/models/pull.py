@@ -27,6 +27,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from batchvision.fsutil import fsync_dir
 from batchvision.models.cards import ModelCard
 from batchvision.models.registry import sha256_of
 from batchvision.settings import Settings
@@ -169,7 +170,7 @@ def _install(card: ModelCard, dest: Path, chunks: Chunks) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
 
 
 def _write_hashed(card: ModelCard, chunks: Iterator[bytes], out: BinaryIO) -> tuple[str, int]:
@@ -195,13 +196,3 @@ def _verify(card: ModelCard, digest: str, size: int) -> None:
         raise PullError(
             f"model '{card.name}': size mismatch: expected {card.size_bytes} bytes, got {size}"
         )
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; not every platform can open a directory, which is fine."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
