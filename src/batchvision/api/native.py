@@ -131,34 +131,29 @@ def _client_id(value: Any) -> str | None:
     return text
 
 
+def _refused(index: int, message: str, client_id: str | None = None) -> ImageInput:
+    return ImageInput(
+        index, client_id=client_id, error=ItemError(ErrorCode.INVALID_REQUEST, message)
+    )
+
+
 def _json_image(index: int, entry: Any, limits: BodyLimits) -> ImageInput:
+    """One entry of the JSON `images` list: a base64 string or `{data | url, id?, filename?}`.
+    A malformed entry fails only itself."""
     if isinstance(entry, str):
         return image_from_base64(index, entry, limits)
     if not isinstance(entry, dict):
-        return ImageInput(
-            index, error=ItemError(ErrorCode.INVALID_REQUEST, "image must be an object")
-        )
+        return _refused(index, "image must be an object")
     client_id = _client_id(entry.get("id"))
     data, url = entry.get("data"), entry.get("url")
     if (data is None) == (url is None):
-        message = "image needs exactly one of 'data' or 'url'"
-        return ImageInput(
-            index, client_id=client_id, error=ItemError(ErrorCode.INVALID_REQUEST, message)
-        )
-    if data is not None:
-        if not isinstance(data, str):
-            return ImageInput(
-                index,
-                client_id=client_id,
-                error=ItemError(ErrorCode.INVALID_REQUEST, "'data' must be a string"),
-            )
+        return _refused(index, "image needs exactly one of 'data' or 'url'", client_id)
+    if data is not None and not isinstance(data, str):
+        return _refused(index, "'data' must be a string", client_id)
+    if url is not None and not isinstance(url, str):
+        return _refused(index, "'url' must be a string", client_id)
+    if isinstance(data, str):
         item = image_from_base64(index, data, limits, client_id=client_id)
-    elif not isinstance(url, str):
-        return ImageInput(
-            index,
-            client_id=client_id,
-            error=ItemError(ErrorCode.INVALID_REQUEST, "'url' must be a string"),
-        )
     else:
         item = ImageInput(index, client_id=client_id, url=url)
     filename = entry.get("filename")
