@@ -19,14 +19,16 @@ from batchvision.core import ImageInput, ItemResult
 from batchvision.pipeline import Pipeline, PreparedTask
 
 
+def _clean(token: str) -> str | None:
+    """A credential is one non-empty word; anything else counts as missing."""
+    token = token.strip()
+    return token if token and " " not in token else None
+
+
 def scheme_token(headers: Mapping[str, str], *schemes: str) -> str | None:
     """The token of an `Authorization: <scheme> <token>` header, for any of `schemes`."""
-    value = headers.get("authorization", "")
-    scheme, _, token = value.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() in {s.lower() for s in schemes} and token and " " not in token:
-        return token
-    return None
+    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+    return _clean(token) if scheme.lower() in {s.lower() for s in schemes} else None
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -34,8 +36,7 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
 
 
 def header_token(headers: Mapping[str, str], name: str) -> str | None:
-    token = headers.get(name, "").strip()
-    return token if token and " " not in token else None
+    return _clean(headers.get(name, ""))
 
 
 def moondream_token(headers: Mapping[str, str]) -> str | None:
@@ -49,13 +50,11 @@ def yandex_token(headers: Mapping[str, str]) -> str | None:
 
 
 def field_token(fields: Mapping[str, object], name: str = "api_key") -> str | None:
-    """Raku Sight clients put `api_key` in the form or JSON body."""
+    """Raku Sight clients put `api_key` in the form or JSON body (the last one wins)."""
     value = fields.get(name)
     if isinstance(value, list):
         value = value[-1] if value else None
-    if isinstance(value, str) and value.strip() and " " not in value.strip():
-        return value.strip()
-    return None
+    return _clean(value) if isinstance(value, str) else None
 
 
 def pipeline_of(request: Request) -> Pipeline:
