@@ -7,52 +7,23 @@ made, and an autouse guard stops (and records) any request the fetcher would sen
 from __future__ import annotations
 
 import base64
-import contextlib
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from conftest import LiveServer, coco_image, make_settings, start_server
+from local_http import Route, RouteHandler, serve_routes
 
 GOOD = "000000000139.jpg"  # 161,811 bytes
 MAX_IMAGE_BYTES = 200_000
 HITS: list[str] = []  # paths the local image server was asked for
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        HITS.append(self.path)
-        route = ROUTES.get(self.path)
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            if route is None:
-                self.send(404, b"not found")
-            else:
-                route(self)
-
-    def send(self, status: int, body: bytes, **headers: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name.replace("_", "-"), value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def redirect(self, location: str) -> None:
-        self.send(302, b"", Location=location)
-
-
-def _slow_body(h: _Handler) -> None:
+def _slow_body(h: RouteHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Type", "image/jpeg")
     h.send_header("Content-Length", "100")
@@ -63,12 +34,12 @@ def _slow_body(h: _Handler) -> None:
         time.sleep(0.05)
 
 
-def _slow_headers(h: _Handler) -> None:
+def _slow_headers(h: RouteHandler) -> None:
     time.sleep(3)
     h.send(200, coco_image(GOOD), Content_Type="image/jpeg")
 
 
-def _big_chunked(h: _Handler) -> None:
+def _big_chunked(h: RouteHandler) -> None:
     h.send_response(200)
     h.send_header("Transfer-Encoding", "chunked")
     h.end_headers()
@@ -78,7 +49,7 @@ def _big_chunked(h: _Handler) -> None:
     h.wfile.write(b"0\r\n\r\n")
 
 
-ROUTES: dict[str, Callable[[_Handler], None]] = {
+ROUTES: dict[str, Route] = {
     "/coco.jpg": lambda h: h.send(200, coco_image(GOOD), Content_Type="image/jpeg"),
     "/redirect-ok": lambda h: h.redirect("/coco.jpg"),
     "/redirect-metadata": lambda h: h.redirect("http://169.254.169.254/latest/meta-data/"),
@@ -93,21 +64,10 @@ ROUTES: dict[str, Callable[[_Handler], None]] = {
 }
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def images_base() -> Iterator[str]:
-    server = _QuietServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_routes(ROUTES, hits=HITS) as url:
+        yield url
 
 
 class _Blocked(Exception):

@@ -8,13 +8,10 @@ additionally assert that no request was even built.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,40 +20,14 @@ import pytest
 from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.intake.fetch import FetchPolicy, fetch_url, is_public_address
 from batchvision.settings import Settings
+from local_http import Route, RouteHandler, serve_routes
 
 IMG = bytes(range(256)) * 4  # 1024 bytes
 MAX_BYTES = 4096
 BIG = 64 * 1024
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        route = _ROUTES.get(self.path.split("?")[0])
-        if route is None:
-            self._send(404, b"not found")
-            return
-        # The client hangs up on purpose in the deadline and size-cap tests.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            route(self)
-
-    def _send(self, status: int, body: bytes, **headers: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name.replace("_", "-"), value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _redirect(self, location: str) -> None:
-        self._send(302, b"", Location=location)
-
-
-def _slow(h: _Handler) -> None:
+def _slow(h: RouteHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Length", "100")
     h.end_headers()
@@ -66,7 +37,7 @@ def _slow(h: _Handler) -> None:
         time.sleep(0.1)
 
 
-def _big_chunked(h: _Handler) -> None:
+def _big_chunked(h: RouteHandler) -> None:
     h.send_response(200)
     h.send_header("Transfer-Encoding", "chunked")
     h.end_headers()
@@ -77,7 +48,7 @@ def _big_chunked(h: _Handler) -> None:
     h.wfile.write(b"0\r\n\r\n")
 
 
-def _big_close(h: _Handler) -> None:
+def _big_close(h: RouteHandler) -> None:
     # No Content-Length, no chunking: the body runs until the connection closes.
     h.close_connection = True
     h.send_response(200)
@@ -86,40 +57,29 @@ def _big_close(h: _Handler) -> None:
     h.wfile.write(b"z" * BIG)
 
 
-_ROUTES: dict[str, Callable[[_Handler], None]] = {
-    "/img": lambda h: h._send(200, IMG, Content_Type="image/png"),
-    "/echo-host": lambda h: h._send(200, (h.headers.get("Host") or "").encode()),
-    "/redirect-ok": lambda h: h._redirect("/img"),
-    "/redirect-chain": lambda h: h._redirect("/redirect-ok"),
-    "/redirect-loop": lambda h: h._redirect("/redirect-loop"),
-    "/redirect-to-refused": lambda h: h._redirect("http://169.254.169.254/latest/meta-data/"),
-    "/redirect-to-private": lambda h: h._redirect("http://10.0.0.1/x"),
-    "/redirect-to-ftp": lambda h: h._redirect("ftp://example.com/x"),
-    "/redirect-no-location": lambda h: h._send(302, b""),
+_ROUTES: dict[str, Route] = {
+    "/img": lambda h: h.send(200, IMG, Content_Type="image/png"),
+    "/echo-host": lambda h: h.send(200, (h.headers.get("Host") or "").encode()),
+    "/redirect-ok": lambda h: h.redirect("/img"),
+    "/redirect-chain": lambda h: h.redirect("/redirect-ok"),
+    "/redirect-loop": lambda h: h.redirect("/redirect-loop"),
+    "/redirect-to-refused": lambda h: h.redirect("http://169.254.169.254/latest/meta-data/"),
+    "/redirect-to-private": lambda h: h.redirect("http://10.0.0.1/x"),
+    "/redirect-to-ftp": lambda h: h.redirect("ftp://example.com/x"),
+    "/redirect-no-location": lambda h: h.send(302, b""),
     "/slow": _slow,
-    "/big": lambda h: h._send(200, b"b" * BIG),
+    "/big": lambda h: h.send(200, b"b" * BIG),
     "/big-chunked": _big_chunked,
     "/big-close": _big_close,
-    "/gzip": lambda h: h._send(200, b"\x1f\x8b", Content_Encoding="gzip"),
-    "/500": lambda h: h._send(500, b"secret stack trace"),
+    "/gzip": lambda h: h.send(200, b"\x1f\x8b", Content_Encoding="gzip"),
+    "/500": lambda h: h.send(500, b"secret stack trace"),
 }
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    server = _QuietServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_routes(_ROUTES) as url:
+        yield url
 
 
 class _Blocked(Exception):

@@ -6,12 +6,9 @@ sending a request anywhere else.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from batchvision.models.cards import ModelCard
 from batchvision.models.pull import PullError, pull_model
 from batchvision.models.registry import ModelRegistry, sha256_of
 from batchvision.settings import Settings
+from local_http import Route, RouteHandler, serve_routes
 
 SHARED_MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
 YOLOX_FILE = "yolox_nano/yolox_nano.onnx"
@@ -37,65 +35,29 @@ def _corrupt(data: bytes) -> bytes:
     return data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    body = b""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self._route()
-
-    def _route(self) -> None:
-        if self.path == "/yolox_nano.onnx":
-            self._send(self.body)
-        elif self.path == "/corrupt.onnx":
-            self._send(_corrupt(self.body))
-        elif self.path == "/too-big.onnx":
-            self._send(self.body + b"\0" * 4096)
-        elif self.path == "/redirect":
-            self._send(b"", status=302, location="/yolox_nano.onnx")
-        elif self.path == "/truncated.onnx":
-            self._send_half()
-        else:
-            self._send(b"not found", status=404)
-
-    def _send(self, body: bytes, status: int = 200, location: str | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        if location:
-            self.send_header("Location", location)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _send_half(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body[: len(self.body) // 2])
-        self.wfile.flush()
-        self.close_connection = True  # hang up mid-body
+def _send_half(h: RouteHandler, body: bytes) -> None:
+    h.send_response(200)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body[: len(body) // 2])
+    h.wfile.flush()
+    h.close_connection = True  # hang up mid-body
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
+def _routes(body: bytes) -> dict[str, Route]:
+    return {
+        "/yolox_nano.onnx": lambda h: h.send(200, body),
+        "/corrupt.onnx": lambda h: h.send(200, _corrupt(body)),
+        "/too-big.onnx": lambda h: h.send(200, body + b"\0" * 4096),
+        "/redirect": lambda h: h.redirect("/yolox_nano.onnx"),
+        "/truncated.onnx": lambda h: _send_half(h, body),
+    }
 
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    handler = type("Handler", (_Handler,), {"body": _yolox_bytes()})
-    server = _QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serve_routes(_routes(_yolox_bytes())) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
