@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -111,6 +114,20 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     live = start_server(make_settings(tmp_path_factory.mktemp("live")))
     yield live
     live.stop()
+
+
+def bench_module(name: str) -> ModuleType:
+    """A script from bench/ (not a package), so tests measure with the very code the figures in
+    the docs come from."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
 
 
 def coco_image(name: str = "000000000139.jpg") -> bytes:

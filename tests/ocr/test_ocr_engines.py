@@ -26,7 +26,7 @@ from batchvision.models.ocr import (
 )
 from batchvision.models.ocr.languages import infer_language
 from batchvision.models.ocr.tesseract import visual_to_logical
-from conftest import EVALDATA
+from conftest import EVALDATA, bench_module
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 OCR_DATA = EVALDATA / "ocr"
@@ -93,14 +93,10 @@ def check_page(page: OcrPage, expected: list[tuple[str, tuple]], min_iou: float)
 
 
 def cer(predicted: str, reference: str) -> float:
-    a, b = " ".join(predicted.split()), " ".join(reference.split())
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1] / len(b)
+    """Character error rate, computed as bench/eval_ocr.py computes the README figures."""
+    evaluation = bench_module("eval_ocr")
+    reference = evaluation.norm(reference)
+    return float(evaluation.levenshtein(evaluation.norm(predicted), reference)) / len(reference)
 
 
 def evaldata_pixels(path: str) -> Any:
