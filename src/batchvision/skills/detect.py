@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from batchvision.core import DecodedImage
 from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.models.cards import ModelCard
 from batchvision.models.decoders import DecodeParams, Detections
 from batchvision.models.detector import prepare
 from batchvision.skills.base import Skill, SkillOutput
@@ -64,17 +65,20 @@ class DetectSkill(Skill):
             max_detections=detect.max_detections,
             class_filter=self._class_filter(detect),
         )
+        card = self.ctx.registry.card(detect.model)
+        names = card.class_names()
         results = await asyncio.gather(
-            *(self._one(image, detect.model, decode) for image in images), return_exceptions=True
+            *(self._one(image, card, names, decode) for image in images), return_exceptions=True
         )
         return [r if isinstance(r, dict) else self.item_error(_as_exception(r)) for r in results]
 
-    async def _one(self, image: DecodedImage, model: str, decode: DecodeParams) -> dict[str, Any]:
+    async def _one(
+        self, image: DecodedImage, card: ModelCard, names: list[str], decode: DecodeParams
+    ) -> dict[str, Any]:
         engine = self.ctx.engine
-        card = self.ctx.registry.card(model)
         prepared = await engine.run_cpu(prepare, card, image)
-        detections = await engine.detector_batcher(model).submit((prepared, decode))
-        return format_detections(detections, card.class_names(), image, model)
+        detections = await engine.detector_batcher(card.name).submit((prepared, decode))
+        return format_detections(detections, names, image, card.name)
 
 
 def _as_exception(value: BaseException) -> Exception:
