@@ -12,7 +12,6 @@ runs on the engine's bounded CPU pool.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -247,15 +246,6 @@ class BarcodeSkill(Skill):
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         options = read_options(cast(BarcodeParams, params))
         engine = self.ctx.engine
-        results = await asyncio.gather(
-            *(engine.run_cpu(read_barcodes, image, options) for image in images),
-            return_exceptions=True,
+        return await self.per_item(
+            engine.run_cpu(read_barcodes, image, options) for image in images
         )
-        return [r if isinstance(r, dict) else self.item_error(_as_exception(r)) for r in results]
-
-
-def _as_exception(value: BaseException) -> Exception:
-    # CancelledError and friends are not per-item failures: let them stop the request.
-    if not isinstance(value, Exception):
-        raise value
-    return value

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -59,6 +61,20 @@ class Skill(ABC):
     @abstractmethod
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         """One output per image, in order. A failure that concerns one image is an ItemError."""
+
+    async def per_item(self, work: Iterable[Awaitable[dict[str, Any]]]) -> list[SkillOutput]:
+        """Await one output per image concurrently; an image whose work raises gets an
+        ItemError, while cancellation (not a per-item failure) still stops the request."""
+        results = await asyncio.gather(*work, return_exceptions=True)
+        outputs: list[SkillOutput] = []
+        for result in results:
+            if isinstance(result, dict):
+                outputs.append(result)
+            elif isinstance(result, Exception):
+                outputs.append(self.item_error(result))
+            else:
+                raise result
+        return outputs
 
     def item_error(self, exc: Exception) -> ItemError:
         if isinstance(exc, BatchVisionError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,10 +66,7 @@ class DetectSkill(Skill):
         )
         card = self.ctx.registry.card(detect.model)
         names = card.class_names()
-        results = await asyncio.gather(
-            *(self._one(image, card, names, decode) for image in images), return_exceptions=True
-        )
-        return [r if isinstance(r, dict) else self.item_error(_as_exception(r)) for r in results]
+        return await self.per_item(self._one(image, card, names, decode) for image in images)
 
     async def _one(
         self, image: DecodedImage, card: ModelCard, names: list[str], decode: DecodeParams
@@ -79,13 +75,6 @@ class DetectSkill(Skill):
         prepared = await engine.run_cpu(prepare, card, image)
         detections = await engine.detector_batcher(card.name).submit((prepared, decode))
         return format_detections(detections, names, image, card.name)
-
-
-def _as_exception(value: BaseException) -> Exception:
-    # CancelledError and friends are not per-item failures: let them stop the request.
-    if not isinstance(value, Exception):
-        raise value
-    return value
 
 
 def format_detections(

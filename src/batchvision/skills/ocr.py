@@ -7,7 +7,6 @@ recognition runs on the engine's bounded CPU pool.
 
 from __future__ import annotations
 
-import asyncio
 from functools import cache
 from typing import Annotated, Any, Literal, cast
 
@@ -88,16 +87,7 @@ class OcrSkill(Skill):
             page = await run_cpu(engine.recognize, image.pixels, languages)
             return page.to_dict(image.width, image.height, image.scale)
 
-        results = await asyncio.gather(*(one(image) for image in images), return_exceptions=True)
-        outputs: list[SkillOutput] = []
-        for result in results:
-            if isinstance(result, dict):
-                outputs.append(result)
-            elif isinstance(result, Exception):
-                outputs.append(self.item_error(result))
-            else:  # CancelledError and friends stop the request
-                raise result
-        return outputs
+        return await self.per_item(one(image) for image in images)
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
