@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from http import HTTPStatus
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -85,3 +87,13 @@ def model_unavailable(name: str, reason: str = "is not installed") -> BatchVisio
         ErrorCode.MODEL_UNAVAILABLE,
         f"model '{name}' {reason}; install it with `batchvision models pull {name}`",
     )
+
+
+def describe_problems(errors: Iterable[Mapping[str, Any]], *, where: str = "") -> str:
+    """Validation errors (pydantic's or FastAPI's) as "field.path: message; ..." for clients;
+    never the rejected input itself."""
+    problems = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ())) or where
+        problems.append(f"{location}: {error.get('msg', 'invalid')}")
+    return "; ".join(problems)

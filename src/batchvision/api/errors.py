@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.errors import BatchVisionError, ErrorCode, describe_problems
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,8 @@ async def _batchvision_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()))
-        problems.append(f"{where}: {error.get('msg', 'invalid')}")
-    return error_response(400, ErrorCode.INVALID_REQUEST, "; ".join(problems) or "invalid request")
+    message = describe_problems(exc.errors()) or "invalid request"
+    return error_response(400, ErrorCode.INVALID_REQUEST, message)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from batchvision.accounts.keys import MAX_CREDITS, MAX_RATE_PER_MINUTE, AccountError, KeyInfo
 from batchvision.accounts.scoping import Principal, not_found
 from batchvision.api.access import accounts_of, native_principal
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.errors import BatchVisionError, ErrorCode, describe_problems
 from batchvision.intake.body import BodyLimits, read_json
 
 router = APIRouter(tags=["accounts"])
@@ -62,8 +62,9 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(await read_json(request.stream(), limits))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BatchVisionError(ErrorCode.INVALID_PARAMETER, problems) from None
+        raise BatchVisionError(
+            ErrorCode.INVALID_PARAMETER, describe_problems(exc.errors())
+        ) from None
 
 
 async def _visible_key(request: Request, principal: Principal, key_id: int) -> KeyInfo:

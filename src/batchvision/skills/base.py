@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from batchvision.core import DecodedImage, ItemError
 from batchvision.engine.engine import Engine
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.errors import BatchVisionError, ErrorCode, describe_problems
 from batchvision.models.registry import ModelRegistry
 from batchvision.settings import Settings
 
@@ -42,7 +42,8 @@ class Skill(ABC):
             params = self.Params.model_validate(raw)
         except ValidationError as exc:
             raise BatchVisionError(
-                ErrorCode.INVALID_PARAMETER, f"{self.name}: {_describe(exc)}"
+                ErrorCode.INVALID_PARAMETER,
+                f"{self.name}: {describe_problems(exc.errors(), where='params')}",
             ) from None
         self.check_params(params)
         return params
@@ -89,11 +90,3 @@ class Skill(ABC):
             "description": cls.description,
             "params": cls.Params.model_json_schema(),
         }
-
-
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors(include_url=False, include_context=False, include_input=False):
-        where = ".".join(str(part) for part in error["loc"]) or "params"
-        problems.append(f"{where}: {error['msg']}")
-    return "; ".join(problems)
