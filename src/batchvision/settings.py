@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MB = 1024 * 1024
@@ -62,6 +62,31 @@ class Settings(BaseSettings):
     ort_inter_op_threads: PositiveInt = 1
     retry_after_s: PositiveInt = 1
 
+    # Batch jobs
+    public_url: str | None = Field(
+        None, description="base URL in signed output links and callbacks; default http://host:port"
+    )
+    job_chunk_lines: PositiveInt = Field(50, description="lines per chunk: the unit of work")
+    job_output_lines: PositiveInt = Field(
+        10_000, description="lines per result file; a multiple of job_chunk_lines"
+    )
+    job_parallel_chunks: PositiveInt = 2
+    job_lines_in_flight: PositiveInt = Field(
+        32, description="lines being processed at once, across all jobs (bounds memory)"
+    )
+    job_max_seconds: Annotated[float, Field(gt=0)] = 24 * 3600.0
+    job_retention_days: Annotated[int, Field(ge=1, le=365)] = 7
+    job_max_file_bytes: PositiveInt = 2 * 1024**3
+    job_max_lines: PositiveInt = 100_000
+    job_max_line_bytes: PositiveInt = 10 * MB
+    job_max_part_bytes: PositiveInt = 100 * MB
+    upload_expiry_hours: Annotated[float, Field(gt=0)] = 24.0
+    output_url_ttl_s: PositiveInt = 24 * 3600
+    job_sweep_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    callback_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    callback_base_delay_s: Annotated[float, Field(ge=0)] = 1.0
+    callback_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'batchvision.db').resolve()}"
 
@@ -73,7 +98,13 @@ class Settings(BaseSettings):
             return [Path(p) for p in value.split(os.pathsep) if p]
         return value
 
-    @field_validator("url_allow_hosts", mode="before")
+    @model_validator(mode="after")
+    def _outputs_hold_whole_chunks(self) -> Settings:
+        if self.job_output_lines % self.job_chunk_lines:
+            raise ValueError("job_output_lines must be a multiple of job_chunk_lines")
+        return self
+
+    @field_validator("url_allow_hosts", "callback_allow_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Engine, case, select, update
+from sqlalchemy import Engine, Executable, case, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -85,6 +85,31 @@ def _iso(moment: dt.datetime) -> str:
 class NewKey:
     info: KeyInfo
     secret: str
+
+
+def usage_upsert(dialect: str, key_id: int, requests: int, images: int, credits: int) -> Executable:
+    """Add to today's usage row for the key (one statement, so it can join a caller's
+    transaction: the job ledger bills a chunk in the same commit that records it)."""
+    values = {
+        "key_id": key_id,
+        "day": utcnow().date(),
+        "requests": requests,
+        "images": images,
+        "credits": credits,
+    }
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(UsageDay)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=[UsageDay.key_id, UsageDay.day],
+            set_={
+                "requests": UsageDay.requests + requests,
+                "images": UsageDay.images + images,
+                "credits": UsageDay.credits + credits,
+            },
+        )
+    )
 
 
 def hash_secret(secret: str) -> str:
@@ -222,24 +247,7 @@ class KeyStore:
             )
 
     def record_usage(self, key_id: int, *, requests: int, images: int, credits: int) -> None:
-        day = utcnow().date()
-        values = {
-            "key_id": key_id,
-            "day": day,
-            "requests": requests,
-            "images": images,
-            "credits": credits,
-        }
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        statement = insert(UsageDay).values(**values)
-        statement = statement.on_conflict_do_update(
-            index_elements=[UsageDay.key_id, UsageDay.day],
-            set_={
-                "requests": UsageDay.requests + requests,
-                "images": UsageDay.images + images,
-                "credits": UsageDay.credits + credits,
-            },
-        )
+        statement = usage_upsert(self.engine.dialect.name, key_id, requests, images, credits)
         with self.engine.begin() as connection:
             connection.execute(statement)
 

@@ -15,10 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchvision import __version__
 from batchvision.accounts.service import Accounts
-from batchvision.api import keys, native
-from batchvision.api.compat import yandex
+from batchvision.api import jobs, keys, native
+from batchvision.api.compat import moondream, yandex
 from batchvision.api.errors import error_response, install_error_handlers
 from batchvision.errors import ErrorCode
+from batchvision.jobs.service import JobService
 from batchvision.pipeline import Pipeline
 from batchvision.settings import Settings
 
@@ -111,9 +112,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.accounts = accounts or Accounts(settings)
         app.state.pipeline = pipeline or Pipeline(settings)
+        app.state.jobs = JobService(settings, app.state.accounts.engine, app.state.pipeline)
+        await app.state.jobs.start()
         try:
             yield
         finally:
+            await app.state.jobs.close()
             await app.state.pipeline.close()
             await app.state.accounts.close()
 
@@ -128,5 +132,7 @@ def create_app(
     app.include_router(native.router)
     app.include_router(keys.router)
     app.include_router(yandex.router)
+    app.include_router(jobs.router)
+    app.include_router(moondream.router)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -12,6 +12,10 @@ Defences, in order:
 * redirects are followed by hand, re-running every check on each hop;
 * one wall-clock deadline covers DNS, all hops and the body; the body is capped while streaming.
 
+The URL check, the checked resolution and the pinned connection are public (:func:`parse_url`,
+:func:`resolve_checked`, :func:`open_pinned`) so that other outgoing requests to client-chosen
+URLs (job-completion callbacks) get exactly the same defences rather than a copy of them.
+
 Error codes: anything about *where* the URL points (scheme, userinfo, malformed URL or host,
 non-public address) is ``URL_NOT_ALLOWED``; anything that goes wrong while talking to an
 allowed target (DNS failure, connect/TLS/protocol errors, timeouts, non-2xx status, too many
@@ -26,7 +30,7 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -40,7 +44,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_URL_CHARS = 8192
-_USER_AGENT = "batchvision-fetch/1"
+_FETCH_HEADERS = {
+    "User-Agent": "batchvision-fetch/1",
+    "Accept": "image/*, */*;q=0.5",
+    # Identity only: a compressed body could expand far beyond max_bytes inside one decoded
+    # chunk before we get to count it.
+    "Accept-Encoding": "identity",
+}
 
 # Blocked explicitly rather than trusting ipaddress.is_global alone: its tables changed between
 # Python patch releases (e.g. 192.0.0.0/24 handling), and we want the same answer everywhere.
@@ -149,10 +159,12 @@ async def fetch_url(url: str, policy: FetchPolicy) -> bytes:
 
 
 async def _fetch(url: str, policy: FetchPolicy) -> bytes:
-    current = _parse_url(url)
+    current = parse_url(url)
     for _hop in range(policy.max_redirects + 1):
-        addresses = await _resolve_checked(current, policy)
-        async with _open(current, addresses, policy) as response:
+        addresses = await resolve_checked(current, policy.allow_hosts)
+        async with open_pinned(
+            current, addresses, timeout_s=policy.timeout_s, headers=_FETCH_HEADERS
+        ) as response:
             if response.status_code in _REDIRECT_STATUSES:
                 current = _redirect_target(current, response)
                 continue
@@ -162,7 +174,12 @@ async def _fetch(url: str, policy: FetchPolicy) -> bytes:
     raise _failed(f"too many redirects (more than {policy.max_redirects})")
 
 
-def _parse_url(url: str) -> httpx.URL:
+def parse_url(url: str) -> httpx.URL:
+    """Parse and syntax-check a client-supplied URL; raises ``URL_NOT_ALLOWED`` if unfit.
+
+    Only the URL's form is checked here (scheme, userinfo, host present, port, length); where
+    it points is :func:`resolve_checked`'s job.
+    """
     # httpx parses here because httpx sends the request: no parser differential between the
     # URL we check and the URL we connect to.
     if len(url) > _MAX_URL_CHARS:
@@ -190,7 +207,7 @@ def _redirect_target(current: httpx.URL, response: httpx.Response) -> httpx.URL:
         joined = current.join(location)
     except (httpx.InvalidURL, ValueError):
         raise _not_allowed("redirect points to a malformed URL") from None
-    return _parse_url(str(joined))
+    return parse_url(str(joined))
 
 
 def _normalize_host(host: str) -> str:
@@ -202,11 +219,16 @@ def _host_of(url: httpx.URL) -> str:
     return url.raw_host.decode("ascii")
 
 
-async def _resolve_checked(url: httpx.URL, policy: FetchPolicy) -> list[IPAddress]:
-    """Resolve the URL's host once; refuse unless every address is public or the host is allowed."""
+async def resolve_checked(url: httpx.URL, allow_hosts: frozenset[str]) -> list[IPAddress]:
+    """Resolve the URL's host once; refuse unless every address is public or the host is allowed.
+
+    ``allow_hosts`` holds normalised (lower-case, no trailing dot) names or IP literals. Raises
+    ``URL_NOT_ALLOWED`` for a forbidden or invalid host, ``FETCH_FAILED`` if DNS fails. Connect
+    only to the addresses returned (see :func:`open_pinned`), never to the name again.
+    """
     host = _host_of(url)
     addresses = await _resolve(host, url.port or _default_port(url))
-    if _normalize_host(host) in policy.allow_hosts:
+    if _normalize_host(host) in allow_hosts:
         return addresses
     # Any non-public answer refuses the whole host: otherwise an attacker could mix a public
     # and a private record and hope we (or a retry) pick the private one.
@@ -256,16 +278,28 @@ def _default_port(url: httpx.URL) -> int:
 
 
 @asynccontextmanager
-async def _open(
-    url: httpx.URL, addresses: list[IPAddress], policy: FetchPolicy
+async def open_pinned(
+    url: httpx.URL,
+    addresses: list[IPAddress],
+    *,
+    timeout_s: float,
+    headers: Mapping[str, str],
+    method: str = "GET",
+    content: bytes | None = None,
 ) -> AsyncIterator[httpx.Response]:
-    """A streaming GET to the first checked address that accepts a connection."""
+    """A streaming request to the first of ``addresses`` (from :func:`resolve_checked`) that
+    accepts a connection, with the real name in ``Host`` and SNI. Redirects are never followed:
+    the caller decides, after checking the target again. Transport problems raise
+    ``FETCH_FAILED`` without exception text.
+    """
     # A fresh client per hop: no cookies carried between hosts, and no pooled TLS connection
-    # (keyed by IP, verified for another name) reused for a different host on the same IP.
+    # (keyed by IP, verified for another name) reused for a different host on the same IP;
+    # trust_env=False so that no proxy from the environment sees (or re-resolves) the request.
     async with httpx.AsyncClient(
-        follow_redirects=False, trust_env=False, timeout=policy.timeout_s
+        follow_redirects=False, trust_env=False, timeout=timeout_s
     ) as client:
-        response = await _send_first(client, url, addresses)
+        requests = (_build_request(method, url, ip, headers, content) for ip in addresses)
+        response = await _send_first(client, host=_host_of(url), requests=requests)
         try:
             yield response
         finally:
@@ -273,12 +307,11 @@ async def _open(
 
 
 async def _send_first(
-    client: httpx.AsyncClient, url: httpx.URL, addresses: list[IPAddress]
+    client: httpx.AsyncClient, *, host: str, requests: Iterable[httpx.Request]
 ) -> httpx.Response:
-    host = _host_of(url)
-    for ip in addresses:
+    for request in requests:
         try:
-            return await client.send(_build_request(url, ip), stream=True)
+            return await client.send(request, stream=True)
         except httpx.ConnectError:
             continue  # like any client: try the next address the name resolved to
         except httpx.TimeoutException:
@@ -288,18 +321,18 @@ async def _send_first(
     raise _failed(f"could not connect to host '{host}'")
 
 
-def _build_request(url: httpx.URL, ip: IPAddress) -> httpx.Request:
+def _build_request(
+    method: str,
+    url: httpx.URL,
+    ip: IPAddress,
+    headers: Mapping[str, str],
+    content: bytes | None,
+) -> httpx.Request:
     return httpx.Request(
-        "GET",
+        method,
         url.copy_with(host=str(ip)),
-        headers={
-            "Host": url.netloc.decode("ascii"),
-            "User-Agent": _USER_AGENT,
-            "Accept": "image/*, */*;q=0.5",
-            # Identity only: a compressed body could expand far beyond max_bytes inside one
-            # decoded chunk before we get to count it.
-            "Accept-Encoding": "identity",
-        },
+        headers={**headers, "Host": url.netloc.decode("ascii")},
+        content=content,
         # SNI and certificate verification use the real name, not the IP we connect to.
         extensions={"sni_hostname": _host_of(url)} if url.scheme == "https" else {},
     )

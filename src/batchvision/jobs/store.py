@@ -16,11 +16,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from batchvision.accounts.keys import usage_upsert
 from batchvision.accounts.scoping import Principal, get_owned, owned_by
+from batchvision.accounts.tables import ApiKey
 from batchvision.db import utcnow
 from batchvision.jobs.tables import Job, JobChunk
 
@@ -69,6 +71,9 @@ class JobView:
     chunk_lines: int
     cancel_requested: bool
     callback_url: str | None
+    callback_secret: str | None
+    callback_state: str | None
+    output_files: int
     retention_days: int
     created_at: dt.datetime
     completed_at: dt.datetime | None
@@ -97,16 +102,20 @@ class JobStore:
         surface: str,
         chunk_lines: int,
         callback_url: str | None = None,
+        callback_secret: str | None = None,
         retention_days: int = 7,
+        job_id: str | None = None,
     ) -> JobView:
         row = Job(
-            id=new_job_id(),
+            id=job_id or new_job_id(),
             owner_key_id=principal.key_id,
             surface=surface,
             state="chunking",
             chunk_lines=chunk_lines,
             callback_url=callback_url,
+            callback_secret=callback_secret,
             retention_days=retention_days,
+            output_files=0,
             created_at=utcnow(),
             total_lines=0,
             completed_lines=0,
@@ -125,11 +134,18 @@ class JobStore:
             return JobView.of(get_owned(session, Job, job_id, principal, kind="job"))
 
     def page(
-        self, principal: Principal, *, limit: int = 50, cursor: str | None = None
+        self,
+        principal: Principal,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        surface: str | None = None,
     ) -> tuple[list[JobView], str | None]:
         """Newest first. The cursor is the last job id of the previous page (keyset paging on
         (created_at, id), so pages stay stable while jobs are added)."""
         query = select(Job).where(owned_by(principal, Job.owner_key_id))
+        if surface is not None:
+            query = query.where(Job.surface == surface)
         with Session(self.engine) as session:
             if cursor is not None:
                 last = session.get(Job, cursor)
@@ -155,8 +171,9 @@ class JobStore:
                 .values(state="processing", input_key=input_key, total_lines=total_lines)
             )
 
-    def record_chunk(self, job_id: str, chunk: ChunkResult) -> bool:
-        """Insert the ledger row and move the counters, once. False if already recorded."""
+    def record_chunk(self, job_id: str, chunk: ChunkResult, *, credits_per_image: int = 0) -> bool:
+        """Insert the ledger row, move the counters and bill the owner, once, in one commit.
+        False if the chunk was already recorded (a redelivery: nothing changes)."""
         try:
             with Session(self.engine) as session, session.begin():
                 session.add(JobChunk(job_id=job_id, completed_at=utcnow(), **chunk.__dict__))
@@ -170,9 +187,34 @@ class JobStore:
                         images=Job.images + chunk.images,
                     )
                 )
+                owner = session.scalar(select(Job.owner_key_id).where(Job.id == job_id))
+                if owner is not None:
+                    self._bill(session, owner, chunk.images, chunk.images * credits_per_image)
         except IntegrityError:
             return False
         return True
+
+    def _bill(self, session: Session, key_id: int, images: int, cost: int) -> None:
+        # Work already done is billed even when the balance ran short meanwhile: the balance
+        # stops at zero and the runner stops taking chunks (see has_credits).
+        if cost:
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.credits.is_not(None))
+                .values(credits=case((ApiKey.credits > cost, ApiKey.credits - cost), else_=0))
+            )
+        dialect = self.engine.dialect.name
+        session.execute(usage_upsert(dialect, key_id, 1 if images else 0, images, cost))
+
+    def has_credits(self, job_id: str) -> bool:
+        """Whether the job's owner can still pay (unlimited keys and anonymous jobs always)."""
+        with Session(self.engine) as session:
+            credits = session.execute(
+                select(ApiKey.credits)
+                .join(Job, Job.owner_key_id == ApiKey.id)
+                .where(Job.id == job_id)
+            ).scalar_one_or_none()
+        return credits is None or credits > 0
 
     def done_chunks(self, job_id: str) -> list[ChunkResult]:
         with Session(self.engine) as session:
@@ -206,28 +248,53 @@ class JobStore:
         *,
         error_code: str | None = None,
         error_message: str | None = None,
-    ) -> None:
-        """Move an active job to a final state (a job already final is left as it is)."""
+        output_files: int = 0,
+    ) -> bool:
+        """Move an active job to a final state; False (nothing changed) if it already was final.
+        A job with a callback URL gets callback_state 'pending' in the same commit, so a crash
+        before delivery is retried on start."""
         if state not in FINAL_STATES:
             raise ValueError(f"{state} is not a final state")
         now = utcnow()
         with self.engine.begin() as connection:
             row = connection.execute(
-                select(Job.retention_days).where(Job.id == job_id)
-            ).scalar_one_or_none()
+                select(Job.retention_days, Job.callback_url).where(Job.id == job_id)
+            ).one_or_none()
             if row is None:
-                return
-            connection.execute(
+                return False
+            result = connection.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
                 .values(
                     state=state,
                     error_code=error_code,
                     error_message=error_message,
+                    output_files=output_files,
                     completed_at=now,
-                    expires_at=now + dt.timedelta(days=row),
+                    expires_at=now + dt.timedelta(days=row.retention_days),
+                    callback_state="pending" if row.callback_url else None,
                 )
             )
+            return bool(result.rowcount == 1)
+
+    def set_callback_state(self, job_id: str, state: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(update(Job).where(Job.id == job_id).values(callback_state=state))
+
+    def pending_callbacks(self) -> list[JobView]:
+        with Session(self.engine) as session:
+            rows = session.scalars(select(Job).where(Job.callback_state == "pending"))
+            return [JobView.of(r) for r in rows]
+
+    def view(self, job_id: str) -> JobView | None:
+        """The runner's unscoped read (it acts for the system, not for a client)."""
+        with Session(self.engine) as session:
+            row = session.get(Job, job_id)
+            return None if row is None else JobView.of(row)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with Session(self.engine) as session:
+            return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
     def unfinished(self) -> list[JobView]:
         """Jobs a restarted server must resume."""
@@ -245,4 +312,6 @@ class JobStore:
 
     def mark_expired(self, job_id: str) -> None:
         with self.engine.begin() as connection:
-            connection.execute(update(Job).where(Job.id == job_id).values(state="expired"))
+            connection.execute(
+                update(Job).where(Job.id == job_id).values(state="expired", output_files=0)
+            )

@@ -59,6 +59,10 @@ class Job(Base):
     chunk_lines: Mapped[int] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     callback_url: Mapped[str | None] = mapped_column(Text, default=None)
+    callback_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    # None (no callback) | pending | delivered | failed; pending ones are retried on start
+    callback_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    output_files: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     retention_days: Mapped[int] = mapped_column(Integer, default=7)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)

@@ -1,0 +1,197 @@
+"""The native job API: `/v1/jobs` (submit, list, status, results, cancel), S3-style multipart
+uploads under `/v1/uploads`, and the signed output downloads every surface links to."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from batchvision.accounts.scoping import Principal
+from batchvision.api.access import native_principal
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.intake.body import read_capped, refuse_unpaired_surrogates
+from batchvision.jobs.service import JobService, Submitted, parse_options
+from batchvision.jobs.signing import EXPIRES_PARAM, SIGNATURE_PARAM
+from batchvision.jobs.store import JobView
+from batchvision.jobs.views import output_path
+
+router = APIRouter()
+
+Authorized = Annotated[Principal, Depends(native_principal)]
+
+JSONL = "application/jsonl"
+DEFAULT_PAGE = 50
+MAX_PAGE = 100
+_SMALL_BODY_BYTES = 4 * 1024 * 1024  # up to 10,000 parts with their etags
+
+
+def jobs_of(request: Request) -> JobService:
+    jobs: JobService = request.app.state.jobs
+    return jobs
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def page_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_PAGE
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise BatchVisionError(
+            ErrorCode.INVALID_PARAMETER, f"limit must be an integer from 1 to {MAX_PAGE}"
+        )
+    return int(raw)
+
+
+def check_part_size(request: Request, limit: int) -> None:
+    """Refuse a declared oversize part before reading it (the stream is capped as well)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BatchVisionError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"part exceeds the limit of {limit} bytes; split the file into smaller parts",
+        )
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    """A small JSON object body; an empty body is {} (Moondream's create sends none)."""
+    body = await read_capped(request.stream(), _SMALL_BODY_BYTES)
+    if not body.strip():
+        return {}
+    try:
+        parsed = json.loads(body)
+        refuse_unpaired_surrogates(parsed)
+    except (ValueError, RecursionError):
+        raise BatchVisionError(
+            ErrorCode.INVALID_REQUEST, "request body is not valid JSON"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise BatchVisionError(ErrorCode.INVALID_REQUEST, "request body must be a JSON object")
+    return parsed
+
+
+def submitted_body(request: Request, submitted: Submitted, job: JobView) -> dict[str, Any]:
+    body = jobs_of(request).view(job, base_url(request))
+    body["size"] = submitted.size
+    if submitted.callback_secret is not None:
+        body["callback_secret"] = submitted.callback_secret
+    return body
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+@router.post("/v1/jobs", status_code=202)
+async def submit_job(request: Request, principal: Authorized) -> JSONResponse:
+    """The request body is the JSONL file itself, streamed to disk. Options go in the query:
+    `callback_url`, `callback_secret`, `retention_days`."""
+    jobs = jobs_of(request)
+    options = parse_options(dict(request.query_params))
+    submitted = await jobs.submit_stream(principal, "native", request.stream(), options)
+    job = await jobs.get(principal, submitted.job.id)
+    return JSONResponse(submitted_body(request, submitted, job), status_code=202)
+
+
+@router.get("/v1/jobs")
+async def list_jobs(
+    request: Request, principal: Authorized, limit: str | None = None, cursor: str | None = None
+) -> dict[str, Any]:
+    jobs = jobs_of(request)
+    page, next_cursor = await jobs.page(
+        principal, limit=page_limit(limit), cursor=cursor, surface="native"
+    )
+    return {
+        "jobs": [jobs.view(job, base_url(request)) for job in page],
+        "next_cursor": next_cursor,
+        "has_more": next_cursor is not None,
+    }
+
+
+@router.get("/v1/jobs/{job_id}")
+async def get_job(request: Request, principal: Authorized, job_id: str) -> dict[str, Any]:
+    jobs = jobs_of(request)
+    return jobs.view(await jobs.get(principal, job_id, surface="native"), base_url(request))
+
+
+@router.post("/v1/jobs/{job_id}/cancel")
+async def cancel_job(request: Request, principal: Authorized, job_id: str) -> dict[str, Any]:
+    jobs = jobs_of(request)
+    await jobs.get(principal, job_id, surface="native")
+    return jobs.view(await jobs.cancel(principal, job_id), base_url(request))
+
+
+@router.get("/v1/jobs/{job_id}/results")
+async def job_results(request: Request, principal: Authorized, job_id: str) -> StreamingResponse:
+    """Every result line so far, in line order (all of them once the job has ended)."""
+    jobs = jobs_of(request)
+    job = await jobs.get(principal, job_id)
+    return StreamingResponse(jobs.result_lines(job), media_type=JSONL)
+
+
+@router.get("/v1/jobs/{job_id}/outputs/{index}")
+async def download_output(request: Request, job_id: str, index: int) -> StreamingResponse:
+    """A result file, by signed link (no API key: the signature is the credential)."""
+    jobs = jobs_of(request)
+    query = request.query_params
+    path = output_path(job_id, index)
+    if index < 0 or not jobs.signer.verify(
+        path, query.get(EXPIRES_PARAM), query.get(SIGNATURE_PARAM)
+    ):
+        raise BatchVisionError(ErrorCode.FORBIDDEN, "the download link is invalid or has expired")
+    file = jobs.open_output(job_id, index)
+    return StreamingResponse(_read_all(file), media_type=JSONL)
+
+
+def _read_all(file: Any) -> Iterator[bytes]:
+    with file:
+        while block := file.read(1 << 20):
+            yield block
+
+
+# --- multipart uploads ------------------------------------------------------------------------
+
+
+@router.post("/v1/uploads", status_code=201)
+async def create_upload(request: Request, principal: Authorized) -> dict[str, Any]:
+    upload = await jobs_of(request).create_upload(principal, "native")
+    return {
+        "fileId": upload.id,
+        "uploadId": upload.upload_id,
+        "expires_at": upload.expires_at.isoformat(),
+    }
+
+
+@router.put("/v1/uploads/{file_id}/parts/{part_number}")
+async def upload_part(
+    request: Request, principal: Authorized, file_id: str, part_number: int
+) -> dict[str, Any]:
+    jobs = jobs_of(request)
+    check_part_size(request, jobs.settings.job_max_part_bytes)
+    upload_id = request.query_params.get("uploadId")
+    part = await jobs.put_part(principal, file_id, upload_id, part_number, request.stream())
+    return {"etag": part.etag, "partNumber": part.part_number, "size": part.size}
+
+
+@router.post("/v1/uploads/{file_id}/complete", status_code=202)
+async def complete_upload(request: Request, principal: Authorized, file_id: str) -> JSONResponse:
+    """Body: `{"parts": [{"partNumber", "etag"}], "callback_url"?, "retention_days"?}`."""
+    jobs = jobs_of(request)
+    body = await read_object(request)
+    options = parse_options(body)
+    upload_id = request.query_params.get("uploadId")
+    submitted = await jobs.complete_upload(
+        principal, file_id, upload_id, body.get("parts"), options
+    )
+    job = await jobs.get(principal, submitted.job.id)
+    return JSONResponse(submitted_body(request, submitted, job), status_code=202)
+
+
+@router.delete("/v1/uploads/{file_id}", status_code=204)
+async def abort_upload(request: Request, principal: Authorized, file_id: str) -> Response:
+    await jobs_of(request).abort_upload(principal, file_id, request.query_params.get("uploadId"))
+    return Response(status_code=204)
