@@ -1,5 +1,5 @@
 """A tiny HTTP server on 127.0.0.1 serving a table of routes, for tests that fetch over the network
-(URL intake, model downloads). Clients may hang up mid-response on purpose (deadline and size-cap
+(URL intake, model downloads, job callbacks). Clients may hang up mid-response on purpose (deadline and size-cap
 tests); the server stays quiet about it."""
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class RouteHandler(BaseHTTPRequestHandler):
                 self.send(404, b"not found")
             else:
                 route(self)
+
+    do_POST = do_GET  # routes read the body themselves (callback receivers)
 
     def send(self, status: int, body: bytes, **headers: str) -> None:
         """A whole response; header names use `_` for `-` (Content_Type=...)."""

@@ -37,12 +37,6 @@ LOCAL = CallbackPolicy(
 )
 
 
-@pytest.fixture(autouse=True)
-def _receiver_accepts_post(monkeypatch: pytest.MonkeyPatch) -> None:
-    """local_http's handler speaks GET only; callbacks POST to the same route table."""
-    monkeypatch.setattr(RouteHandler, "do_POST", RouteHandler.do_GET, raising=False)
-
-
 @dataclass(frozen=True)
 class Received:
     timestamp: str | None

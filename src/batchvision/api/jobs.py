@@ -43,7 +43,7 @@ def page_limit(raw: str | None) -> int:
         return DEFAULT_PAGE
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
         raise BatchVisionError(
-            ErrorCode.INVALID_PARAMETER, f"limit must be an integer from 1 to {MAX_PAGE}"
+            ErrorCode.INVALID_REQUEST, f"limit must be an integer from 1 to {MAX_PAGE}"
         )
     return int(raw)
 
