@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -30,8 +33,6 @@ COCO_IMAGES = EVALDATA / "coco" / "images"
 @pytest.fixture(autouse=True)
 def _no_batchvision_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests build their settings explicitly; a developer's environment must not leak in."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("BATCHVISION_"):
             monkeypatch.delenv(name)
@@ -136,3 +137,60 @@ def coco_image(name: str = "000000000139.jpg") -> bytes:
 
 def coco_names(count: int) -> list[str]:
     return sorted(p.name for p in COCO_IMAGES.glob("*.jpg"))[:count]
+
+
+@dataclass
+class ServerProcess:
+    """`batchvision serve` as a real subprocess (for kill -9 and bind-address tests)."""
+
+    proc: subprocess.Popen[str]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                httpx.get(f"{self.url}/healthz", timeout=1).raise_for_status()
+                return
+            except httpx.TransportError:
+                if self.proc.poll() is not None:
+                    output = self.proc.stdout.read() if self.proc.stdout else ""
+                    raise RuntimeError(f"server exited: {output}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not start") from None
+                time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers, no flushing, like a power cut to the process."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def spawn_server(data_dir: Path, port: int | None = None, **settings: str) -> ServerProcess:
+    """Start `python -m batchvision.cli serve` with settings as BATCHVISION_* variables."""
+    port = port or _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHVISION_")}
+    env.update(
+        BATCHVISION_PORT=str(port),
+        BATCHVISION_MODEL_DIRS=str(MODELS),
+        BATCHVISION_DATA_DIR=str(data_dir),
+        BATCHVISION_AUTH="disabled",
+    )
+    env.update({f"BATCHVISION_{name.upper()}": value for name, value in settings.items()})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchvision.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return ServerProcess(proc, port)

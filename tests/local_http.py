@@ -1,6 +1,6 @@
-"""A tiny HTTP server on 127.0.0.1 serving a table of routes, for tests that fetch over the network
-(URL intake, model downloads, job callbacks). Clients may hang up mid-response on purpose (deadline and size-cap
-tests); the server stays quiet about it."""
+"""A tiny HTTP server on 127.0.0.1 serving a table of routes, for tests that talk over the network
+(URL intake, model downloads, job callbacks). Clients may hang up mid-response on purpose
+(deadline and size-cap tests); the server stays quiet about it."""
 
 from __future__ import annotations
 

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from batchvision.cli import app
-from conftest import COCO_IMAGES, MODELS
+from conftest import COCO_IMAGES, MODELS, spawn_server
 
 runner = CliRunner()
 
@@ -90,13 +85,6 @@ def test_analyze_with_missing_model_names_the_pull_command(tmp_path: Path) -> No
     assert "batchvision models pull yolox-nano" in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _listening_addresses(port: int) -> set[str]:
     """Local addresses (kernel hex form) listening on `port`, from /proc/net/tcp and tcp6."""
     found = set()
@@ -110,31 +98,11 @@ def _listening_addresses(port: int) -> set[str]:
 
 
 def test_serve_subprocess_binds_loopback_by_default_and_answers(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHVISION_")}
-    env.update(
-        BATCHVISION_PORT=str(port),
-        BATCHVISION_MODEL_DIRS=str(MODELS),
-        BATCHVISION_DATA_DIR=str(tmp_path),
-        BATCHVISION_AUTH="disabled",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batchvision.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server = spawn_server(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+        server.wait_ready(timeout_s=30)
+        port = server.port
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
         assert health.json() == {"status": "ok"}
         photo = (COCO_IMAGES / "000000000139.jpg").read_bytes()
         reply = httpx.post(
@@ -146,5 +114,4 @@ def test_serve_subprocess_binds_loopback_by_default_and_answers(tmp_path: Path) 
         assert reply.json()["results"][0]["outputs"]["detect"]["objects"]
         assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, no IPv6 either
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        server.stop()

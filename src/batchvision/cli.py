@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from batchvision.cli_jobs import jobs_app
 from batchvision.core import ImageInput, Task
 from batchvision.errors import BatchVisionError
 from batchvision.settings import Settings
@@ -22,6 +23,7 @@ models_app = typer.Typer(help="Model files: list what is installed, pull what is
 app.add_typer(models_app, name="models")
 keys_app = typer.Typer(help="API keys: create, list, revoke, add credits, show usage.")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _settings(**overrides: Any) -> Settings:
