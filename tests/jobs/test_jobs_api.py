@@ -116,7 +116,7 @@ def test_a_job_runs_every_line_once_in_order_with_per_line_errors(client: httpx.
     assert by_id["photo"]["status"] == "ok"
     labels = {o["label"] for o in by_id["photo"]["result"]["objects"]}
     assert {"person", "tv"} <= labels
-    assert by_id["7"]["result"]["width"] == 32
+    assert by_id[7]["result"]["width"] == 32  # an integer id comes back as sent
     codes = {r["id"]: r["error"]["code"] for r in results if r["status"] == "error"}
     assert codes == {
         "bad-b64": "invalid_request",

@@ -403,6 +403,7 @@ def test_image_base64() -> None:
         skill="caption",
         images=[ImageInput(index=0, client_id="a", data=PNG)],
         params={"length": "short"},
+        sent_id="a",
     )
 
 
@@ -439,6 +440,7 @@ def test_params_are_passed_unchanged() -> None:
 def test_id_forms(raw_id: Any, expected: str | None) -> None:
     job = ok({"id": raw_id, "skill": "detect", "image_url": "https://x/y.jpg"})
     assert job.id == expected
+    assert job.sent_id == raw_id and type(job.sent_id) is type(raw_id)
     assert job.images[0].client_id == expected
 
 

@@ -25,7 +25,7 @@ from batchvision.core import ItemError, ItemResult, Task
 from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import Blobs
-from batchvision.jobs.moondream import MOONDREAM_SKILLS, DetectorPlan, moondream_result, plan_line
+from batchvision.jobs.moondream import MOONDREAM_SKILLS, moondream_result, plan_line
 from batchvision.jobs.store import ChunkResult, JobStore, JobView
 from batchvision.jobs.validate import (
     BatchErrorCode,
@@ -196,17 +196,21 @@ async def run_line(
     skills = MOONDREAM_SKILLS if surface == "moondream" else work.pipeline.skills.keys()
     line = parse_line(index, raw, work.body_limits, skills=skills)
     if isinstance(line, LineError):
-        return error_line(index, line.client_id, line, surface), 0
+        if surface == "moondream" and line.bad_image_data:
+            # Moondream reports undecodable image data, base64 included, as image_decode_failed.
+            bad = ItemError(ErrorCode.IMAGE_DECODE_FAILED, line.message, line.skill)
+            return error_line(index, line.sent_id, bad, surface), 0
+        return error_line(index, line.sent_id, line, surface), 0
     try:
         if surface == "moondream":
             return await _run_moondream(work, line)
         return await _run_native(work, line)
     except BatchVisionError as exc:
-        return error_line(index, line.id, ItemError.from_exception(exc), surface), 0
+        return error_line(index, line.sent_id, ItemError.from_exception(exc), surface), 0
     except Exception:
         log.exception("line %d failed", index)
         error = ItemError(ErrorCode.PROCESSING_ERROR, "processing failed for this line")
-        return error_line(index, line.id, error, surface), 0
+        return error_line(index, line.sent_id, error, surface), 0
 
 
 async def _run_native(work: ChunkWork, line: JobLine) -> tuple[dict[str, Any], int]:
@@ -215,29 +219,28 @@ async def _run_native(work: ChunkWork, line: JobLine) -> tuple[dict[str, Any], i
     images = sum(1 for r in results if r.image is not None)
     failure = _first_error(results)
     if failure is not None:
-        return error_line(line.index, line.id, failure, "native"), images
+        return error_line(line.index, line.sent_id, failure, "native"), images
     outputs = [r.outputs[line.skill] for r in results]
     result = outputs[0] if len(outputs) == 1 else {"images": outputs}
-    return ok_line(line.index, line.id, result), images
+    return ok_line(line.index, line.sent_id, result), images
 
 
 async def _run_moondream(work: ChunkWork, line: JobLine) -> tuple[dict[str, Any], int]:
     names = work.pipeline.registry.card(DEFAULT_DETECT_MODEL).class_names()
     plan = plan_line(line, names)
     if isinstance(plan, ItemError):
-        return error_line(line.index, line.id, plan, "moondream"), 0
+        return error_line(line.index, line.sent_id, plan, "moondream"), 0
     params = {"model": DEFAULT_DETECT_MODEL, "classes": [plan.class_name]}
     tasks = work.pipeline.prepare_tasks([Task("detect", params)])
     results = await _analyze(work, line, tasks)
     images = sum(1 for r in results if r.image is not None)
     failure = _first_error(results)
     if failure is not None:
-        return error_line(line.index, line.id, failure, "moondream"), images
-    return ok_line(line.index, line.id, _moondream_output(plan, results[0])), images
-
-
-def _moondream_output(plan: DetectorPlan, result: ItemResult) -> dict[str, Any]:
-    return moondream_result(plan, result.outputs["detect"])
+        return error_line(line.index, line.sent_id, failure, "moondream"), images
+    output = ok_line(line.index, line.sent_id, moondream_result(plan, results[0].outputs["detect"]))
+    # The page's successful line carries usage; a detector line uses no tokens.
+    output["usage"] = {"input_tokens": 0, "output_tokens": 0}
+    return output, images
 
 
 async def _analyze(work: ChunkWork, line: JobLine, tasks: Sequence[Any]) -> list[ItemResult]:
@@ -262,11 +265,13 @@ def _first_error(results: Sequence[ItemResult]) -> ItemError | None:
     return None
 
 
-def ok_line(index: int, client_id: str | None, result: dict[str, Any]) -> dict[str, Any]:
+def ok_line(index: int, client_id: str | int | None, result: dict[str, Any]) -> dict[str, Any]:
     return {"line_index": index, "id": client_id, "status": "ok", "result": result}
 
 
-def error_line(index: int, client_id: str | None, error: ItemError, surface: str) -> dict[str, Any]:
+def error_line(
+    index: int, client_id: str | int | None, error: ItemError, surface: str
+) -> dict[str, Any]:
     code = error.code.value
     if surface == "moondream":
         code = _MOONDREAM_CODES.get(error.code, "processing_error")

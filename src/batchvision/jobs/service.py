@@ -76,6 +76,11 @@ def _bad(message: str) -> BatchVisionError:
     return BatchVisionError(ErrorCode.INVALID_PARAMETER, message)
 
 
+def _bad_parts(message: str) -> BatchVisionError:
+    # 400, as S3's InvalidPart / InvalidPartOrder.
+    return BatchVisionError(ErrorCode.INVALID_REQUEST, message)
+
+
 @dataclass(frozen=True)
 class Submitted:
     job: JobView
@@ -284,11 +289,11 @@ def _chosen_parts(parts: Any, stored: dict[int, PartView]) -> list[PartView]:
             raise BatchVisionError(ErrorCode.INVALID_REQUEST, "each part must be an object")
         number = check_part_number(entry.get("partNumber"))
         if chosen and number <= chosen[-1].part_number:
-            raise _bad("parts must be listed in ascending partNumber order, each once")
+            raise _bad_parts("parts must be listed in ascending partNumber order, each once")
         part = stored.get(number)
         if part is None:
-            raise _bad(f"part {number} was not uploaded")
+            raise _bad_parts(f"part {number} was not uploaded")
         if not same_etag(entry.get("etag"), part.etag):
-            raise _bad(f"the etag of part {number} does not match the uploaded part")
+            raise _bad_parts(f"the etag of part {number} does not match the uploaded part")
         chosen.append(part)
     return chosen

@@ -345,6 +345,7 @@ class JobLine:
     skill: str
     images: list[ImageInput]  # from image, images or image_url
     params: dict[str, Any]  # every other key of the line
+    sent_id: str | int | None = None  # the id exactly as sent, echoed in the result line
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -353,6 +354,8 @@ class LineError(ItemError):
 
     index: int
     client_id: str | None = None
+    sent_id: str | int | None = None
+    bad_image_data: bool = False  # the image field held no decodable base64 (not the bytes)
 
 
 def parse_line(
@@ -367,9 +370,20 @@ def parse_line(
     `skills`, when given, is the set of skill names this server runs; a line naming another
     skill gets `unknown_skill`. Without it the skill name is only checked to be a string."""
     client_id: str | None = None
+    sent_id: str | int | None = None
 
-    def fail(code: ErrorCode, message: str, skill: str | None = None) -> LineError:
-        return LineError(code, message, skill, index=index, client_id=client_id)
+    def fail(
+        code: ErrorCode, message: str, skill: str | None = None, bad_data: bool = False
+    ) -> LineError:
+        return LineError(
+            code,
+            message,
+            skill,
+            index=index,
+            client_id=client_id,
+            sent_id=sent_id,
+            bad_image_data=bad_data,
+        )
 
     if index == 0 and raw.startswith(BOM):
         raw = raw[len(BOM) :]
@@ -387,12 +401,12 @@ def parse_line(
     if isinstance(raw_id, str):
         if len(raw_id) > MAX_ID_CHARS:
             return fail(ErrorCode.INVALID_REQUEST, f"'id' is longer than {MAX_ID_CHARS} characters")
-        client_id = raw_id
+        client_id = sent_id = raw_id
     elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
         text_id = str(raw_id)
         if len(text_id) > MAX_ID_CHARS:
             return fail(ErrorCode.INVALID_REQUEST, f"'id' is longer than {MAX_ID_CHARS} characters")
-        client_id = text_id
+        client_id, sent_id = text_id, raw_id
     elif raw_id is not None:
         return fail(ErrorCode.INVALID_REQUEST, "'id' must be a string or an integer")
 
@@ -407,10 +421,16 @@ def parse_line(
 
     images = _line_images(body, limits, client_id)
     if isinstance(images, ItemError):
-        return fail(images.code, images.message, skill)
+        return fail(images.code, images.message, skill, isinstance(images, _BadImageData))
 
     params = {key: value for key, value in body.items() if key not in RESERVED_KEYS}
-    return JobLine(index=index, id=client_id, skill=skill, images=images, params=params)
+    return JobLine(
+        index=index, id=client_id, skill=skill, images=images, params=params, sent_id=sent_id
+    )
+
+
+class _BadImageData(ItemError):
+    """An image field whose text is not decodable base64 (or too long to be an image)."""
 
 
 def _line_images(
@@ -463,6 +483,6 @@ def _line_images(
             )
         item = image_from_base64(position, text, limits, client_id=client_id)
         if item.error is not None:
-            return ItemError(item.error.code, f"{name}: {item.error.message}")
+            return _BadImageData(item.error.code, f"{name}: {item.error.message}")
         decoded.append(item)
     return decoded
