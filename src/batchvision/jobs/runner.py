@@ -176,36 +176,39 @@ class JobRunner:
         return started
 
     async def _process(self, job: JobView) -> None:
+        """Run the chunks not yet in the ledger, `job_parallel_chunks` at a time (a sliding
+        window, so nothing here grows with the job), until all are in or the job ends early."""
         done = {c.index for c in await asyncio.to_thread(self.store.done_chunks, job.id)}
         specs = await asyncio.to_thread(chunk_specs, self.blobs, job)
-        window = asyncio.Semaphore(self.settings.job_parallel_chunks)
-        chunks = {
-            asyncio.create_task(self._one_chunk(job, spec, window))
-            for spec in specs
-            if spec.index not in done
-        }
+        pending = iter([spec for spec in specs if spec.index not in done])
+        running: set[asyncio.Task[None]] = set()
         watcher = asyncio.create_task(self._cancel_requested(job.id))
         try:
-            remaining = set(chunks)
-            while remaining:
-                finished, _ = await asyncio.wait(
-                    remaining | {watcher}, return_when=asyncio.FIRST_COMPLETED
+            while True:
+                while len(running) < self.settings.job_parallel_chunks:
+                    spec = next(pending, None)
+                    if spec is None:
+                        break
+                    running.add(asyncio.create_task(self._one_chunk(job, spec)))
+                if not running:
+                    return
+                finished, running = await asyncio.wait(
+                    running | {watcher}, return_when=asyncio.FIRST_COMPLETED
                 )
                 if watcher in finished:
                     raise JobEnded("cancelled", None, "cancelled by the client")
+                running.discard(watcher)
                 for task in finished:
                     task.result()  # the first failure (JobEnded or a bug) ends the job
-                remaining -= finished
         finally:
-            for task in (*chunks, watcher):
+            for task in (*running, watcher):
                 task.cancel()
-            await asyncio.gather(*chunks, watcher, return_exceptions=True)
+            await asyncio.gather(*running, watcher, return_exceptions=True)
 
-    async def _one_chunk(self, job: JobView, spec: ChunkSpec, window: asyncio.Semaphore) -> None:
-        async with window:
-            if not await asyncio.to_thread(self.store.has_credits, job.id):
-                raise JobEnded("failed", "insufficient_credits", "the key ran out of credits")
-            await process_chunk(self.work, job, spec)
+    async def _one_chunk(self, job: JobView, spec: ChunkSpec) -> None:
+        if not await asyncio.to_thread(self.store.has_credits, job.id):
+            raise JobEnded("failed", "insufficient_credits", "the key ran out of credits")
+        await process_chunk(self.work, job, spec)
 
     async def _cancel_requested(self, job_id: str) -> None:
         """Return when a cancel arrives: in this process at once, from another replica (the
