@@ -17,9 +17,11 @@ import pytest
 from PIL import Image
 
 from batchvision.accounts.keys import KeyStore
-from batchvision.db import make_engine
+from batchvision.accounts.scoping import Principal
+from batchvision.db import make_engine, migrate
 from batchvision.jobs.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_callback
 from batchvision.jobs.service import JobService
+from batchvision.jobs.store import JobStore
 from conftest import LiveServer, coco_image, make_settings, start_server
 from local_http import RouteHandler, serve_routes
 
@@ -465,3 +467,19 @@ def test_jobs_bill_processed_images_and_stop_when_credits_run_out(serve: Any) ->
     usage = keys.usage(created.info.id)
     assert sum(day["images"] for day in usage) == 2
     assert sum(day["credits"] for day in usage) == 2
+
+
+def test_a_job_whose_input_is_lost_fails_processing_failed_on_resume(tmp_path: Any) -> None:
+    settings = make_settings(tmp_path, **SMALL)
+    engine = make_engine(settings)
+    migrate(engine)
+    job = JobStore(engine).create(Principal.anonymous(), surface="native", chunk_lines=5)
+    engine.dispose()
+    live = start_server(settings)  # resumes the job; its input file was never written
+    try:
+        with live.client() as client:
+            done = wait(client, job.id)
+    finally:
+        live.stop()
+    assert done["status"] == "failed"
+    assert done["error"] == {"code": "processing_failed", "message": "internal processing error"}

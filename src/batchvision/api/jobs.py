@@ -97,19 +97,34 @@ async def submit_job(request: Request, principal: Authorized) -> JSONResponse:
     return JSONResponse(submitted_body(request, submitted, job), status_code=202)
 
 
+async def list_page(
+    request: Request,
+    principal: Principal,
+    *,
+    surface: str,
+    field: str,
+    limit: str | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """One page of the caller's jobs of one surface: `{<field>: [...], next_cursor, has_more}`."""
+    jobs = jobs_of(request)
+    page, next_cursor = await jobs.page(
+        principal, limit=page_limit(limit), cursor=cursor, surface=surface
+    )
+    return {
+        field: [jobs.view(job, base_url(request)) for job in page],
+        "next_cursor": next_cursor,
+        "has_more": next_cursor is not None,
+    }
+
+
 @router.get("/v1/jobs")
 async def list_jobs(
     request: Request, principal: Authorized, limit: str | None = None, cursor: str | None = None
 ) -> dict[str, Any]:
-    jobs = jobs_of(request)
-    page, next_cursor = await jobs.page(
-        principal, limit=page_limit(limit), cursor=cursor, surface="native"
+    return await list_page(
+        request, principal, surface="native", field="jobs", limit=limit, cursor=cursor
     )
-    return {
-        "jobs": [jobs.view(job, base_url(request)) for job in page],
-        "next_cursor": next_cursor,
-        "has_more": next_cursor is not None,
-    }
 
 
 @router.get("/v1/jobs/{job_id}")

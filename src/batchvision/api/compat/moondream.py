@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import authorize, moondream_token
-from batchvision.api.jobs import base_url, check_part_size, jobs_of, page_limit, read_object
+from batchvision.api.jobs import base_url, check_part_size, jobs_of, list_page, read_object
 from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.service import JobOptions
 
@@ -96,15 +96,9 @@ async def abort_upload(request: Request, principal: Authorized, file_id: str) ->
 async def list_batches(
     request: Request, principal: Authorized, limit: str | None = None, cursor: str | None = None
 ) -> dict[str, Any]:
-    jobs = jobs_of(request)
-    page, next_cursor = await jobs.page(
-        principal, limit=page_limit(limit), cursor=cursor, surface=SURFACE
+    return await list_page(
+        request, principal, surface=SURFACE, field="batches", limit=limit, cursor=cursor
     )
-    return {
-        "batches": [jobs.view(job, base_url(request)) for job in page],
-        "next_cursor": next_cursor,
-        "has_more": next_cursor is not None,
-    }
 
 
 @router.get("/v1/batch/{batch_id}")
