@@ -80,8 +80,10 @@ async def complete_upload(request: Request, principal: Authorized, file_id: str)
         principal, file_id, upload_id, body.get("parts"), JobOptions()
     )
     job = await jobs.get(principal, submitted.job.id)
-    view = jobs.view(job, base_url(request))
-    return JSONResponse({"id": job.id, "status": view["status"], "size": submitted.size})
+    # The page answers "chunking": the batch was accepted for validation, even if a small file
+    # is already past it by now. Only a batch refused outright (too large) says "failed".
+    status = "failed" if job.state == "failed" else "chunking"
+    return JSONResponse({"id": job.id, "status": status, "size": submitted.size})
 
 
 @router.delete("/v1/batch/{file_id}", status_code=204)
