@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.skills.animals import AnimalsSkill
 from batchvision.skills.barcode import BarcodeSkill
 from batchvision.skills.base import Skill, SkillContext
 from batchvision.skills.detect import DetectSkill
@@ -10,7 +11,8 @@ from batchvision.skills.metadata import MetadataSkill
 from batchvision.skills.ocr import OcrSkill
 
 SKILL_TYPES: dict[str, type[Skill]] = {
-    skill.name: skill for skill in (DetectSkill, MetadataSkill, BarcodeSkill, OcrSkill)
+    skill.name: skill
+    for skill in (DetectSkill, MetadataSkill, BarcodeSkill, OcrSkill, AnimalsSkill)
 }
 
 

@@ -1,0 +1,406 @@
+"""`animals`: camera-trap detection as MegaDetector categories with SpeciesNet taxonomy labels.
+
+The detector is any detect card. A card whose classes are exactly MegaDetector's (animal, person,
+vehicle) is used as is; any other is read as a COCO detector whose classes are mapped to those
+categories (`coco_category`). With `classify=true` each box also gets the most precise SpeciesNet
+taxon the detector supports, vetoed by the geofence for the country and smoothed across a herd.
+No species classifier runs here: labels never claim more than the detector's class says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from batchvision.core import DecodedImage
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.models.cards import ModelCard
+from batchvision.models.decoders import DecodeParams, Detections
+from batchvision.models.detector import prepare
+from batchvision.models.registry import ModelRegistry
+from batchvision.settings import Settings
+from batchvision.skills.base import Skill, SkillOutput
+from batchvision.skills.detect import DEFAULT_DETECT_MODEL
+from batchvision.taxonomy import (
+    DetectorCategory,
+    Geofence,
+    SpeciesNetFiles,
+    Taxon,
+    Taxonomy,
+    UnknownCountryError,
+    category_taxon,
+    coco_category,
+    coco_taxon,
+    normalize_country,
+    smooth_herd,
+)
+from batchvision.taxonomy.tree import ancestor_keys
+
+Mode = Literal["megadetector", "coco-mapped"]
+Profile = Literal["wild", "urban"]
+
+SPECIESNET_DIR = "speciesnet_data"
+TAXONOMY_SUFFIX = "-speciesnet-taxonomy"
+
+# A MegaDetector export names its classes this way; `person` is reported as `human`.
+MEGADETECTOR_CLASSES: dict[str, DetectorCategory] = {
+    "animal": DetectorCategory.ANIMAL,
+    "person": DetectorCategory.HUMAN,
+    "vehicle": DetectorCategory.VEHICLE,
+}
+
+# Taxa an urban, farm or zoo camera expects anywhere: the geofence never vetoes them (nor their
+# subspecies) under the urban profile. People are exempt through `Taxon.is_human`.
+DOMESTIC_KEYS: frozenset[str] = frozenset(
+    {
+        "mammalia;artiodactyla;bovidae;bos;taurus",  # domestic cattle
+        "mammalia;carnivora;canidae;canis;familiaris",  # domestic dog
+        "mammalia;carnivora;felidae;felis;catus",  # domestic cat
+        "mammalia;perissodactyla;equidae;equus;caballus",  # domestic horse
+        "mammalia;artiodactyla;bovidae;ovis;aries",  # domestic sheep
+        "mammalia;artiodactyla;suidae;sus;scrofa scrofa",  # domestic pig
+        "mammalia;artiodactyla;bovidae;capra;aegagrus hircus",  # domestic goat
+        "aves;galliformes;phasianidae;gallus;gallus domesticus",  # domestic chicken
+    }
+)
+
+# Detection settings the surface does not expose; the same as `detect`'s defaults.
+_NMS_IOU = 0.45
+_MAX_DETECTIONS = 100
+
+
+class AnimalsParams(BaseModel):
+    # Strict like DetectParams: a string threshold or a numeric country is a client mistake.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(
+        None, description="a detect card; default: an installed MegaDetector card, else yolox-nano"
+    )
+    threshold: float = Field(0.2, ge=0.01, le=0.99, description="minimum detection score")
+    classify: bool = Field(
+        True, description="SpeciesNet taxonomy labels; false: animal/human/vehicle"
+    )
+    country: str | None = Field(None, description="geofencing hint: CCA2, CCA3 or English name")
+    latitude: float | None = Field(None, ge=-90.0, le=90.0)
+    longitude: float | None = Field(None, ge=-180.0, le=180.0)
+    smooth_herd: bool = Field(False, description="imprecise labels inherit the herd's label")
+    profile: Profile = Field("wild", description="urban: domestic taxa are never geofenced")
+
+    @field_validator("country")
+    @classmethod
+    def _cca3(cls, value: str | None) -> str | None:
+        # Normalised once here, so every later step sees the CCA3 code the rules are keyed by.
+        if value is None:
+            return None
+        try:
+            return normalize_country(value)
+        except UnknownCountryError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _area_hint(self) -> AnimalsParams:
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("latitude and longitude must be sent together")
+        if self.latitude is not None and self.country is None:
+            raise ValueError("latitude and longitude are only used with country; send country")
+        return self
+
+
+# --- the detector ---------------------------------------------------------------------------
+
+
+def is_megadetector(card: ModelCard) -> bool:
+    """A card whose classes are exactly MegaDetector's three, in any order and case."""
+    names = [name.strip().lower() for name in card.class_names()]
+    return len(names) == len(MEGADETECTOR_CLASSES) and set(names) == set(MEGADETECTOR_CLASSES)
+
+
+def detector_mode(card: ModelCard) -> Mode:
+    return "megadetector" if is_megadetector(card) else "coco-mapped"
+
+
+def detection_category(mode: Mode, class_name: str) -> DetectorCategory | None:
+    """The camera-trap category of one detector class; None for classes camera traps ignore."""
+    if mode == "megadetector":
+        return MEGADETECTOR_CLASSES.get(class_name.strip().lower())
+    return coco_category(class_name)
+
+
+def category_ids(card: ModelCard) -> frozenset[int]:
+    """The class ids that map to a category: filtering before NMS and the detection cap keeps
+    a chair from crowding out a deer."""
+    mode = detector_mode(card)
+    names = card.class_names()
+    return frozenset(i for i, name in enumerate(names) if detection_category(mode, name))
+
+
+def default_detector(registry: ModelRegistry) -> str:
+    """The first installed MegaDetector-style card (a user's export), else the COCO default."""
+    for card in registry.cards.values():
+        # Checked in this order so the checksum (status) is only read for candidate cards.
+        if card.task != "detect" or not is_megadetector(card):
+            continue
+        if registry.status(card).state == "installed":
+            return card.name
+    return DEFAULT_DETECT_MODEL
+
+
+# --- SpeciesNet data -------------------------------------------------------------------------
+
+
+def find_speciesnet(model_dirs: Sequence[Path]) -> SpeciesNetFiles | None:
+    """The SpeciesNet files of the first model directory holding `speciesnet_data/`."""
+    for model_dir in model_dirs:
+        try:
+            return SpeciesNetFiles.find(model_dir / SPECIESNET_DIR)
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def require_speciesnet(settings: Settings) -> SpeciesNetFiles:
+    files = find_speciesnet(settings.model_dirs)
+    if files is None:
+        where = ", ".join(str(d / SPECIESNET_DIR) for d in settings.model_dirs)
+        raise BatchVisionError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"animals: the SpeciesNet taxonomy (taxonomy_release.txt) is not installed in "
+            f"{where}; install SpeciesNet's data files there or send classify=false",
+        )
+    return files
+
+
+# --- labelling (pure: the routes, the folder writer and tests call these) -------------------
+
+
+def detector_taxon(
+    mode: Mode, category: DetectorCategory, class_name: str, taxonomy: Taxonomy
+) -> Taxon:
+    """The most precise taxon the detector's class supports (no classifier is at hand)."""
+    if mode == "coco-mapped":
+        taxon = coco_taxon(class_name, taxonomy)
+        if taxon is not None:
+            return taxon
+    return category_taxon(category, taxonomy)
+
+
+def is_domestic(taxon: Taxon) -> bool:
+    return taxon.is_human or any(key in DOMESTIC_KEYS for key in ancestor_keys(taxon.key))
+
+
+def fenced(
+    taxon: Taxon, geofence: Geofence, country: str | None, profile: Profile = "wild"
+) -> Taxon:
+    """`taxon`, or its nearest ancestor allowed in `country` (no state: see `geofence_info`)."""
+    if country is None or (profile == "urban" and is_domestic(taxon)):
+        return taxon
+    return geofence.geofenced(taxon, country, None)
+
+
+def label_taxa(
+    taxa: Sequence[Taxon],
+    scores: Sequence[float],
+    *,
+    geofence: Geofence,
+    country: str | None = None,
+    profile: Profile = "wild",
+    smooth: bool = False,
+) -> list[Taxon]:
+    """One image's final taxa: geofenced first, so a herd only ever inherits an allowed label."""
+    result = [fenced(taxon, geofence, country, profile) for taxon in taxa]
+    return smooth_herd(result, scores) if smooth else result
+
+
+def taxon_label(taxon: Taxon) -> str:
+    """The common name; without one, the taxon's most precise scientific rank."""
+    if taxon.common_name:
+        return taxon.common_name
+    return next((rank for rank in reversed(taxon.ranks) if rank), "animal")
+
+
+def geofence_info(
+    geofence: Geofence | None, country: str | None, *, classify: bool, area_hint: bool
+) -> dict[str, Any]:
+    """What the response says about geofencing: whether it ran and what it could not do."""
+    notes: list[str] = []
+    applied = False
+    has_base = geofence is not None and geofence.has_base_rules
+    if country is not None and not classify:
+        notes.append("classify=false: detector-only labels are not geofenced")
+    elif country is not None and geofence is not None:
+        applied = len(geofence) > 0
+        if not applied:
+            notes.append("no SpeciesNet geofence data is installed: labels are not geofenced")
+        elif not has_base:
+            notes.append(
+                "only SpeciesNet's geofence_fixes.csv is installed (no geofence_release.json): "
+                "its block rules apply, the full range rules do not"
+            )
+    if area_hint:
+        notes.append(
+            "latitude/longitude are not reverse-geocoded to a state: rules apply country-wide"
+        )
+    return {
+        "country": country,
+        "applied": applied,
+        "has_base_rules": has_base,
+        "note": "; ".join(notes) or None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """One kept detection in pixels (xyxy, inside the image) with its category."""
+
+    category: DetectorCategory
+    detector_label: str
+    score: float
+    xyxy: tuple[float, float, float, float]
+
+
+def boxes_of(dets: Detections, card: ModelCard, image: DecodedImage) -> list[Box]:
+    mode = detector_mode(card)
+    names = card.class_names()
+    boxes = []
+    for xyxy, score, class_id in zip(dets.boxes, dets.scores, dets.class_ids, strict=True):
+        name = names[int(class_id)]
+        category = detection_category(mode, name)
+        if category is None:
+            continue
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        # Clipped here as well as in the decoder so `box` and `bbox` always agree.
+        x1, x2 = (min(max(v, 0.0), float(image.width)) for v in (x1, x2))
+        y1, y2 = (min(max(v, 0.0), float(image.height)) for v in (y1, y2))
+        boxes.append(Box(category, name, float(score), (x1, y1, x2, y2)))
+    return boxes
+
+
+def annotation(box: Box, taxon: Taxon | None, width: int, height: int) -> dict[str, Any]:
+    """One annotation: `bbox` is MegaDetector's [x, y, w, h] normalised from the top-left."""
+    x1, y1, x2, y2 = box.xyxy
+
+    def unit(value: float) -> float:
+        return round(min(max(value, 0.0), 1.0), 5)
+
+    return {
+        "category": box.category.value,
+        "label": taxon_label(taxon) if taxon is not None else box.category.value,
+        "score": round(box.score, 4),
+        "bbox": [
+            unit(x1 / width),
+            unit(y1 / height),
+            unit((x2 - x1) / width),
+            unit((y2 - y1) / height),
+        ],
+        "box": [round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)],
+        "taxonomy": taxon.to_dict() if taxon is not None else None,
+        "detector_label": box.detector_label,
+    }
+
+
+# --- the skill -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one request needs per image, worked out once."""
+
+    card: ModelCard
+    mode: Mode
+    decode: DecodeParams
+    params: AnimalsParams
+    taxonomy: Taxonomy | None
+    geofence: Geofence | None
+    header: dict[str, Any]
+
+
+class AnimalsSkill(Skill):
+    name = "animals"
+    description = (
+        "Camera-trap detection: animal / human / vehicle boxes with SpeciesNet taxonomy labels, "
+        "geofenced by country."
+    )
+    Params = AnimalsParams
+
+    def detector_card(self, params: AnimalsParams) -> ModelCard:
+        registry = self.ctx.registry
+        return registry.card(params.model or default_detector(registry))
+
+    def check_params(self, params: BaseModel) -> None:
+        animals = cast(AnimalsParams, params)
+        card = self.detector_card(animals)
+        if card.task != "detect" or not category_ids(card):
+            raise BatchVisionError(
+                ErrorCode.INVALID_PARAMETER,
+                f"animals: model '{card.name}' has neither MegaDetector classes "
+                "(animal, person, vehicle) nor COCO classes that map to them",
+            )
+        if animals.classify:
+            require_speciesnet(self.ctx.settings)  # refuse up front, never invent labels
+
+    def models(self, params: BaseModel) -> list[str]:
+        return [self.detector_card(cast(AnimalsParams, params)).name]
+
+    def decode_side(self, params: BaseModel) -> int | None:
+        return max(self.detector_card(cast(AnimalsParams, params)).input_size)
+
+    def plan(self, params: AnimalsParams) -> _Plan:
+        card = self.detector_card(params)
+        mode = detector_mode(card)
+        decode = DecodeParams(
+            score_threshold=params.threshold,
+            nms_iou=_NMS_IOU,
+            max_detections=_MAX_DETECTIONS,
+            class_filter=category_ids(card),
+        )
+        taxonomy = geofence = None
+        if params.classify:
+            files = require_speciesnet(self.ctx.settings)
+            taxonomy, geofence = files.taxonomy_index(), files.geofence()
+        header = {
+            "model": card.name,
+            "model_version": card.name + (TAXONOMY_SUFFIX if params.classify else ""),
+            "mode": mode,
+        }
+        return _Plan(card, mode, decode, params, taxonomy, geofence, header)
+
+    async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
+        plan = self.plan(cast(AnimalsParams, params))
+        return await self.per_item(self._one(image, plan) for image in images)
+
+    async def _one(self, image: DecodedImage, plan: _Plan) -> dict[str, Any]:
+        engine = self.ctx.engine
+        prepared = await engine.run_cpu(prepare, plan.card, image)
+        dets = await engine.detector_batcher(plan.card.name).submit((prepared, plan.decode))
+        return label_image(boxes_of(dets, plan.card, image), image, plan)
+
+
+def label_image(boxes: Sequence[Box], image: DecodedImage, plan: _Plan) -> dict[str, Any]:
+    params = plan.params
+    taxa: Sequence[Taxon | None] = [None] * len(boxes)
+    if plan.taxonomy is not None and plan.geofence is not None:
+        taxonomy = plan.taxonomy
+        raw = [detector_taxon(plan.mode, b.category, b.detector_label, taxonomy) for b in boxes]
+        taxa = label_taxa(
+            raw,
+            [b.score for b in boxes],
+            geofence=plan.geofence,
+            country=params.country,
+            profile=params.profile,
+            smooth=params.smooth_herd,
+        )
+    info = geofence_info(
+        plan.geofence,
+        params.country,
+        classify=params.classify,
+        area_hint=params.latitude is not None,
+    )
+    annotations = [
+        annotation(box, taxon, image.width, image.height)
+        for box, taxon in zip(boxes, taxa, strict=True)
+    ]
+    return {**plan.header, "annotations": annotations, "geofence": info}
