@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from batchvision.cli_jobs import jobs_app
+from batchvision.cli_run import run
 from batchvision.core import ImageInput, Task
 from batchvision.errors import BatchVisionError
 from batchvision.settings import Settings
@@ -24,6 +25,7 @@ app.add_typer(models_app, name="models")
 keys_app = typer.Typer(help="API keys: create, list, revoke, add credits, show usage.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+app.command("run")(run)
 
 
 def _settings(**overrides: Any) -> Settings:

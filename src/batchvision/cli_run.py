@@ -1,0 +1,333 @@
+"""`batchvision run FOLDER`: a whole folder through one skill into one results file, offline.
+
+Camera-trap seasons are 100,000+ photos, so the run streams: it reads at most one batch of
+image bytes at a time, keeps only the small per-image records, and every N images writes a
+checkpoint atomically. A killed run resumed with `--resume` redoes at most N images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Task as ProgressTask
+from rich.text import Text
+
+from batchvision.core import ImageInput, ItemError, ItemResult, Task
+from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.fsutil import fsync_dir
+from batchvision.run_formats import FormatError, Record, RunInfo, check_format, render
+from batchvision.settings import Settings
+
+if TYPE_CHECKING:
+    from batchvision.pipeline import Pipeline, PreparedTask
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"})
+CHECKPOINT_VERSION = 1
+# Request-shaped mistakes are usage errors (exit 2); anything else (a missing model) exits 1.
+_USAGE_CODES = frozenset(
+    {ErrorCode.UNKNOWN_SKILL, ErrorCode.INVALID_PARAMETER, ErrorCode.INVALID_REQUEST}
+)
+
+
+class RunRefused(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class RunSpec:
+    folder: Path
+    skill: str
+    params: dict[str, Any]
+    fmt: str
+    out: Path
+    settings: Settings
+    checkpoint_every: int = 500
+    batch: int = 16
+    resume: bool = False
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out.with_name(self.out.name + ".checkpoint.json")
+
+
+def run(
+    folder: Annotated[
+        Path, typer.Argument(help="folder to scan (recursively)", exists=True, file_okay=False)
+    ],
+    skill: Annotated[str, typer.Option(help="skill to run, e.g. animals, detect, metadata")],
+    out: Annotated[Path, typer.Option(help="results file to write")],
+    format: Annotated[  # the option is called --format
+        str | None,
+        typer.Option(help="megadetector, coco, csv or jsonl (default: megadetector for animals)"),
+    ] = None,
+    params: Annotated[str | None, typer.Option(help="JSON params for the skill")] = None,
+    threshold: Annotated[float | None, typer.Option(help="shortcut for params.threshold")] = None,
+    country: Annotated[str | None, typer.Option(help="shortcut for params.country")] = None,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=1, help="write a checkpoint every N images")
+    ] = 500,
+    resume: Annotated[bool, typer.Option(help="continue from the checkpoint")] = False,
+    batch: Annotated[int, typer.Option(min=1, help="images read and analysed at once")] = 16,
+    model_dir: Annotated[
+        list[Path] | None, typer.Option(help="model directory (repeatable)")
+    ] = None,
+) -> None:
+    """Run one skill over every image in FOLDER and write one results file, with checkpoints."""
+    try:
+        spec = _spec(folder, skill, out, format, params, model_dir)
+        spec.params.update(_shortcuts(threshold=threshold, country=country))
+        spec.checkpoint_every, spec.batch, spec.resume = checkpoint_every, batch, resume
+        spec.files = scan_images(folder)
+        if not spec.files:
+            raise RunRefused(f"no images found in {folder}", 1)
+        asyncio.run(_execute(spec))
+    except RunRefused as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(exc.code) from None
+    except BatchVisionError as exc:
+        typer.echo(f"error: {exc.code.value}: {exc.message}", err=True)
+        raise typer.Exit(2 if exc.code in _USAGE_CODES else 1) from None
+    typer.echo(f"wrote {len(spec.files)} results to {out}", err=True)
+
+
+def _spec(
+    folder: Path,
+    skill: str,
+    out: Path,
+    fmt: str | None,
+    params: str | None,
+    model_dirs: list[Path] | None,
+) -> RunSpec:
+    """Everything that can be refused without touching an image or a model."""
+    from batchvision.skills import SKILL_TYPES, unknown_skill
+
+    if skill not in SKILL_TYPES:
+        raise RunRefused(unknown_skill(skill).message, 2)
+    fmt = fmt or ("megadetector" if skill == "animals" else "jsonl")
+    try:
+        check_format(fmt, skill)
+    except FormatError as exc:
+        raise RunRefused(str(exc), 2) from None
+    try:
+        overrides: dict[str, Any] = {"model_dirs": model_dirs} if model_dirs else {}
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise RunRefused(f"invalid settings: {exc}", 2) from None
+    return RunSpec(folder, skill, _parse_params(params), fmt, out, settings)
+
+
+def _shortcuts(**values: Any) -> dict[str, Any]:
+    """--threshold/--country, merged over --params: they are the more specific request."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _parse_params(raw: str | None) -> dict[str, Any]:
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        raise RunRefused("--params is not valid JSON", 2) from None
+    if not isinstance(parsed, dict):
+        raise RunRefused("--params must be a JSON object", 2)
+    return parsed
+
+
+def scan_images(folder: Path) -> list[str]:
+    """Relative POSIX paths of every image under `folder`, sorted, so runs (and resumed runs)
+    on any platform see the same order."""
+    found = [
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    ]
+    return sorted(found)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+async def _execute(spec: RunSpec) -> None:
+    from batchvision.pipeline import Pipeline
+
+    pipeline = Pipeline(spec.settings)
+    try:
+        prepared = pipeline.prepare_tasks([Task(spec.skill, spec.params)])
+        identity = {
+            "skill": spec.skill,
+            "params": prepared[0].params.model_dump(mode="json"),
+            "format": spec.fmt,
+        }
+        done = _start_records(spec, identity)
+        await _process(spec, identity, done, pipeline, prepared)
+    finally:
+        await pipeline.close()
+    records = [done[name] for name in spec.files]
+    info = RunInfo(spec.skill, datetime.now(UTC).isoformat(timespec="seconds"))
+    write_atomic(spec.out, render(spec.fmt, records, info))
+    spec.checkpoint.unlink(missing_ok=True)
+
+
+async def _process(
+    spec: RunSpec,
+    identity: dict[str, Any],
+    done: dict[str, Record],
+    pipeline: Pipeline,
+    prepared: list[PreparedTask],
+) -> None:
+    todo = [name for name in spec.files if name not in done]
+    processed = 0
+    with _progress() as progress:
+        bar = progress.add_task("images", total=len(spec.files), completed=len(done))
+        try:
+            for chunk in _chunks(todo, spec.batch, spec.checkpoint_every):
+                inputs = [_read(spec.folder, i, n, spec.settings) for i, n in enumerate(chunk)]
+                results = await pipeline.analyze(inputs, prepared)
+                for name, result in zip(chunk, results, strict=True):
+                    done[name] = to_record(name, result, spec.skill)
+                progress.advance(bar, len(chunk))
+                processed += len(chunk)
+                if processed % spec.checkpoint_every == 0 and processed < len(todo):
+                    _save_checkpoint(spec, identity, done)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            _save_checkpoint(spec, identity, done)  # Ctrl-C keeps everything finished so far
+            raise
+
+
+def _chunks(names: list[str], batch: int, every: int) -> Iterator[list[str]]:
+    """Batches cut so that a checkpoint boundary always ends a batch: with batch 16 and
+    checkpoint 500 the checkpoint lands at exactly 500, and a kill loses at most N images."""
+    start, since_save = 0, 0
+    while start < len(names):
+        size = min(batch, every - since_save)
+        yield names[start : start + size]
+        start += size
+        since_save = (since_save + size) % every
+
+
+def _read(folder: Path, index: int, name: str, settings: Settings) -> ImageInput:
+    """The file's bytes, or an item error the pipeline turns into a failure record."""
+    item = ImageInput(index=index, filename=name)
+    path = folder / name
+    try:
+        if path.stat().st_size > settings.max_image_bytes:
+            message = f"image exceeds the limit of {settings.max_image_bytes} bytes"
+            item.error = ItemError(ErrorCode.IMAGE_TOO_LARGE, message)
+        else:
+            item.data = path.read_bytes()
+    except OSError as exc:
+        item.error = ItemError(ErrorCode.IMAGE_DECODE_FAILED, f"cannot read file: {exc.strerror}")
+    return item
+
+
+def to_record(name: str, result: ItemResult, skill: str) -> Record:
+    """The small, JSON-safe outcome of one image; pixels and bytes are dropped here."""
+    if skill in result.outputs:
+        return {"file": name, "status": "ok", "image": result.image, "outputs": result.outputs}
+    error = result.errors[0] if result.errors else ItemError(ErrorCode.PROCESSING_ERROR, "failed")
+    body = {"code": error.code.value, "message": error.message}
+    return {"file": name, "status": "error", "image": result.image, "error": body}
+
+
+# --- checkpoint -------------------------------------------------------------------------------
+
+
+def _start_records(spec: RunSpec, identity: dict[str, Any]) -> dict[str, Record]:
+    if not spec.checkpoint.exists():
+        if spec.resume:
+            typer.echo(f"no checkpoint at {spec.checkpoint}: starting from the beginning", err=True)
+        return {}
+    if not spec.resume:
+        raise RunRefused(
+            f"a checkpoint exists at {spec.checkpoint}: pass --resume to continue it, "
+            "or delete it to start over",
+            2,
+        )
+    records = load_checkpoint(spec.checkpoint, identity)
+    kept = {name: records[name] for name in spec.files if name in records}
+    typer.echo(f"resuming: {len(kept)} of {len(spec.files)} images already done", err=True)
+    return kept
+
+
+def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Record]:
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunRefused(f"cannot read checkpoint {path}: {exc}", 2) from None
+    if not isinstance(body, dict) or body.get("version") != CHECKPOINT_VERSION:
+        raise RunRefused(f"{path} is not a batchvision run checkpoint", 2)
+    differ = [key for key in identity if body.get(key) != identity[key]]
+    if differ:
+        raise RunRefused(
+            f"checkpoint {path} was written with a different {', '.join(differ)}; "
+            "rerun with the same --skill/--params/--format, or delete it to start over",
+            2,
+        )
+    records: dict[str, Record] = body["records"]
+    return records
+
+
+def _save_checkpoint(spec: RunSpec, identity: dict[str, Any], done: dict[str, Record]) -> None:
+    body = {"version": CHECKPOINT_VERSION, **identity, "records": done}
+    write_atomic(spec.checkpoint, json.dumps(body, ensure_ascii=False).encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename: a reader (or a resumed run after a
+    kill) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: ProgressTask) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} img/s" if speed else "- img/s")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
