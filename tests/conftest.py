@@ -194,3 +194,15 @@ def spawn_server(data_dir: Path, port: int | None = None, **settings: str) -> Se
         text=True,
     )
     return ServerProcess(proc, port)
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> str:
+    """Assert a request-level error: its status, a body of only `error`, its code and a
+    non-empty message, which is returned."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    message = body["error"]["message"]
+    assert isinstance(message, str) and message
+    return message

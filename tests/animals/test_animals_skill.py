@@ -27,7 +27,7 @@ from batchvision.skills.animals import (
     taxon_label,
 )
 from batchvision.taxonomy import DetectorCategory, Geofence, SpeciesNetFiles, Taxonomy
-from conftest import EVALDATA, MODELS, LiveServer, coco_image, make_settings
+from conftest import EVALDATA, MODELS, LiveServer, coco_image, error_of, make_settings
 
 ROOM = "000000000139.jpg"  # a living room with a person in it
 TRAPS = EVALDATA / "camera_traps" / "images"
@@ -72,14 +72,6 @@ def output_of(response: httpx.Response) -> dict[str, Any]:
 
 def run(client: httpx.Client, image: bytes, **params: Any) -> dict[str, Any]:
     return output_of(analyze(client, image, params))
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    message: str = error["message"]
-    return message
 
 
 def trap(name: str) -> bytes:

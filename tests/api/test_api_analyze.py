@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from batchvision.models.cards import shipped_labels
-from conftest import COCO_IMAGES, LiveServer, coco_image, coco_names
+from conftest import COCO_IMAGES, LiveServer, coco_image, coco_names, error_of
 
 COCO80 = set(shipped_labels("coco80"))
 ROOM = "000000000139.jpg"  # a living room: a person, two tvs, chairs, a clock ...
@@ -63,16 +63,6 @@ def objects_of(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def labels_of(result: dict[str, Any]) -> set[str]:
     return {o["label"] for o in objects_of(result)}
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    message: str = body["error"]["message"]
-    assert message
-    return message
 
 
 def check_detections(result: dict[str, Any], threshold: float = 0.25) -> list[dict[str, Any]]:

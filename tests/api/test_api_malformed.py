@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import LiveServer, coco_image, make_settings, start_server
+from conftest import LiveServer, coco_image, error_of, make_settings, start_server
 
 GOOD = "000000000139.jpg"  # 161,811 bytes: under the module server's 200,000-byte image limit
 BIG = "000000000285.jpg"  # 335,861 bytes: over it
@@ -125,15 +125,6 @@ def post_files(client: httpx.Client, files: list[tuple[str, bytes]], tasks: str 
             data={"tasks": tasks},
         )
     )
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    message: str = error["message"]
-    return message
 
 
 def assert_good(result: dict[str, Any]) -> None:

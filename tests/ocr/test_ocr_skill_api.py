@@ -19,7 +19,7 @@ from batchvision.models.ocr import OcrPage
 from batchvision.models.ocr.base import OcrBlock, OcrLine, OcrWord, rect
 from batchvision.pipeline import Pipeline
 from batchvision.settings import Settings
-from conftest import EVALDATA, LiveServer
+from conftest import EVALDATA, LiveServer, error_of
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 RUSSIAN = ["Широкая электрификация южных", "губерний даст мощный толчок"]
@@ -86,14 +86,6 @@ def check_format(output: dict[str, Any], width: int, height: int) -> list[str]:
                 assert word["language"] in output["languages"]
     assert output["text"].replace("\n\n", "\n").split("\n") == (texts or [""])
     return texts
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    message: str = error["message"]
-    return message
 
 
 def test_russian_over_http_in_the_documented_format(live_server: LiveServer) -> None:
