@@ -5,11 +5,15 @@ vehicle) is used as is; any other is read as a COCO detector whose classes are m
 categories (`coco_category`). With `classify=true` each box also gets the most precise SpeciesNet
 taxon the detector supports, vetoed by the geofence for the country and smoothed across a herd.
 No species classifier runs here: labels never claim more than the detector's class says.
+
+A COCO detector often reports one animal as overlapping boxes of different classes (a black bear
+as `cow` 0.57 and `elephant` 0.41). With `classify=true` such boxes are one annotation whose label
+is SpeciesNet's roll-up of their summed scores (`mammal` here), not two confident wrong species.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -36,6 +40,7 @@ from batchvision.taxonomy import (
     coco_category,
     coco_taxon,
     normalize_country,
+    roll_up,
     smooth_herd,
 )
 from batchvision.taxonomy.tree import ancestor_keys
@@ -71,6 +76,17 @@ DOMESTIC_KEYS: frozenset[str] = frozenset(
 # Detection settings the surface does not expose; the same as `detect`'s defaults.
 _NMS_IOU = 0.45
 _MAX_DETECTIONS = 100
+
+# Animal boxes overlapping at least this much are one animal seen as several classes. 0.5 is the
+# usual "same object" match (COCO, VOC); the class heads' boxes for one animal overlap far more
+# (0.89 to 0.98 on the camera-trap set), and two animals of a herd rarely overlap this much.
+GROUP_IOU = 0.5
+
+# SpeciesNet's ensemble rolls up at 0.65. Kept as is: detector scores (objectness x class) run
+# lower than a classifier's softmax, so this only keeps a precise label when the competing classes
+# together carry real weight; a squirrel seen as `bear` 0.35 + `dog` 0.27 stays `animal` instead
+# of becoming a carnivore.
+ROLLUP_THRESHOLD = 0.65
 
 
 class AnimalsParams(BaseModel):
@@ -279,6 +295,67 @@ def boxes_of(dets: Detections, card: ModelCard, image: DecodedImage) -> list[Box
     return boxes
 
 
+def iou(a: Box, b: Box) -> float:
+    ax1, ay1, ax2, ay2 = a.xyxy
+    bx1, by1, bx2, by2 = b.xyxy
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def group_animals(boxes: Sequence[Box], min_iou: float = GROUP_IOU) -> list[list[Box]]:
+    """One group per animal, best box first, groups best first: greedily, like NMS, each
+    ungrouped box takes the ungrouped boxes that are `same_animal` as it."""
+    pending = sorted(boxes, key=lambda box: -box.score)
+    groups: list[list[Box]] = []
+    while pending:
+        seed, *rest = pending
+        group, pending = [seed], []
+        for box in rest:
+            (group if same_animal(seed, box, min_iou) else pending).append(box)
+        groups.append(group)
+    return groups
+
+
+def same_animal(a: Box, b: Box, min_iou: float = GROUP_IOU) -> bool:
+    """Two animal boxes overlapping by `min_iou`, whatever their classes. People and vehicles
+    are never merged: a rider is not part of the horse."""
+    animal = DetectorCategory.ANIMAL
+    return a.category is animal and b.category is animal and iou(a, b) >= min_iou
+
+
+def group_taxon(
+    taxa: Sequence[Taxon],
+    scores: Sequence[float],
+    taxonomy: Taxonomy,
+    allowed: Callable[[Taxon], bool] | None = None,
+) -> Taxon:
+    """The label of one animal seen as `taxa` (one per box, with its score).
+
+    A single taxon is kept whatever its score: the score already passed the request's detection
+    threshold, and a lone faint box is uncertain about being there at all, not about its class,
+    so rolling it up would only blur a label the detector never contradicted. Competing taxa are
+    rolled up SpeciesNet's way; when no level reaches `ROLLUP_THRESHOLD` the animal is `animal`,
+    SpeciesNet's own fallback.
+    """
+    if len(set(taxa)) == 1:
+        return taxa[0]
+    rolled = roll_up(zip(taxa, scores, strict=True), ROLLUP_THRESHOLD, allowed=allowed)
+    return rolled.taxon if rolled is not None else taxonomy.animal
+
+
+def permitted(
+    geofence: Geofence, country: str | None, profile: Profile = "wild"
+) -> Callable[[Taxon], bool] | None:
+    """`fenced`'s rule as a predicate for `roll_up(allowed=...)`; None when nothing is fenced."""
+    if country is None:
+        return None
+    allows = geofence.allows(country)
+    if profile == "urban":
+        return lambda taxon: is_domestic(taxon) or allows(taxon)
+    return allows
+
+
 def annotation(box: Box, taxon: Taxon | None, width: int, height: int) -> dict[str, Any]:
     """One annotation: `bbox` is MegaDetector's [x, y, w, h] normalised from the top-left."""
     x1, y1, x2, y2 = box.xyxy
@@ -381,26 +458,54 @@ class AnimalsSkill(Skill):
 
 def label_image(boxes: Sequence[Box], image: DecodedImage, plan: _Plan) -> dict[str, Any]:
     params = plan.params
-    taxa: Sequence[Taxon | None] = [None] * len(boxes)
+    labelled: Sequence[tuple[Box, Taxon | None]] = [(box, None) for box in boxes]
     if plan.taxonomy is not None and plan.geofence is not None:
-        taxonomy = plan.taxonomy
-        raw = [detector_taxon(plan.mode, b.category, b.detector_label, taxonomy) for b in boxes]
-        taxa = label_taxa(
-            raw,
-            [b.score for b in boxes],
-            geofence=plan.geofence,
-            country=params.country,
-            profile=params.profile,
-            smooth=params.smooth_herd,
-        )
+        labelled = classified(boxes, plan.mode, plan.taxonomy, plan.geofence, params)
     info = geofence_info(
         plan.geofence,
         params.country,
         classify=params.classify,
         area_hint=params.latitude is not None,
     )
-    annotations = [
-        annotation(box, taxon, image.width, image.height)
-        for box, taxon in zip(boxes, taxa, strict=True)
-    ]
+    annotations = [annotation(box, taxon, image.width, image.height) for box, taxon in labelled]
     return {**plan.header, "annotations": annotations, "geofence": info}
+
+
+def classified(
+    boxes: Sequence[Box],
+    mode: Mode,
+    taxonomy: Taxonomy,
+    geofence: Geofence,
+    params: AnimalsParams,
+) -> list[tuple[Box, Taxon]]:
+    """One image's annotations with `classify=true`: one per animal (`group_animals`), labelled
+    by `group_taxon`, then geofenced and herd-smoothed.
+
+    An annotation keeps its best box and that box's own score. The summed scores only choose the
+    label: the score stays the detector's confidence in that box, the number `threshold` filtered
+    and downstream tools threshold as MegaDetector's `conf`, equal to the same box's score with
+    `classify=false`. (YOLOX scores classes with independent sigmoids, so a sum is no probability
+    and can exceed 1.)
+    """
+    allowed = permitted(geofence, params.country, params.profile)
+    groups = group_animals(boxes)
+    raw = [
+        group_taxon(
+            [detector_taxon(mode, b.category, b.detector_label, taxonomy) for b in group],
+            [b.score for b in group],
+            taxonomy,
+            allowed,
+        )
+        for group in groups
+    ]
+    tops = [group[0] for group in groups]
+    # A roll-up chose among allowed taxa already; `label_taxa` fences the kept single taxa.
+    taxa = label_taxa(
+        raw,
+        [box.score for box in tops],
+        geofence=geofence,
+        country=params.country,
+        profile=params.profile,
+        smooth=params.smooth_herd,
+    )
+    return list(zip(tops, taxa, strict=True))
