@@ -87,6 +87,17 @@ class Settings(BaseSettings):
     callback_base_delay_s: Annotated[float, Field(ge=0)] = 1.0
     callback_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # AnimalDetect surface (`/api/v1/batch-detect…`)
+    animaldetect_max_batch_bytes: PositiveInt = Field(
+        10 * MB, description="batch-detect: combined raw image bytes per request (413 past it)"
+    )
+    animaldetect_urban_max_batch_bytes: PositiveInt = Field(
+        5 * MB, description="batch-detect-urban: combined raw image bytes per request"
+    )
+    detect_result_ttl_hours: Annotated[float, Field(gt=0)] = Field(
+        24.0, description="how long GET /api/v1/batch-detect/{id} serves a stored response"
+    )
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'batchvision.db').resolve()}"
 

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from batchvision import __version__
 from batchvision.accounts.service import Accounts
 from batchvision.api import jobs, keys, native
-from batchvision.api.compat import moondream, yandex
+from batchvision.api.compat import animaldetect, moondream, yandex
 from batchvision.api.errors import error_response, install_error_handlers
 from batchvision.errors import ErrorCode
 from batchvision.jobs.service import JobService
@@ -134,5 +134,6 @@ def create_app(
     app.include_router(yandex.router)
     app.include_router(jobs.router)
     app.include_router(moondream.router)
+    app.include_router(animaldetect.router)
     app.add_middleware(RequestContextMiddleware)
     return app

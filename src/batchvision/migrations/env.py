@@ -6,6 +6,7 @@ from alembic import context
 
 # Importing the table modules registers every table on Base.metadata.
 import batchvision.accounts.tables
+import batchvision.animaldetect.tables
 import batchvision.jobs.tables  # noqa: F401
 from batchvision.db import Base
 

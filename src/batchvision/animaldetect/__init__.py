@@ -1,0 +1,1 @@
+"""State of the AnimalDetect surface: batch-detect responses kept for `GET …/batch-detect/{id}`."""
