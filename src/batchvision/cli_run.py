@@ -11,7 +11,8 @@ import asyncio
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +191,9 @@ async def _execute(spec: RunSpec) -> None:
     spec.checkpoint.unlink(missing_ok=True)
 
 
+BATCHES_IN_FLIGHT = 2
+
+
 async def _process(
     spec: RunSpec,
     identity: dict[str, Any],
@@ -197,23 +201,52 @@ async def _process(
     pipeline: Pipeline,
     prepared: list[PreparedTask],
 ) -> None:
+    """Two batches in flight: while one finishes its slowest images, the next one's files are
+    read and decoded, so the model does not idle on a batch's tail. Batches are recorded in
+    order, so a checkpoint still holds exactly the first k*N images."""
     todo = [name for name in spec.files if name not in done]
-    processed = 0
+    window: deque[tuple[list[str], asyncio.Task[list[ItemResult]]]] = deque()
     with _progress() as progress:
         bar = progress.add_task("images", total=len(spec.files), completed=len(done))
+        recorder = _Recorder(spec, identity, done, len(todo), lambda n: progress.advance(bar, n))
         try:
             for chunk in _chunks(todo, spec.batch, spec.checkpoint_every):
-                inputs = [_read(spec.folder, i, n, spec.settings) for i, n in enumerate(chunk)]
-                results = await pipeline.analyze(inputs, prepared)
-                for name, result in zip(chunk, results, strict=True):
-                    done[name] = to_record(name, result, spec.skill)
-                progress.advance(bar, len(chunk))
-                processed += len(chunk)
-                if processed % spec.checkpoint_every == 0 and processed < len(todo):
-                    _save_checkpoint(spec, identity, done)
+                inputs = await asyncio.to_thread(_read_all, spec, chunk)
+                window.append((chunk, asyncio.create_task(pipeline.analyze(inputs, prepared))))
+                if len(window) == BATCHES_IN_FLIGHT:
+                    await recorder.finish(*window.popleft())
+            while window:
+                await recorder.finish(*window.popleft())
         except (KeyboardInterrupt, asyncio.CancelledError):
+            for _, task in window:
+                task.cancel()
             _save_checkpoint(spec, identity, done)  # Ctrl-C keeps everything finished so far
             raise
+
+
+@dataclass
+class _Recorder:
+    """Records finished batches in order and writes a checkpoint every N images."""
+
+    spec: RunSpec
+    identity: dict[str, Any]
+    done: dict[str, Record]
+    todo: int
+    advance: Callable[[int], None]
+    processed: int = 0
+
+    async def finish(self, chunk: list[str], task: asyncio.Task[list[ItemResult]]) -> None:
+        results = await task
+        for name, result in zip(chunk, results, strict=True):
+            self.done[name] = to_record(name, result, self.spec.skill)
+        self.advance(len(chunk))
+        self.processed += len(chunk)
+        if self.processed % self.spec.checkpoint_every == 0 and self.processed < self.todo:
+            _save_checkpoint(self.spec, self.identity, self.done)
+
+
+def _read_all(spec: RunSpec, chunk: list[str]) -> list[ImageInput]:
+    return [_read(spec.folder, i, name, spec.settings) for i, name in enumerate(chunk)]
 
 
 def _chunks(names: list[str], batch: int, every: int) -> Iterator[list[str]]:
