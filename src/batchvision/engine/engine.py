@@ -13,6 +13,7 @@ from batchvision.engine.batcher import DynamicBatcher
 from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.models.decoders import DecodeParams, Detections
 from batchvision.models.detector import PreparedImage
+from batchvision.models.preprocess import FloatArray
 from batchvision.models.registry import ModelRegistry
 from batchvision.settings import Settings
 
@@ -35,6 +36,7 @@ class Engine:
         self.cpu_pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="bv-cpu")
         self.model_pool = ThreadPoolExecutor(2, thread_name_prefix="bv-model")
         self._batchers: dict[str, DynamicBatcher[DetectItem, Detections]] = {}
+        self._classifier_batchers: dict[str, DynamicBatcher[FloatArray, FloatArray]] = {}
         self._in_flight = 0
 
     @property
@@ -71,9 +73,23 @@ class Engine:
             )
         return self._batchers[model]
 
+    def classifier_batcher(self, model: str) -> DynamicBatcher[FloatArray, FloatArray]:
+        """Crops in, score rows out: crops of every image in flight share model runs."""
+        if model not in self._classifier_batchers:
+            self._classifier_batchers[model] = DynamicBatcher(
+                lambda crops: self.registry.classifier(model).classify(crops),
+                executor=self.model_pool,
+                max_batch_size=self.settings.max_batch_size,
+                max_wait_ms=self.settings.max_wait_ms,
+            )
+        return self._classifier_batchers[model]
+
     async def close(self) -> None:
         for batcher in self._batchers.values():
             await batcher.close()
+        for classifier in self._classifier_batchers.values():
+            await classifier.close()
         self._batchers.clear()
+        self._classifier_batchers.clear()
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.model_pool.shutdown(wait=False, cancel_futures=True)

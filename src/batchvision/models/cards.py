@@ -3,6 +3,10 @@
 Cards ship with the package (`models/cards/*.toml`); users add their own as `*.card.toml` files in a
 model directory or through the `model_card_paths` setting, with no code. A user card replaces a
 shipped card of the same name.
+
+Two tasks: `detect` (an object detector; `labels` is a shipped label set or the class names) and
+`classify` (a species classifier run on detector crops; `labels` is the path of its label list,
+one output per line, looked up in the model directories like `file`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,15 @@ from pydantic import (
 
 from batchvision.settings import Settings
 
-Family = Literal["yolox", "ultralytics", "yolov5", "detr"]
+Task = Literal["detect", "classify"]
+Family = Literal["yolox", "ultralytics", "yolov5", "detr", "speciesnet"]
 Placement = Literal["topleft", "center"]
 ChannelOrder = Literal["RGB", "BGR"]
+Resize = Literal["letterbox", "stretch"]
+Layout = Literal["NCHW", "NHWC"]
+
+DETECT_FAMILIES: frozenset[Family] = frozenset({"yolox", "ultralytics", "yolov5", "detr"})
+CLASSIFY_FAMILIES: frozenset[Family] = frozenset({"speciesnet"})
 
 
 class Preprocess(BaseModel):
@@ -38,6 +48,10 @@ class Preprocess(BaseModel):
     pad_value: int = Field(114, ge=0, le=255)
     channel_order: ChannelOrder = "RGB"
     scale: float = 1.0 / 255.0
+    # "stretch" resizes to the input size ignoring the aspect ratio (SpeciesNet's crops);
+    # detectors always letterbox, since their boxes are mapped back through the letterbox.
+    resize: Resize = "letterbox"
+    layout: Layout = "NCHW"
 
 
 FAMILY_PREPROCESS: dict[Family, Preprocess] = {
@@ -45,14 +59,20 @@ FAMILY_PREPROCESS: dict[Family, Preprocess] = {
     "ultralytics": Preprocess(letterbox="center", pad_value=114, channel_order="RGB"),
     "yolov5": Preprocess(letterbox="center", pad_value=114, channel_order="RGB"),
     "detr": Preprocess(letterbox="center", pad_value=0, channel_order="RGB"),
+    # SpeciesNet's always_crop classifier: the box's pixels (truncated to whole pixels, no
+    # margin) stretched to 480 x 480 with bilinear resampling, RGB in 0..1, NHWC.
+    "speciesnet": Preprocess(resize="stretch", channel_order="RGB", layout="NHWC"),
 }
+
+# SpeciesNet's graph returns logits; its Python code applies the softmax.
+FAMILY_SOFTMAX: dict[Family, bool] = {"speciesnet": True}
 
 
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
-    task: Literal["detect"]
+    task: Task
     family: Family
     file: str
     description: str = ""
@@ -62,18 +82,19 @@ class ModelCard(BaseModel):
     license: str = "unknown"
     version: str = ""
     input_size: tuple[int, int] = Field(description="model input (width, height)")
-    labels: str | list[str] = Field(description="a shipped label set name or the class names")
+    labels: str | list[str] = Field(
+        description="detect: a shipped label set name or the class names; "
+        "classify: the label list's path, relative to a model directory"
+    )
+    labels_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    softmax: bool | None = Field(None, description="classify: outputs are logits (family default)")
     preprocess: Preprocess | None = None
     memory_mb: int | None = Field(None, gt=0, description="resident size; estimated if absent")
 
     @field_validator("file")
     @classmethod
     def _relative_file(cls, value: str) -> str:
-        # A card must never point outside the model directory it is looked up in.
-        path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts or "\\" in value or not value.strip():
-            raise ValueError("file must be a relative path inside the model directory")
-        return value
+        return _relative_path(value, "file")
 
     @model_validator(mode="after")
     def _fill_preprocess(self) -> ModelCard:
@@ -81,15 +102,53 @@ class ModelCard(BaseModel):
             object.__setattr__(self, "preprocess", FAMILY_PREPROCESS[self.family])
         return self
 
+    @model_validator(mode="after")
+    def _task_fields(self) -> ModelCard:
+        if self.task == "classify":
+            self._check_classifier()
+        else:
+            self._check_detector()
+        return self
+
+    def _check_classifier(self) -> None:
+        if self.family not in CLASSIFY_FAMILIES:
+            raise ValueError(f"a classify card's family is one of {sorted(CLASSIFY_FAMILIES)}")
+        if not isinstance(self.labels, str):
+            raise ValueError("a classify card's labels is the path of its label list")
+        _relative_path(self.labels, "labels")
+        if self.softmax is None:
+            object.__setattr__(self, "softmax", FAMILY_SOFTMAX[self.family])
+
+    def _check_detector(self) -> None:
+        if self.family not in DETECT_FAMILIES:
+            raise ValueError(f"a detect card's family is one of {sorted(DETECT_FAMILIES)}")
+        if self.softmax is not None or self.labels_sha256 is not None:
+            raise ValueError("softmax and labels_sha256 are for classify cards")
+        # Boxes are mapped back through the letterbox and the NCHW feeds of `runtime`.
+        if self.pre.resize != "letterbox" or self.pre.layout != "NCHW":
+            raise ValueError("a detect card letterboxes into an NCHW input (resize, layout)")
+
     @property
     def pre(self) -> Preprocess:
         assert self.preprocess is not None  # filled by the validator
         return self.preprocess
 
     def class_names(self) -> list[str]:
+        """A detector's class names; empty for a classifier, whose label list is a file in a
+        model directory (`ModelRegistry.labels_file`)."""
+        if self.task == "classify":
+            return []
         if isinstance(self.labels, list):
             return self.labels
         return list(shipped_labels(self.labels))
+
+
+def _relative_path(value: str, field: str) -> str:
+    # A card must never point outside the model directory it is looked up in.
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or "\\" in value or not value.strip():
+        raise ValueError(f"{field} must be a relative path inside the model directory")
+    return value
 
 
 @cache

@@ -1,4 +1,5 @@
-"""Pixels to model tensors: letterbox resize and channel layout, with the inverse box mapping."""
+"""Pixels to model tensors: letterbox or stretch resize and channel layout, with the inverse box
+mapping of the letterbox."""
 
 from __future__ import annotations
 
@@ -51,10 +52,39 @@ def letterbox(
     return canvas, Letterbox(ratio=ratio, pad_x=float(pad_x), pad_y=float(pad_y))
 
 
+def stretch(pixels: RGBArray, size: tuple[int, int]) -> RGBArray:
+    """Resize to `size` (width, height) ignoring the aspect ratio, bilinear WITHOUT antialiasing.
+
+    This is torchvision's `resize(antialias=False)` (half-pixel centres, edge clamped), what
+    SpeciesNet's classifier was trained and is run with; Pillow's bilinear filter antialiases when
+    shrinking, which would feed the model smoother crops than it knows.
+    """
+    width, height = size
+    rows = _taps(pixels.shape[0], height)
+    cols = _taps(pixels.shape[1], width)
+    source = pixels.astype(np.float32)
+    top = source[rows[0]] * (1 - rows[2])[:, None, None] + source[rows[1]] * rows[2][:, None, None]
+    out = top[:, cols[0]] * (1 - cols[2])[None, :, None] + top[:, cols[1]] * cols[2][None, :, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _taps(
+    size_in: int, size_out: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray]:
+    """For each output index: the two source indices and the weight of the second."""
+    centres = (np.arange(size_out, dtype=np.float32) + 0.5) * (size_in / size_out) - 0.5
+    centres = np.clip(centres, 0.0, None)
+    low = np.minimum(centres.astype(np.intp), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    return low, high, (centres - low).astype(np.float32)
+
+
 def to_tensor(canvas: RGBArray, pre: Preprocess) -> FloatArray:
-    """HWC uint8 RGB to CHW float32 in the model's channel order and value scale."""
+    """HWC uint8 RGB to float32 in the model's layout (CHW or HWC), channel order and scale."""
     channels = canvas[:, :, ::-1] if pre.channel_order == "BGR" else canvas
-    tensor = np.ascontiguousarray(channels.transpose(2, 0, 1), dtype=np.float32)
+    if pre.layout == "NCHW":
+        channels = channels.transpose(2, 0, 1)
+    tensor = np.ascontiguousarray(channels, dtype=np.float32)
     if pre.scale != 1.0:
         tensor *= np.float32(pre.scale)
     return tensor

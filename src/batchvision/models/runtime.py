@@ -103,7 +103,8 @@ class OnnxModel:
         return True
 
     def run(self, images: FloatArray) -> list[list[FloatArray]]:
-        """`images` is [B, C, H, W]; returns B lists of outputs without the batch dimension."""
+        """`images` is [B, ...] in the card's layout (NCHW, or NHWC for some classifiers);
+        returns B lists of outputs without the batch dimension."""
         if self.batchable:
             outputs = self.session.run(None, self._feeds(images))
             return [[out[i] for out in outputs] for i in range(len(images))]

@@ -3,8 +3,14 @@
 The detector is any detect card. A card whose classes are exactly MegaDetector's (animal, person,
 vehicle) is used as is; any other is read as a COCO detector whose classes are mapped to those
 categories (`coco_category`). With `classify=true` each box also gets the most precise SpeciesNet
-taxon the detector supports, vetoed by the geofence for the country and smoothed across a herd.
-No species classifier runs here: labels never claim more than the detector's class says.
+taxon the models at hand support, vetoed by the geofence for the country and smoothed across a
+herd:
+
+- with a classify card installed (SpeciesNet's always_crop classifier), each animal's box is
+  cropped from the full-resolution image and classified; its top 5 labels are rolled up SpeciesNet's
+  way (the finest level whose summed score reaches 0.65, geofence-vetoed taxa left out);
+- when no level is confident, or no classifier is installed, the label is the detector's class
+  mapped to its taxon, so labels never claim more than some model said.
 
 A COCO detector often reports one animal as overlapping boxes of different classes (a black bear
 as `cow` 0.57 and `elephant` 0.41). With `classify=true` such boxes are one annotation whose label
@@ -13,7 +19,7 @@ is SpeciesNet's roll-up of their summed scores (`mammal` here), not two confiden
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -23,8 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from batchvision.core import DecodedImage
 from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.models.cards import ModelCard
+from batchvision.models.classifier import prepare_crops, top_k
 from batchvision.models.decoders import DecodeParams, Detections
 from batchvision.models.detector import prepare
+from batchvision.models.preprocess import FloatArray
 from batchvision.models.registry import ModelRegistry
 from batchvision.settings import Settings
 from batchvision.skills.base import Skill, SkillOutput
@@ -39,11 +47,13 @@ from batchvision.taxonomy import (
     category_taxon,
     coco_category,
     coco_taxon,
+    load_taxonomy,
     normalize_country,
     roll_up,
     smooth_herd,
 )
-from batchvision.taxonomy.tree import ancestor_keys
+from batchvision.taxonomy.rollup import ROLLUP_LEVELS
+from batchvision.taxonomy.tree import Level, ancestor_keys
 
 Mode = Literal["megadetector", "coco-mapped"]
 Profile = Literal["wild", "urban"]
@@ -88,6 +98,16 @@ GROUP_IOU = 0.5
 # of becoming a carnivore.
 ROLLUP_THRESHOLD = 0.65
 
+# `classifier=none` turns a classifier off; SpeciesNet's ensemble rolls up its top 5 labels.
+NO_CLASSIFIER = "none"
+CLASSIFIER_TOP_K = 5
+# Kingdom (`animal`) is left out: it is never finer than the detector's own taxon, which then
+# serves as the fallback instead.
+CLASSIFIER_LEVELS: tuple[Level, ...] = tuple(lv for lv in ROLLUP_LEVELS if lv >= Level.CLASS)
+
+# A classifier's top labels for one animal: (taxon, score), best first.
+Scores = Sequence[tuple[Taxon, float]]
+
 
 class AnimalsParams(BaseModel):
     # Strict like DetectParams: a string threshold or a numeric country is a client mistake.
@@ -99,6 +119,11 @@ class AnimalsParams(BaseModel):
     threshold: float = Field(0.2, ge=0.01, le=0.99, description="minimum detection score")
     classify: bool = Field(
         True, description="SpeciesNet taxonomy labels; false: animal/human/vehicle"
+    )
+    classifier: str | None = Field(
+        None,
+        description="a classify card for the labels (with classify=true); default: the first "
+        "installed one; 'none': the detector's classes only",
     )
     country: str | None = Field(None, description="geofencing hint: CCA2, CCA3 or English name")
     latitude: float | None = Field(None, ge=-90.0, le=90.0)
@@ -163,6 +188,36 @@ def default_detector(registry: ModelRegistry) -> str:
         if registry.status(card).state == "installed":
             return card.name
     return DEFAULT_DETECT_MODEL
+
+
+def default_classifier(registry: ModelRegistry) -> str | None:
+    """The first installed classify card; None when there is none."""
+    for card in registry.cards.values():
+        if card.task == "classify" and registry.status(card).state == "installed":
+            return card.name
+    return None
+
+
+def classifier_card(registry: ModelRegistry, params: AnimalsParams) -> ModelCard | None:
+    """The classify card this request runs, if any. An unknown name is `model_unavailable`: no
+    classifier ships with the package, so a name nobody installed is a model not installed."""
+    if not params.classify or params.classifier == NO_CLASSIFIER:
+        return None
+    name = params.classifier or default_classifier(registry)
+    if name is None:
+        return None
+    card = registry.cards.get(name)
+    if card is None:
+        raise BatchVisionError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"animals: no classifier '{name}' is installed; add its card (*.card.toml with "
+            f'task = "classify"), model file and label list to a model directory',
+        )
+    if card.task != "classify":
+        raise BatchVisionError(
+            ErrorCode.INVALID_PARAMETER, f"animals: model '{name}' is not a classify model"
+        )
+    return card
 
 
 # --- SpeciesNet data -------------------------------------------------------------------------
@@ -344,6 +399,27 @@ def group_taxon(
     return rolled.taxon if rolled is not None else taxonomy.animal
 
 
+def classifier_taxon(
+    scores: Scores, allowed: Callable[[Taxon], bool] | None = None
+) -> Taxon | None:
+    """The classifier's label for one animal: its top labels rolled up SpeciesNet's way, or None
+    when no level (class or finer) reaches `ROLLUP_THRESHOLD`.
+
+    `blank`, `vehicle`, `animal` and people add nothing: the detector already said this box is an
+    animal, and a person is the detector's `human` category, never an animal's label.
+    """
+    animals = [(taxon, score) for taxon, score in scores if taxon.is_taxonomic]
+    animals = [(taxon, score) for taxon, score in animals if not taxon.is_human]
+    rolled = roll_up(animals, ROLLUP_THRESHOLD, levels=CLASSIFIER_LEVELS, allowed=allowed)
+    return rolled.taxon if rolled is not None else None
+
+
+def top_labels(row: FloatArray, taxonomy: Taxonomy) -> list[tuple[Taxon, float]]:
+    """A classifier's score row as its top (taxon, score) pairs; `taxonomy.labels` is the
+    classifier's output order."""
+    return [(taxonomy.labels[i], score) for i, score in top_k(row, CLASSIFIER_TOP_K)]
+
+
 def permitted(
     geofence: Geofence, country: str | None, profile: Profile = "wild"
 ) -> Callable[[Taxon], bool] | None:
@@ -393,19 +469,23 @@ class _Plan:
     taxonomy: Taxonomy | None
     geofence: Geofence | None
     header: dict[str, Any]
+    classifier: ModelCard | None
 
 
 class AnimalsSkill(Skill):
     name = "animals"
     description = (
-        "Camera-trap detection: animal / human / vehicle boxes with SpeciesNet taxonomy labels, "
-        "geofenced by country."
+        "Camera-trap detection: animal / human / vehicle boxes with SpeciesNet taxonomy labels "
+        "(from a species classifier when one is installed), geofenced by country."
     )
     Params = AnimalsParams
 
     def detector_card(self, params: AnimalsParams) -> ModelCard:
         registry = self.ctx.registry
         return registry.card(params.model or default_detector(registry))
+
+    def classifier_card(self, params: AnimalsParams) -> ModelCard | None:
+        return classifier_card(self.ctx.registry, params)
 
     def check_params(self, params: BaseModel) -> None:
         animals = cast(AnimalsParams, params)
@@ -418,12 +498,22 @@ class AnimalsSkill(Skill):
             )
         if animals.classify:
             require_speciesnet(self.ctx.settings)  # refuse up front, never invent labels
+            self.classifier_card(animals)  # an unknown classifier is refused here too
 
     def models(self, params: BaseModel) -> list[str]:
-        return [self.detector_card(cast(AnimalsParams, params)).name]
+        animals = cast(AnimalsParams, params)
+        classifier = self.classifier_card(animals)
+        return [self.detector_card(animals).name] + ([classifier.name] if classifier else [])
 
     def decode_side(self, params: BaseModel) -> int | None:
-        return max(self.detector_card(cast(AnimalsParams, params)).input_size)
+        animals = cast(AnimalsParams, params)
+        if self.classifier_card(animals) is not None:
+            # Full resolution: the classifier sees the animal's own pixels, as SpeciesNet crops
+            # them from the original photo. A draft decode sized for the detector (1/8 scale on
+            # a 12 MP camera-trap frame) would leave a small animal a few dozen pixels wide,
+            # stretched to 480 x 480, and cost the classifier the detail it tells species by.
+            return None
+        return max(self.detector_card(animals).input_size)
 
     def plan(self, params: AnimalsParams) -> _Plan:
         card = self.detector_card(params)
@@ -434,16 +524,24 @@ class AnimalsSkill(Skill):
             max_detections=_MAX_DETECTIONS,
             class_filter=category_ids(card),
         )
+        classifier = self.classifier_card(params)
         taxonomy = geofence = None
         if params.classify:
             files = require_speciesnet(self.ctx.settings)
-            taxonomy, geofence = files.taxonomy_index(), files.geofence()
+            taxonomy, geofence = self._taxonomy(files, classifier), files.geofence()
+        names = card.name + (f"+{classifier.name}" if classifier else "")
         header = {
             "model": card.name,
-            "model_version": card.name + (TAXONOMY_SUFFIX if params.classify else ""),
+            "model_version": names + (TAXONOMY_SUFFIX if params.classify else ""),
             "mode": mode,
         }
-        return _Plan(card, mode, decode, params, taxonomy, geofence, header)
+        return _Plan(card, mode, decode, params, taxonomy, geofence, header, classifier)
+
+    def _taxonomy(self, files: SpeciesNetFiles, classifier: ModelCard | None) -> Taxonomy:
+        """The taxonomy, with the classifier's own label list as `labels` (its output order)."""
+        if classifier is None:
+            return files.taxonomy_index()
+        return load_taxonomy(files.taxonomy, self.ctx.registry.require_labels(classifier.name))
 
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         plan = self.plan(cast(AnimalsParams, params))
@@ -453,14 +551,36 @@ class AnimalsSkill(Skill):
         engine = self.ctx.engine
         prepared = await engine.run_cpu(prepare, plan.card, image)
         dets = await engine.detector_batcher(plan.card.name).submit((prepared, plan.decode))
-        return label_image(boxes_of(dets, plan.card, image), image, plan)
+        boxes = boxes_of(dets, plan.card, image)
+        return label_image(boxes, image, plan, await self._classify(boxes, image, plan))
+
+    async def _classify(
+        self, boxes: Sequence[Box], image: DecodedImage, plan: _Plan
+    ) -> dict[Box, Scores]:
+        """The classifier's top labels for each animal's best box (empty without a classifier)."""
+        classifier, taxonomy = plan.classifier, plan.taxonomy
+        tops = [group[0] for group in group_animals(boxes)]
+        tops = [box for box in tops if box.category is DetectorCategory.ANIMAL]
+        if classifier is None or taxonomy is None or not tops:
+            return {}
+        engine = self.ctx.engine
+        crops = await engine.run_cpu(prepare_crops, classifier, image, [box.xyxy for box in tops])
+        rows = await engine.classifier_batcher(classifier.name).submit_many(crops)
+        return {box: top_labels(row, taxonomy) for box, row in zip(tops, rows, strict=True)}
 
 
-def label_image(boxes: Sequence[Box], image: DecodedImage, plan: _Plan) -> dict[str, Any]:
+def label_image(
+    boxes: Sequence[Box],
+    image: DecodedImage,
+    plan: _Plan,
+    predictions: Mapping[Box, Scores] | None = None,
+) -> dict[str, Any]:
     params = plan.params
     labelled: Sequence[tuple[Box, Taxon | None]] = [(box, None) for box in boxes]
     if plan.taxonomy is not None and plan.geofence is not None:
-        labelled = classified(boxes, plan.mode, plan.taxonomy, plan.geofence, params)
+        labelled = classified(
+            boxes, plan.mode, plan.taxonomy, plan.geofence, params, predictions=predictions
+        )
     info = geofence_info(
         plan.geofence,
         params.country,
@@ -477,9 +597,12 @@ def classified(
     taxonomy: Taxonomy,
     geofence: Geofence,
     params: AnimalsParams,
+    *,
+    predictions: Mapping[Box, Scores] | None = None,
 ) -> list[tuple[Box, Taxon]]:
     """One image's annotations with `classify=true`: one per animal (`group_animals`), labelled
-    by `group_taxon`, then geofenced and herd-smoothed.
+    by the classifier's `predictions` for its best box when they are confident
+    (`classifier_taxon`), else by `group_taxon`, then geofenced and herd-smoothed.
 
     An annotation keeps its best box and that box's own score. The summed scores only choose the
     label: the score stays the detector's confidence in that box, the number `threshold` filtered
@@ -489,15 +612,12 @@ def classified(
     """
     allowed = permitted(geofence, params.country, params.profile)
     groups = group_animals(boxes)
-    raw = [
-        group_taxon(
-            [detector_taxon(mode, b.category, b.detector_label, taxonomy) for b in group],
-            [b.score for b in group],
-            taxonomy,
-            allowed,
-        )
-        for group in groups
-    ]
+    found = predictions or {}
+    raw = []
+    for group in groups:
+        scores = found.get(group[0])
+        taxon = classifier_taxon(scores, allowed) if scores is not None else None
+        raw.append(taxon or detector_group_taxon(group, mode, taxonomy, allowed))
     tops = [group[0] for group in groups]
     # A roll-up chose among allowed taxa already; `label_taxa` fences the kept single taxa.
     taxa = label_taxa(
@@ -509,3 +629,18 @@ def classified(
         smooth=params.smooth_herd,
     )
     return list(zip(tops, taxa, strict=True))
+
+
+def detector_group_taxon(
+    group: Sequence[Box],
+    mode: Mode,
+    taxonomy: Taxonomy,
+    allowed: Callable[[Taxon], bool] | None,
+) -> Taxon:
+    """One animal's label from the detector's classes alone (`group_taxon` of its boxes)."""
+    return group_taxon(
+        [detector_taxon(mode, b.category, b.detector_label, taxonomy) for b in group],
+        [b.score for b in group],
+        taxonomy,
+        allowed,
+    )

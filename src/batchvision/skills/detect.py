@@ -35,7 +35,14 @@ class DetectSkill(Skill):
     Params = DetectParams
 
     def check_params(self, params: BaseModel) -> None:
-        self._class_filter(cast(DetectParams, params))
+        detect = cast(DetectParams, params)
+        card = self.ctx.registry.card(detect.model)
+        if card.task != "detect":
+            raise BatchVisionError(
+                ErrorCode.INVALID_PARAMETER,
+                f"detect: model '{detect.model}' is a {card.task} model, not a detector",
+            )
+        self._class_filter(detect)
 
     def models(self, params: BaseModel) -> list[str]:
         return [cast(DetectParams, params).model]
