@@ -168,7 +168,16 @@ def assert_seed_shape(body: dict[str, Any], filenames: list[str | None]) -> None
         "model_id": MODEL_ID,
         "country_processed": "USA",
         "threshold_applied": 0.2,
+        "geofence": body["info"]["geofence"],
     }
+    geofence = body["info"]["geofence"]
+    assert (geofence["country"], geofence["applied"], geofence["has_base_rules"]) == (
+        "USA",
+        True,
+        False,
+    )
+    assert "geofence_fixes.csv" in geofence["note"]  # says the full rules are not installed
+    assert "not reverse-geocoded" in geofence["note"]  # the seed sends latitude/longitude
     assert isinstance(body["info"]["total_time_ms"], int) and body["info"]["total_time_ms"] > 0
     assert [item["index"] for item in body["results"]] == list(range(len(filenames)))
     assert [item["filename"] for item in body["results"]] == filenames
@@ -248,6 +257,7 @@ def test_smooth_herd_and_classify_change_the_labels(
     default = ok(post_json(client, [trap(CATTLE)], auth))  # classify defaults to true
     assert default["info"]["threshold_applied"] == 0.2
     assert default["info"]["country_processed"] is None
+    assert "geofence" not in default["info"]  # nothing to say without a country
     assert "domestic cattle" in labels(default["results"][0])
     assert "metadata" not in default["results"][0]
 

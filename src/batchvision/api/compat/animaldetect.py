@@ -40,6 +40,8 @@ Choices where the page is silent (for the README):
   JSON, by `GET /api/v1/batch-detect/{id}` (and the alias `GET /api/v1/batch-detect-urban/{id}`;
   either path serves a result of either route) to the key that made it (admin keys: any).
   Another key's, an unknown or an expired id is 404. Expired rows are purged on the next write.
+- With a `country`, the batch `info` also carries `geofence` ({country, applied, has_base_rules,
+  note}): the page has no field for "no geofence data installed", and an extra field is safe.
 """
 
 from __future__ import annotations
@@ -353,9 +355,23 @@ async def _batch_detect(request: Request, principal: Principal, route: Route) ->
     created, expires = _expiry(pipeline.settings)
     result_id = str(uuid.uuid4())
     body = response_body(result_id, expires, items, info, total_ms)
+    _add_geofence_note(body, results)
     stored = NewResult(result_id, route.name, created, expires, body)
     await asyncio.to_thread(_store(request).save, principal, stored)
     return JSONResponse(body)
+
+
+def _add_geofence_note(body: dict[str, Any], results: list[ItemResult]) -> None:
+    """An extra `info.geofence` ({country, applied, has_base_rules, note}) when a country was
+    sent, so a client can tell "no geofence data installed" from "nothing was vetoed" (the page
+    has no field for it; clients ignore fields they do not know)."""
+    if body["info"]["country_processed"] is None:
+        return
+    for result in results:
+        animals = result.outputs.get("animals")
+        if animals is not None:
+            body["info"]["geofence"] = animals["geofence"]
+            return
 
 
 def _store(request: Request) -> DetectResultStore:
