@@ -40,6 +40,7 @@ HERON = "md_heron_20241018012713_0.jpg"  # yolox-nano: one `bird`, ~0.83
 BEAR = "ena24_9455.jpg"  # American black bears; yolox-nano calls them `bear` (and more)
 
 URSIDAE = "mammalia;carnivora;ursidae;;"  # blocked in GBR by the real fixes CSV
+SIKA_DEER = "mammalia;artiodactyla;cervidae;cervus;nippon"  # US: allowed in NJ and DE only
 CARNIVORA = "mammalia;carnivora;;;"
 DOG = "mammalia;carnivora;canidae;canis;familiaris"
 CATTLE = "mammalia;artiodactyla;bovidae;bos;taurus"
@@ -106,6 +107,7 @@ def test_people_are_human_with_the_human_taxon(live_server: LiveServer, taxonomy
     assert {a["category"] for a in out["annotations"]} <= {"human", "animal", "vehicle"}
     assert out["geofence"] == {
         "country": None,
+        "region": None,
         "applied": False,
         "has_base_rules": False,
         "note": None,
@@ -206,7 +208,16 @@ def test_country_is_normalised_to_cca3(live_server: LiveServer, country: str) ->
     assert geofence["applied"] is True
     assert geofence["has_base_rules"] is False
     assert "geofence_fixes.csv" in geofence["note"]
-    assert "reverse-geocoded" in geofence["note"]
+    # 40.0 N, 74.0 W is on the New Jersey shore: the region decides the sika-deer-style rules.
+    assert geofence["region"] == "NJ"
+    assert "region NJ" in geofence["note"]
+
+
+def test_a_point_far_from_any_town_stays_country_wide(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        out = run(client, trap(HERON), country="USA", latitude=30.0, longitude=-140.0)
+    assert out["geofence"]["region"] is None
+    assert "country-wide" in out["geofence"]["note"]
 
 
 def test_geofence_rolls_a_bear_up_in_britain(live_server: LiveServer) -> None:
@@ -294,6 +305,18 @@ def test_fixes_csv_veto_rolls_up_to_the_parent(
     assert in_gbr == taxonomy.by_key(CARNIVORA)
     assert in_usa == bear
     assert nowhere == bear
+
+
+def test_state_level_rules_follow_the_region(
+    taxonomy: Taxonomy, speciesnet: SpeciesNetFiles
+) -> None:
+    # The real fixes CSV blocks sika deer in every US state but New Jersey and Delaware.
+    geofence = speciesnet.geofence()
+    sika = taxonomy.by_key(SIKA_DEER)
+    [in_nj] = label_taxa([sika], [0.9], geofence=geofence, country="USA", state="NJ")
+    [in_ca] = label_taxa([sika], [0.9], geofence=geofence, country="USA", state="CA")
+    assert in_nj == sika
+    assert in_ca != sika and sika.descends_from(in_ca)
 
 
 def test_urban_profile_exempts_domestic_taxa(taxonomy: Taxonomy) -> None:

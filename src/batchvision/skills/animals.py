@@ -52,6 +52,12 @@ from batchvision.taxonomy import (
     roll_up,
     smooth_herd,
 )
+from batchvision.taxonomy.geocode import (
+    MAX_TOWN_DISTANCE_KM,
+    REGION_COUNTRIES,
+    Place,
+    nearest_region,
+)
 from batchvision.taxonomy.rollup import ROLLUP_LEVELS
 from batchvision.taxonomy.tree import Level, ancestor_keys
 
@@ -264,12 +270,16 @@ def is_domestic(taxon: Taxon) -> bool:
 
 
 def fenced(
-    taxon: Taxon, geofence: Geofence, country: str | None, profile: Profile = "wild"
+    taxon: Taxon,
+    geofence: Geofence,
+    country: str | None,
+    profile: Profile = "wild",
+    state: str | None = None,
 ) -> Taxon:
-    """`taxon`, or its nearest ancestor allowed in `country` (no state: see `geofence_info`)."""
+    """`taxon`, or its nearest ancestor allowed in `country` (and `state`, when known)."""
     if country is None or (profile == "urban" and is_domestic(taxon)):
         return taxon
-    return geofence.geofenced(taxon, country, None)
+    return geofence.geofenced(taxon, country, state)
 
 
 def label_taxa(
@@ -280,9 +290,10 @@ def label_taxa(
     country: str | None = None,
     profile: Profile = "wild",
     smooth: bool = False,
+    state: str | None = None,
 ) -> list[Taxon]:
     """One image's final taxa: geofenced first, so a herd only ever inherits an allowed label."""
-    result = [fenced(taxon, geofence, country, profile) for taxon in taxa]
+    result = [fenced(taxon, geofence, country, profile, state) for taxon in taxa]
     return smooth_herd(result, scores) if smooth else result
 
 
@@ -294,7 +305,12 @@ def taxon_label(taxon: Taxon) -> str:
 
 
 def geofence_info(
-    geofence: Geofence | None, country: str | None, *, classify: bool, area_hint: bool
+    geofence: Geofence | None,
+    country: str | None,
+    *,
+    classify: bool,
+    area_hint: bool,
+    place: Place | None = None,
 ) -> dict[str, Any]:
     """What the response says about geofencing: whether it ran and what it could not do."""
     notes: list[str] = []
@@ -311,12 +327,19 @@ def geofence_info(
                 "only SpeciesNet's geofence_fixes.csv is installed (no geofence_release.json): "
                 "its block rules apply, the full range rules do not"
             )
-    if area_hint:
+    if place is not None:
         notes.append(
-            "latitude/longitude are not reverse-geocoded to a state: rules apply country-wide"
+            f"latitude/longitude placed in region {place.region} (nearest town of 15,000+: "
+            f"{place.town}, {place.distance_km:g} km): region rules apply"
+        )
+    elif area_hint and country in REGION_COUNTRIES:
+        notes.append(
+            f"latitude/longitude are over {MAX_TOWN_DISTANCE_KM:g} km from any town in "
+            f"{country}: rules apply country-wide"
         )
     return {
         "country": country,
+        "region": place.region if place is not None else None,
         "applied": applied,
         "has_base_rules": has_base,
         "note": "; ".join(notes) or None,
@@ -421,12 +444,12 @@ def top_labels(row: FloatArray, taxonomy: Taxonomy) -> list[tuple[Taxon, float]]
 
 
 def permitted(
-    geofence: Geofence, country: str | None, profile: Profile = "wild"
+    geofence: Geofence, country: str | None, profile: Profile = "wild", state: str | None = None
 ) -> Callable[[Taxon], bool] | None:
     """`fenced`'s rule as a predicate for `roll_up(allowed=...)`; None when nothing is fenced."""
     if country is None:
         return None
-    allows = geofence.allows(country)
+    allows = geofence.allows(country, state)
     if profile == "urban":
         return lambda taxon: is_domestic(taxon) or allows(taxon)
     return allows
@@ -470,6 +493,11 @@ class _Plan:
     geofence: Geofence | None
     header: dict[str, Any]
     classifier: ModelCard | None
+    place: Place | None  # where latitude/longitude fall, for region-level geofence rules
+
+    @property
+    def state(self) -> str | None:
+        return self.place.region if self.place is not None else None
 
 
 class AnimalsSkill(Skill):
@@ -535,7 +563,11 @@ class AnimalsSkill(Skill):
             "model_version": names + (TAXONOMY_SUFFIX if params.classify else ""),
             "mode": mode,
         }
-        return _Plan(card, mode, decode, params, taxonomy, geofence, header, classifier)
+        place = None
+        if params.classify and params.country and params.latitude is not None:
+            assert params.longitude is not None  # the params validator pairs them
+            place = nearest_region(params.country, params.latitude, params.longitude)
+        return _Plan(card, mode, decode, params, taxonomy, geofence, header, classifier, place)
 
     def _taxonomy(self, files: SpeciesNetFiles, classifier: ModelCard | None) -> Taxonomy:
         """The taxonomy, with the classifier's own label list as `labels` (its output order)."""
@@ -579,13 +611,20 @@ def label_image(
     labelled: Sequence[tuple[Box, Taxon | None]] = [(box, None) for box in boxes]
     if plan.taxonomy is not None and plan.geofence is not None:
         labelled = classified(
-            boxes, plan.mode, plan.taxonomy, plan.geofence, params, predictions=predictions
+            boxes,
+            plan.mode,
+            plan.taxonomy,
+            plan.geofence,
+            params,
+            predictions=predictions,
+            state=plan.state,
         )
     info = geofence_info(
         plan.geofence,
         params.country,
         classify=params.classify,
         area_hint=params.latitude is not None,
+        place=plan.place,
     )
     annotations = [annotation(box, taxon, image.width, image.height) for box, taxon in labelled]
     return {**plan.header, "annotations": annotations, "geofence": info}
@@ -599,6 +638,7 @@ def classified(
     params: AnimalsParams,
     *,
     predictions: Mapping[Box, Scores] | None = None,
+    state: str | None = None,
 ) -> list[tuple[Box, Taxon]]:
     """One image's annotations with `classify=true`: one per animal (`group_animals`), labelled
     by the classifier's `predictions` for its best box when they are confident
@@ -610,7 +650,7 @@ def classified(
     `classify=false`. (YOLOX scores classes with independent sigmoids, so a sum is no probability
     and can exceed 1.)
     """
-    allowed = permitted(geofence, params.country, params.profile)
+    allowed = permitted(geofence, params.country, params.profile, state)
     groups = group_animals(boxes)
     found = predictions or {}
     raw = []
@@ -627,6 +667,7 @@ def classified(
         country=params.country,
         profile=params.profile,
         smooth=params.smooth_herd,
+        state=state,
     )
     return list(zip(tops, taxa, strict=True))
 

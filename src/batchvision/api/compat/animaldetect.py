@@ -40,8 +40,9 @@ Choices where the page is silent (for the README):
   JSON, by `GET /api/v1/batch-detect/{id}` (and the alias `GET /api/v1/batch-detect-urban/{id}`;
   either path serves a result of either route) to the key that made it (admin keys: any).
   Another key's, an unknown or an expired id is 404. Expired rows are purged on the next write.
-- With a `country`, the batch `info` also carries `geofence` ({country, applied, has_base_rules,
-  note}): the page has no field for "no geofence data installed", and an extra field is safe.
+- With a `country`, the batch `info` also carries `geofence` ({country, region, applied,
+  has_base_rules, note}): the page has no field for "no geofence data installed", and an
+  extra field is safe.
 """
 
 from __future__ import annotations
