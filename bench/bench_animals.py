@@ -70,6 +70,7 @@ from bench_detect import (
     create_api_key,
     free_port,
     git_revision,
+    report_sanity,
     run_clients,
     running,
 )
@@ -428,20 +429,6 @@ def measure_clients(
     return m, counts
 
 
-def print_sanity(sanity: dict[str, dict[str, int]], samples: Sequence[Sample]) -> None:
-    names = [s.name for s in samples]
-    for mode, found in sanity.items():
-        total = sum(found.get(n, 0) for n in names)
-        with_any = sum(1 for n in names if found.get(n, 0) > 0)
-        line = f"  {mode:<5} {total:4d} detections, {with_any}/{len(names)} images with any"
-        if mode != "raw" and "raw" in sanity:
-            same = sum(1 for n in names if found.get(n) == sanity["raw"].get(n))
-            line += f"; same count as raw on {same}/{len(names)}"
-        print(line)
-        if total == 0:
-            raise RuntimeError(f"{mode}: no detections at all; the benchmark is not measuring")
-
-
 def run(config: Config) -> BenchResult:
     settings = Settings(model_dirs=[config.models])
     registry = ModelRegistry(settings)
@@ -543,7 +530,7 @@ def run(config: Config) -> BenchResult:
         stack.close()
     result.modes = {mode: results[mode] for mode in config.modes}
     print("\nsanity (detections per image; http/run may merge boxes the raw loop keeps):")
-    print_sanity(sanity, samples)
+    report_sanity(sanity, samples)
     result.ratios = ratios(result.modes)
     print_results(result)
     return result

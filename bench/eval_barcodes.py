@@ -15,17 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchvision.core import ImageInput, Task
-from batchvision.pipeline import Pipeline
-from batchvision.settings import Settings
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batchvision.skills.barcode import FORMAT_NAMES, name_key
+from bench_support import analyze_files
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "evaldata" / "barcodes"
@@ -105,23 +104,10 @@ def score(
 
 
 async def _run(data_dir: Path, names: list[str], params: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), model_dirs=[], auth="disabled")
-        pipeline = Pipeline(settings)
-        try:
-            tasks = pipeline.prepare_tasks([Task("barcode", params)])
-            inputs = [
-                ImageInput(index=i, filename=name, data=(data_dir / "images" / name).read_bytes())
-                for i, name in enumerate(names)
-            ]
-            results = await pipeline.analyze(inputs, tasks)
-        finally:
-            await pipeline.close()
+    results = await analyze_files(data_dir / "images", names, "barcode", params)
     outputs: dict[str, Any] = {}
     for name, result in zip(names, results, strict=True):
-        outputs[name] = result.outputs.get("barcode")
-        if result.errors:
-            outputs[name] = None
+        outputs[name] = None if result.errors else result.outputs.get("barcode")
     return outputs
 
 

@@ -39,18 +39,17 @@ import argparse
 import asyncio
 import json
 import re
-import tempfile
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchvision.core import ImageInput, Task
-from batchvision.pipeline import Pipeline
-from batchvision.settings import Settings
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batchvision.skills.animals import AnimalsParams, find_speciesnet
 from batchvision.taxonomy import Level, Taxon, Taxonomy, UnknownTaxonError
+from bench_support import analyze_files
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "evaldata" / "camera_traps"
@@ -273,18 +272,7 @@ def _score_taxon(
 async def run_skill(
     data_dir: Path, names: Sequence[str], params: dict[str, Any], model_dir: Path
 ) -> dict[str, dict[str, Any] | str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), model_dirs=[model_dir], auth="disabled")
-        pipeline = Pipeline(settings)
-        try:
-            tasks = pipeline.prepare_tasks([Task("animals", params)])
-            inputs = [
-                ImageInput(index=i, filename=name, data=(data_dir / "images" / name).read_bytes())
-                for i, name in enumerate(names)
-            ]
-            results = await pipeline.analyze(inputs, tasks)
-        finally:
-            await pipeline.close()
+    results = await analyze_files(data_dir / "images", names, "animals", params, [model_dir])
     outputs: dict[str, dict[str, Any] | str] = {}
     for name, result in zip(names, results, strict=True):
         if result.errors:
