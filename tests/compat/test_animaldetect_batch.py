@@ -14,6 +14,7 @@ import io
 import itertools
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -621,3 +622,27 @@ def test_ttl_setting_sets_expires_at(tmp_path: Path) -> None:
     left = expires - dt.datetime.now(dt.UTC)
     assert dt.timedelta(minutes=29) < left <= dt.timedelta(minutes=30)
     assert stored == body
+
+
+def test_the_server_sweep_purges_expired_results_without_new_requests(tmp_path: Path) -> None:
+    server = start_server(make_settings(tmp_path, job_sweep_interval_s=0.2))
+    try:
+        with server.client() as client:
+            body = ok(post_json(client, [png((32, 32))], {}))
+        engine = make_engine(server.settings)
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        with Session(engine) as session, session.begin():
+            session.execute(
+                update(DetectResult).where(DetectResult.id == body["id"]).values(expires_at=past)
+            )
+        deadline = time.monotonic() + 10
+        while True:  # no request is made: only the periodic sweep can delete the row
+            with Session(engine) as session:
+                count = session.scalar(select(func.count()).where(DetectResult.id == body["id"]))
+            if count == 0:
+                break
+            assert time.monotonic() < deadline, "the expired row was not swept"
+            time.sleep(0.1)
+        engine.dispose()
+    finally:
+        server.stop()

@@ -55,6 +55,14 @@ class DetectResultStore:
             session.execute(delete(DetectResult).where(DetectResult.expires_at <= utcnow()))
             session.add(row)
 
+    def purge_expired(self, now: dt.datetime | None = None) -> int:
+        """Delete every row past its expiry (the server's retention sweep; writes purge too)."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                delete(DetectResult).where(DetectResult.expires_at <= (now or utcnow()))
+            )
+            return int(result.rowcount)
+
     def get(self, principal: Principal, result_id: str) -> dict[str, Any]:
         """The stored response; not_found when it is missing, expired or another key's."""
         try:  # ids are uuid4 strings; anything else (a NUL byte PostgreSQL refuses) is unknown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -15,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchvision import __version__
 from batchvision.accounts.service import Accounts
+from batchvision.animaldetect.store import DetectResultStore
 from batchvision.api import jobs, keys, native
 from batchvision.api.compat import animaldetect, moondream, yandex
 from batchvision.api.errors import error_response, install_error_handlers
@@ -105,6 +107,16 @@ class RequestContextMiddleware:
         return str(uuid.uuid4().hex)
 
 
+async def _purge_forever(results: DetectResultStore, interval_s: float) -> None:
+    """Stored AnimalDetect responses past their expiry go even when no new request comes."""
+    while True:
+        try:
+            await asyncio.to_thread(results.purge_expired)
+        except Exception:
+            log.exception("purging expired detect results failed; trying again later")
+        await asyncio.sleep(interval_s)
+
+
 def create_app(
     settings: Settings, pipeline: Pipeline | None = None, accounts: Accounts | None = None
 ) -> FastAPI:
@@ -114,9 +126,13 @@ def create_app(
         app.state.pipeline = pipeline or Pipeline(settings)
         app.state.jobs = JobService(settings, app.state.accounts.engine, app.state.pipeline)
         await app.state.jobs.start()
+        results = DetectResultStore(app.state.accounts.engine)
+        sweep = asyncio.create_task(_purge_forever(results, settings.job_sweep_interval_s))
         try:
             yield
         finally:
+            sweep.cancel()
+            await asyncio.gather(sweep, return_exceptions=True)
             await app.state.jobs.close()
             await app.state.pipeline.close()
             await app.state.accounts.close()

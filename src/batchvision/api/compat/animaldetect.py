@@ -39,7 +39,8 @@ Choices where the page is silent (for the README):
 - Every response is stored for `detect_result_ttl_hours` (24) and served, byte-for-byte the same
   JSON, by `GET /api/v1/batch-detect/{id}` (and the alias `GET /api/v1/batch-detect-urban/{id}`;
   either path serves a result of either route) to the key that made it (admin keys: any).
-  Another key's, an unknown or an expired id is 404. Expired rows are purged on the next write.
+  Another key's, an unknown or an expired id is 404. Expired rows are purged on the next write
+  and by the server's periodic sweep.
 - With a `country`, the batch `info` also carries `geofence` ({country, region, applied,
   has_base_rules, note}): the page has no field for "no geofence data installed", and an
   extra field is safe.
