@@ -483,3 +483,19 @@ def test_a_job_whose_input_is_lost_fails_processing_failed_on_resume(tmp_path: A
         live.stop()
     assert done["status"] == "failed"
     assert done["error"] == {"code": "processing_failed", "message": "internal processing error"}
+
+
+def test_progress_moves_line_by_line_and_never_backwards(serve: Any) -> None:
+    with serve(job_chunk_lines=20, job_output_lines=20, job_max_lines=1000).client() as client:
+        job = submit(client, photo_lines(60))
+        seen: list[int] = []
+        while True:
+            status = client.get(f"/v1/jobs/{job['id']}").json()
+            seen.append(status["progress"]["completed"] + status["progress"]["failed"])
+            if status["status"] not in ("chunking", "processing"):
+                break
+            time.sleep(0.01)
+    assert seen == sorted(seen)  # never backwards, never counted twice
+    assert seen[-1] == 60 and max(seen) == 60
+    # Counts between chunk commits (not multiples of 20) show the per-line updates.
+    assert any(count % 20 for count in seen), seen

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchvision.core import ItemError, ItemResult, Task
@@ -26,6 +26,7 @@ from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.moondream import MOONDREAM_SKILLS, moondream_result, plan_line
+from batchvision.jobs.progress import LiveProgress
 from batchvision.jobs.store import ChunkResult, JobStore, JobView
 from batchvision.jobs.validate import (
     BatchErrorCode,
@@ -92,6 +93,7 @@ class ChunkWork:
     body_limits: BodyLimits
     line_slots: asyncio.Semaphore  # lines in flight across all chunks: bounds memory
     credits_per_image: int = 0
+    progress: LiveProgress = field(default_factory=LiveProgress)
 
 
 # --- chunking: validate the file and index its chunks ------------------------------------------
@@ -158,11 +160,13 @@ async def process_chunk(work: ChunkWork, job: JobView, spec: ChunkSpec) -> Chunk
                 task = asyncio.create_task(run_line(work, job.surface, index, line))
                 # A done callback runs even for a task cancelled before it started.
                 task.add_done_callback(lambda _: work.line_slots.release())
+                task.add_done_callback(lambda done: _count_line(work, job.id, spec.index, done))
                 tasks.append(task)
             done = await asyncio.gather(*tasks)
         except BaseException:
             for task in tasks:
                 task.cancel()
+            work.progress.forget(job.id, spec.index)
             raise
     finally:
         await asyncio.to_thread(reader.close)
@@ -179,10 +183,19 @@ async def process_chunk(work: ChunkWork, job: JobView, spec: ChunkSpec) -> Chunk
         images=sum(images for _, images in done),
         result_key=key,
     )
-    await asyncio.to_thread(
-        work.store.record_chunk, job.id, result, credits_per_image=work.credits_per_image
-    )
+
+    def record() -> bool:
+        return work.store.record_chunk(job.id, result, credits_per_image=work.credits_per_image)
+
+    await asyncio.to_thread(work.progress.commit, job.id, spec.index, record)
     return result
+
+
+def _count_line(
+    work: ChunkWork, job_id: str, chunk: int, task: asyncio.Task[tuple[dict[str, Any], int]]
+) -> None:
+    if not task.cancelled() and task.exception() is None:
+        work.progress.line_done(job_id, chunk, task.result()[0]["status"] == "ok")
 
 
 def _strip_newline(raw: bytes) -> bytes:

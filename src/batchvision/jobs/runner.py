@@ -227,6 +227,7 @@ class JobRunner:
     async def _end(
         self, job_id: str, state: str, code: str | None = None, message: str | None = None
     ) -> None:
+        self.work.progress.forget(job_id)  # nothing runs any more; the ledger holds the rest
         outputs = await asyncio.to_thread(self._assemble_outputs, job_id)
         changed = await asyncio.to_thread(
             self.store.finish,

@@ -236,7 +236,9 @@ class JobService:
     async def get(
         self, principal: Principal, job_id: str, *, surface: str | None = None
     ) -> JobView:
-        job = await asyncio.to_thread(self.store.get, principal, job_id)
+        """The job as stored plus the lines its running chunks finished (per-line progress)."""
+        progress = self.runner.work.progress
+        job = await asyncio.to_thread(progress.read, lambda: self.store.get(principal, job_id))
         if surface is not None and job.surface != surface:
             raise not_found("job", job_id)
         return job
@@ -244,9 +246,10 @@ class JobService:
     async def page(
         self, principal: Principal, *, limit: int, cursor: str | None, surface: str | None = None
     ) -> tuple[list[JobView], str | None]:
-        return await asyncio.to_thread(
-            self.store.page, principal, limit=limit, cursor=cursor, surface=surface
-        )
+        def load() -> tuple[list[JobView], str | None]:
+            return self.store.page(principal, limit=limit, cursor=cursor, surface=surface)
+
+        return await asyncio.to_thread(self.runner.work.progress.read_page, load)
 
     async def cancel(self, principal: Principal, job_id: str) -> JobView:
         job = await asyncio.to_thread(self.store.request_cancel, principal, job_id)
