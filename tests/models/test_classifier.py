@@ -80,17 +80,19 @@ def registry_of(*model_dirs: Path) -> ModelRegistry:
 # --- cards ----------------------------------------------------------------------------------
 
 
+# The smallest valid classify card; tests change one field at a time.
+CLASSIFY_CARD: dict[str, object] = {
+    "name": "sn",
+    "task": "classify",
+    "family": "speciesnet",
+    "file": "sn/sn.onnx",
+    "input_size": [SIDE, SIDE],
+    "labels": LABELS,
+}
+
+
 def test_a_speciesnet_card_takes_the_family_defaults() -> None:
-    card = ModelCard.model_validate(
-        {
-            "name": "sn",
-            "task": "classify",
-            "family": "speciesnet",
-            "file": "sn/sn.onnx",
-            "input_size": [SIDE, SIDE],
-            "labels": LABELS,
-        }
-    )
+    card = ModelCard.model_validate(CLASSIFY_CARD)
     assert (card.pre.resize, card.pre.layout, card.pre.channel_order) == ("stretch", "NHWC", "RGB")
     assert card.pre.scale == pytest.approx(1 / 255)
     assert card.softmax is True  # SpeciesNet's graph returns logits
@@ -112,16 +114,8 @@ def test_a_speciesnet_card_takes_the_family_defaults() -> None:
     ],
 )
 def test_invalid_classify_cards_are_refused(changes: dict[str, object], needle: str) -> None:
-    fields: dict[str, object] = {
-        "name": "sn",
-        "task": "classify",
-        "family": "speciesnet",
-        "file": "sn/sn.onnx",
-        "input_size": [SIDE, SIDE],
-        "labels": LABELS,
-    }
     with pytest.raises(ValidationError, match=needle):
-        ModelCard.model_validate({**fields, **changes})
+        ModelCard.model_validate({**CLASSIFY_CARD, **changes})
 
 
 def test_a_detect_card_cannot_stretch_or_take_nhwc() -> None:

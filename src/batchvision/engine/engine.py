@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
@@ -19,6 +19,8 @@ from batchvision.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+U = TypeVar("U")
 
 DetectItem = tuple[PreparedImage, DecodeParams]
 
@@ -64,25 +66,18 @@ class Engine:
         return await loop.run_in_executor(self.cpu_pool, functools.partial(fn, *args, **kwargs))
 
     def detector_batcher(self, model: str) -> DynamicBatcher[DetectItem, Detections]:
-        if model not in self._batchers:
-            self._batchers[model] = DynamicBatcher(
-                lambda items: self.registry.get(model).detect(items),
-                executor=self.model_pool,
-                max_batch_size=self.settings.max_batch_size,
-                max_wait_ms=self.settings.max_wait_ms,
-            )
-        return self._batchers[model]
+        return _cached_batcher(
+            self._batchers, model, lambda items: self.registry.get(model).detect(items), self
+        )
 
     def classifier_batcher(self, model: str) -> DynamicBatcher[FloatArray, FloatArray]:
         """Crops in, score rows out: crops of every image in flight share model runs."""
-        if model not in self._classifier_batchers:
-            self._classifier_batchers[model] = DynamicBatcher(
-                lambda crops: self.registry.classifier(model).classify(crops),
-                executor=self.model_pool,
-                max_batch_size=self.settings.max_batch_size,
-                max_wait_ms=self.settings.max_wait_ms,
-            )
-        return self._classifier_batchers[model]
+        return _cached_batcher(
+            self._classifier_batchers,
+            model,
+            lambda crops: self.registry.classifier(model).classify(crops),
+            self,
+        )
 
     async def close(self) -> None:
         for batcher in self._batchers.values():
@@ -93,3 +88,20 @@ class Engine:
         self._classifier_batchers.clear()
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.model_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cached_batcher(
+    cache: dict[str, DynamicBatcher[T, U]],
+    model: str,
+    run: Callable[[list[T]], Sequence[U]],
+    engine: Engine,
+) -> DynamicBatcher[T, U]:
+    """One batcher per model, made on first use, running on the model pool."""
+    if model not in cache:
+        cache[model] = DynamicBatcher(
+            run,
+            executor=engine.model_pool,
+            max_batch_size=engine.settings.max_batch_size,
+            max_wait_ms=engine.settings.max_wait_ms,
+        )
+    return cache[model]
