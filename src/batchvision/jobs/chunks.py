@@ -29,20 +29,17 @@ from batchvision.jobs.moondream import MOONDREAM_SKILLS, moondream_result, plan_
 from batchvision.jobs.progress import LiveProgress
 from batchvision.jobs.store import ChunkResult, JobStore, JobView
 from batchvision.jobs.validate import (
-    BatchErrorCode,
-    BatchValidationError,
     JobLine,
     JsonlLimits,
-    JsonlValidator,
     LineError,
     parse_line,
+    validate_stream,
 )
 from batchvision.pipeline import Pipeline
 from batchvision.skills.detect import DEFAULT_DETECT_MODEL
 
 log = logging.getLogger(__name__)
 
-READ_BLOCK = 1 << 20
 OVERLOAD_PAUSE_S = 0.05
 
 # Moondream promises four per-line codes; ours map onto the nearest of them.
@@ -104,24 +101,30 @@ def scan_input(
 ) -> tuple[int, list[int]]:
     """Validate the input blob while noting where each chunk starts; (lines, chunk offsets)."""
     info = blobs.info(key)
-    if info is not None and info.size > limits.max_bytes:
-        raise BatchValidationError(
-            BatchErrorCode.LIMIT_EXCEEDED, f"file exceeds the limit of {limits.max_bytes} bytes"
-        )
-    validator = JsonlValidator(limits)
-    offsets, newlines, position = [0], 0, 0
+    starts = _ChunkStarts(chunk_lines)
     with blobs.open(key) as file:
-        while block := file.read(READ_BLOCK):
-            validator.feed(block)
-            start = block.find(b"\n")
-            while start != -1:
-                newlines += 1
-                if newlines % chunk_lines == 0:
-                    offsets.append(position + start + 1)
-                start = block.find(b"\n", start + 1)
-            position += len(block)
-    lines = validator.finish().lines
-    return lines, offsets[: -(-lines // chunk_lines)]
+        size = info.size if info is not None else None
+        lines = validate_stream(file, limits, size=size, on_block=starts.feed).lines
+    return lines, starts.offsets[: -(-lines // chunk_lines)]
+
+
+class _ChunkStarts:
+    """Byte offsets of every `chunk_lines`-th line start, from the blocks of one pass."""
+
+    def __init__(self, chunk_lines: int) -> None:
+        self.chunk_lines = chunk_lines
+        self.offsets = [0]
+        self._newlines = 0
+        self._position = 0
+
+    def feed(self, block: bytes) -> None:
+        start = block.find(b"\n")
+        while start != -1:
+            self._newlines += 1
+            if self._newlines % self.chunk_lines == 0:
+                self.offsets.append(self._position + start + 1)
+            start = block.find(b"\n", start + 1)
+        self._position += len(block)
 
 
 def write_index(blobs: Blobs, job_id: str, chunk_lines: int, offsets: list[int]) -> None:
@@ -156,8 +159,7 @@ async def process_chunk(work: ChunkWork, job: JobView, spec: ChunkSpec) -> Chunk
                 except BaseException:
                     work.line_slots.release()
                     raise
-                line = _strip_newline(raw)
-                task = asyncio.create_task(run_line(work, job.surface, index, line))
+                task = asyncio.create_task(run_line(work, job.surface, index, raw))
                 # A done callback runs even for a task cancelled before it started.
                 task.add_done_callback(lambda _: work.line_slots.release())
                 task.add_done_callback(lambda done: _count_line(work, job.id, spec.index, done))
@@ -196,10 +198,6 @@ def _count_line(
 ) -> None:
     if not task.cancelled() and task.exception() is None:
         work.progress.line_done(job_id, chunk, task.result()[0]["status"] == "ok")
-
-
-def _strip_newline(raw: bytes) -> bytes:
-    return raw[:-1] if raw.endswith(b"\n") else raw
 
 
 async def run_line(

@@ -61,11 +61,11 @@ client id (when it could be read), so a result line can echo the id even for a r
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
 
 from batchvision.core import ImageInput, ItemError
@@ -299,23 +299,48 @@ class JsonlValidator:
         )
 
 
+def validate_stream(
+    file: BinaryIO,
+    limits: JsonlLimits = JsonlLimits(),
+    *,
+    size: int | None = None,
+    chunk_size: int = 1 << 20,
+    on_block: Callable[[bytes], None] | None = None,
+) -> ValidationReport:
+    """Validate an open JSONL file, reading it in chunks; `on_block` sees each chunk after it
+    passed (the job runner indexes chunk offsets in the same read). A known `size` larger than
+    `max_bytes` is refused from the size alone, without reading."""
+    if size is not None and size > limits.max_bytes:
+        raise BatchValidationError(
+            BatchErrorCode.LIMIT_EXCEEDED, f"file exceeds the limit of {limits.max_bytes} bytes"
+        )
+    validator = JsonlValidator(limits)
+    while chunk := file.read(chunk_size):
+        validator.feed(chunk)
+        if on_block is not None:
+            on_block(chunk)
+    return validator.finish()
+
+
 def validate_file(
     path: Path,
     limits: JsonlLimits = JsonlLimits(),
     chunk_size: int = 1 << 20,
 ) -> ValidationReport:
-    """Validate a JSONL file on disk, reading it in chunks. A file larger than `max_bytes` is
-    refused from its size alone, without reading it."""
-    size = path.stat().st_size
-    if size > limits.max_bytes:
-        raise BatchValidationError(
-            BatchErrorCode.LIMIT_EXCEEDED, f"file exceeds the limit of {limits.max_bytes} bytes"
-        )
-    validator = JsonlValidator(limits)
+    """Validate a JSONL file on disk (see `validate_stream`)."""
     with path.open("rb") as file:
-        while chunk := file.read(chunk_size):
-            validator.feed(chunk)
-    return validator.finish()
+        return validate_stream(file, limits, size=path.stat().st_size, chunk_size=chunk_size)
+
+
+def clean_line(index: int, raw: bytes) -> bytes:
+    """A line as read (`readline`) to its content, as the validator sees it: without its `\n`
+    or `\r\n`, and without the BOM at the start of the file."""
+    line = raw[:-1] if raw.endswith(b"\n") else raw
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if index == 0 and line.startswith(BOM):
+        line = line[len(BOM) :]
+    return line
 
 
 def iter_lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
@@ -328,14 +353,8 @@ def iter_lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
         raise ValueError("start must be >= 0")
     with path.open("rb") as file:
         for index, raw in enumerate(file):
-            if index < start:
-                continue
-            line = raw[:-1] if raw.endswith(b"\n") else raw
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if index == 0 and line.startswith(BOM):
-                line = line[len(BOM) :]
-            yield index, line
+            if index >= start:
+                yield index, clean_line(index, raw)
 
 
 @dataclass(frozen=True)
@@ -385,10 +404,7 @@ def parse_line(
             bad_image_data=bad_data,
         )
 
-    if index == 0 and raw.startswith(BOM):
-        raw = raw[len(BOM) :]
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
+    raw = clean_line(index, raw)
     try:
         body = _load_object(raw)
         refuse_unpaired_surrogates(body)
