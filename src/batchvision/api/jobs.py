@@ -3,7 +3,6 @@ uploads under `/v1/uploads`, and the signed output downloads every surface links
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -13,8 +12,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import native_principal
 from batchvision.errors import BatchVisionError, ErrorCode
-from batchvision.intake.body import read_capped, refuse_unpaired_surrogates
-from batchvision.jobs.service import JobService, Submitted, parse_options
+from batchvision.intake.body import parse_json, read_capped
+from batchvision.jobs.service import JobService, Submitted, parse_options, part_too_large
 from batchvision.jobs.signing import EXPIRES_PARAM, SIGNATURE_PARAM
 from batchvision.jobs.store import JobView
 from batchvision.jobs.views import output_path
@@ -52,10 +51,7 @@ def check_part_size(request: Request, limit: int) -> None:
     """Refuse a declared oversize part before reading it (the stream is capped as well)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise BatchVisionError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"part exceeds the limit of {limit} bytes; split the file into smaller parts",
-        )
+        raise part_too_large(limit)
 
 
 async def read_object(request: Request) -> dict[str, Any]:
@@ -63,13 +59,7 @@ async def read_object(request: Request) -> dict[str, Any]:
     body = await read_capped(request.stream(), _SMALL_BODY_BYTES)
     if not body.strip():
         return {}
-    try:
-        parsed = json.loads(body)
-        refuse_unpaired_surrogates(parsed)
-    except (ValueError, RecursionError):
-        raise BatchVisionError(
-            ErrorCode.INVALID_REQUEST, "request body is not valid JSON"
-        ) from None
+    parsed = parse_json(body)
     if not isinstance(parsed, dict):
         raise BatchVisionError(ErrorCode.INVALID_REQUEST, "request body must be a JSON object")
     return parsed

@@ -97,20 +97,24 @@ def refuse_unpaired_surrogates(body: Any) -> None:
             stack.extend(value)
 
 
-async def read_json(stream: AsyncIterator[bytes], limits: BodyLimits) -> Any:
-    body = await read_capped(stream, limits.max_request_bytes)
+def parse_json(body: bytes) -> Any:
+    """A JSON request body, refused with invalid_request when it is not JSON or not Unicode."""
     try:
-        if len(body) < _INLINE_JSON_BYTES:
-            parsed = json.loads(body)
-        else:
-            # Parsing tens of megabytes of base64 takes long enough to stall every other request.
-            parsed = await asyncio.to_thread(json.loads, body)
+        parsed = json.loads(body)
     except (ValueError, RecursionError):
         raise BatchVisionError(
             ErrorCode.INVALID_REQUEST, "request body is not valid JSON"
         ) from None
     refuse_unpaired_surrogates(parsed)
     return parsed
+
+
+async def read_json(stream: AsyncIterator[bytes], limits: BodyLimits) -> Any:
+    body = await read_capped(stream, limits.max_request_bytes)
+    if len(body) < _INLINE_JSON_BYTES:
+        return parse_json(body)
+    # Parsing tens of megabytes of base64 takes long enough to stall every other request.
+    return await asyncio.to_thread(parse_json, body)
 
 
 def image_from_base64(

@@ -76,6 +76,13 @@ def _bad(message: str) -> BatchVisionError:
     return BatchVisionError(ErrorCode.INVALID_PARAMETER, message)
 
 
+def part_too_large(limit: int) -> BatchVisionError:
+    return BatchVisionError(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"part exceeds the limit of {limit} bytes; split the file into smaller parts",
+    )
+
+
 def _bad_parts(message: str) -> BatchVisionError:
     # 400, as S3's InvalidPart / InvalidPartOrder.
     return BatchVisionError(ErrorCode.INVALID_REQUEST, message)
@@ -196,10 +203,7 @@ class JobService:
         try:
             info = await self.blobs.put_async_stream(key, body, max_bytes=limit)
         except BlobTooLarge:
-            raise BatchVisionError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"part exceeds the limit of {limit} bytes; split the file into smaller parts",
-            ) from None
+            raise part_too_large(limit) from None
         part = PartView(number, quote_etag(info.etag), info.size, key)
         await asyncio.to_thread(self.uploads.put_part, file_id, part)
         return part
