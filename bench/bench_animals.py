@@ -70,6 +70,7 @@ from bench_detect import (
     create_api_key,
     free_port,
     git_revision,
+    parse_modes,
     report_sanity,
     run_clients,
     running,
@@ -599,9 +600,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--data", type=Path, default=DEFAULT_IMAGES, help="image folder")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    if unknown := set(modes) - set(MODES):
-        parser.error(f"unknown modes: {sorted(unknown)}")
+    modes = parse_modes(parser, args.modes, MODES)
     if min(args.clients, args.rounds, args.run_images) < 1 or (args.images or 1) < 1:
         parser.error("--clients, --rounds, --run-images and --images must be at least 1")
     return Config(

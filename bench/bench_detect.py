@@ -574,6 +574,16 @@ def run(config: Config) -> None:
             draft_timing(config, detector, settings, tmp)
 
 
+def parse_modes(
+    parser: argparse.ArgumentParser, text: str, known: Sequence[str]
+) -> tuple[str, ...]:
+    """A comma-separated subset of `known` (the --modes option of the bench scripts)."""
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    if unknown := set(modes) - set(known):
+        parser.error(f"unknown modes: {sorted(unknown)}")
+    return modes
+
+
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
@@ -593,9 +603,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--draft-runs", type=int, default=15, help="0 skips draft timing")
     parser.add_argument("--draft-source", type=Path, default=DEFAULT_DRAFT_SOURCE)
     args = parser.parse_args(argv)
-    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    if unknown := set(modes) - set(MODES):
-        parser.error(f"unknown modes: {sorted(unknown)}")
+    modes = parse_modes(parser, args.modes, MODES)
     if min(args.clients, args.batch, args.rounds) < 1:
         parser.error("--clients, --batch and --rounds must be at least 1")
     return Config(
