@@ -120,11 +120,6 @@ class JobRunner:
         if event is not None:
             event.set()
 
-    async def idle(self) -> None:
-        """Wait until no job is running (tests and benchmarks)."""
-        while self._jobs:
-            await asyncio.gather(*list(self._jobs.values()), return_exceptions=True)
-
     def _forget(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
         self._cancels.pop(job_id, None)
