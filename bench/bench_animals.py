@@ -47,11 +47,11 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from batchvision.core.settings import Settings
 from batchvision.intake.decode import decode_image
 from batchvision.models.decoders import DecodeParams
 from batchvision.models.detector import Detector, prepare
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 from batchvision.skills.animals import (
     _MAX_DETECTIONS,
     _NMS_IOU,

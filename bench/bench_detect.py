@@ -36,11 +36,11 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from batchvision.core.settings import Settings
 from batchvision.intake.decode import decode_image
 from batchvision.models.decoders import DecodeParams
 from batchvision.models.detector import Detector, prepare
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -297,7 +297,7 @@ def create_api_key(data_dir: Path) -> str:
     """An unlimited key in a fresh database under `data_dir`, as `batchvision keys create`
     would make; the server then runs its default, authenticated and metered, request path."""
     from batchvision.accounts.keys import KeyStore
-    from batchvision.db import make_engine, migrate
+    from batchvision.core.db import make_engine, migrate
 
     engine = make_engine(Settings(data_dir=data_dir))
     try:

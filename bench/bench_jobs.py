@@ -53,10 +53,10 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batchvision.core import ImageInput, Task
+from batchvision.core.settings import Settings
+from batchvision.core.types import ImageInput, Task
 from batchvision.models.registry import ModelRegistry
 from batchvision.pipeline import Pipeline
-from batchvision.settings import Settings
 from bench_detect import Server, cpu_seconds, free_port, git_revision, running
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from batchvision.core import RGBArray
+from batchvision.core.types import RGBArray
 from batchvision.intake.decode import decode_image
 from batchvision.models.ocr import OcrEngine, PpOcrEngine, TesseractEngine
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from batchvision.core import ImageInput, ItemResult, Task
+from batchvision.core.settings import Settings
+from batchvision.core.types import ImageInput, ItemResult, Task
 from batchvision.pipeline import Pipeline
-from batchvision.settings import Settings
 
 
 async def analyze_files(

@@ -16,11 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from batchvision.core.settings import Settings
 from batchvision.intake.decode import decode_image
 from batchvision.models.decoders import DecodeParams
 from batchvision.models.detector import prepare
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "evaldata" / "coco"

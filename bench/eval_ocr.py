@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from shapely.geometry import Polygon as ShapelyPolygon
 
-from batchvision.core import RGBArray
+from batchvision.core.types import RGBArray
 from batchvision.intake.decode import decode_image
 from batchvision.models.ocr import (
     SUPPORTED,

@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 
 from batchvision.api.app import create_app
-from batchvision.settings import Settings
+from batchvision.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

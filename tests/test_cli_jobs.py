@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 
 from batchvision.accounts.keys import KeyStore
 from batchvision.cli import app
-from batchvision.db import make_engine
+from batchvision.core.db import make_engine
 from conftest import LiveServer, coco_image
 from local_http import RouteHandler, serve_routes
 

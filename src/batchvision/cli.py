@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from batchvision.cli_jobs import jobs_app
 from batchvision.cli_run import run
-from batchvision.core import ImageInput, Task
-from batchvision.errors import BatchVisionError
-from batchvision.settings import Settings
+from batchvision.core.errors import BatchVisionError
+from batchvision.core.settings import Settings
+from batchvision.core.types import ImageInput, Task
 
 app = typer.Typer(help="batchvision: self-hosted batch vision inference.", no_args_is_help=True)
 models_app = typer.Typer(help="Model files: list what is installed, pull what is missing.")
@@ -190,7 +190,7 @@ def models_pull(
 
 def _store() -> Any:
     from batchvision.accounts.keys import KeyStore
-    from batchvision.db import make_engine, migrate
+    from batchvision.core.db import make_engine, migrate
 
     engine = make_engine(_settings())
     migrate(engine)

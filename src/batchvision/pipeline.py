@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from batchvision.core import DecodedImage, ImageInput, ItemError, ItemResult, Task
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
+from batchvision.core.types import DecodedImage, ImageInput, ItemError, ItemResult, Task
 from batchvision.engine.engine import Engine
-from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.intake.decode import decode_image, describe
 from batchvision.intake.fetch import FetchPolicy, fetch_url
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 from batchvision.skills import Skill, SkillContext, build_skills, unknown_skill
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from batchvision.accounts.keys import KeyStore
-from batchvision.db import make_engine
+from batchvision.core.db import make_engine
 from conftest import LiveServer, coco_image
 
 # An address the strict URL policy refuses without any network traffic.

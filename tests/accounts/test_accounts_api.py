@@ -27,8 +27,8 @@ from accounts_support import (
 )
 
 from batchvision.accounts.keys import KeyStore, NewKey
-from batchvision.db import make_engine
-from batchvision.settings import Settings
+from batchvision.core.db import make_engine
+from batchvision.core.settings import Settings
 from conftest import LiveServer, make_settings, start_server
 
 WWW_AUTHENTICATE = 'Bearer realm="batchvision"'

@@ -15,8 +15,8 @@ from typer.testing import CliRunner, Result
 
 from batchvision.accounts.keys import KeyStore
 from batchvision.cli import app
-from batchvision.db import make_engine
-from batchvision.settings import Settings
+from batchvision.core.db import make_engine
+from batchvision.core.settings import Settings
 
 SECRET = re.compile(r"^bv_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 
@@ -235,7 +235,7 @@ def test_add_credits_needs_an_integer(bv: Any) -> None:
 
 def test_commands_share_one_database_file(bv: Any, data_dir: Path) -> None:
     create(bv, "on-disk")
-    assert (data_dir / "batchvision.db").is_file()
+    assert (data_dir / "batchvision.core.db").is_file()
     assert "on-disk" in ok(bv("keys", "list")).stdout
 
 

@@ -28,7 +28,7 @@ from accounts_support import (
 from batchvision.accounts.keys import KeyStore
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.service import Accounts
-from batchvision.db import make_engine, migrate
+from batchvision.core.db import make_engine, migrate
 from conftest import LiveServer, make_settings
 
 

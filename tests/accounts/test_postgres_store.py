@@ -22,7 +22,7 @@ from sqlalchemy import Engine, inspect, select, text
 import batchvision.jobs.tables  # noqa: F401 - tables compared with the migrated schema
 from batchvision.accounts.keys import AccountError, KeyStore
 from batchvision.accounts.tables import UsageDay
-from batchvision.db import Base, make_engine, migrate
+from batchvision.core.db import Base, make_engine, migrate
 from conftest import REPO, LiveServer, coco_image, make_settings
 from pg_server import PgServer, running_postgres
 
@@ -112,8 +112,8 @@ def test_migrate_creates_schema_on_empty_database_and_is_idempotent(
 # Alembic keeps its context in module globals, so concurrent migrations need processes.
 _MIGRATE_CHILD = """
 import sys
-from batchvision.db import make_engine, migrate
-from batchvision.settings import Settings
+from batchvision.core.db import make_engine, migrate
+from batchvision.core.settings import Settings
 engine = make_engine(Settings(database_url=sys.argv[1]))
 print("ready", flush=True)
 sys.stdin.readline()

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from PIL import Image
 
+from batchvision.core.settings import Settings
 from batchvision.models.cards import ModelCard
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 from batchvision.skills.animals import (
     ROLLUP_THRESHOLD,
     AnimalsParams,

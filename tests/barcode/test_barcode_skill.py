@@ -14,8 +14,8 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from batchvision.core import DecodedImage, ImageInput, Task
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import DecodedImage, ImageInput, Task
 from batchvision.pipeline import Pipeline
 from batchvision.skills import SKILL_TYPES
 from batchvision.skills.barcode import (

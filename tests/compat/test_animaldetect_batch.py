@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from batchvision.accounts.keys import KeyStore
 from batchvision.animaldetect.tables import DetectResult
-from batchvision.db import make_engine
+from batchvision.core.db import make_engine
 from conftest import EVALDATA, MODELS, LiveServer, coco_image, error_of, make_settings, start_server
 
 BATCH = "/api/v1/batch-detect"

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from batchvision.accounts.keys import KeyStore
-from batchvision.db import make_engine
+from batchvision.core.db import make_engine
 from batchvision.jobs.blobs import LocalBlobs
 from conftest import LiveServer, coco_image, make_settings, start_server
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from batchvision.accounts.keys import KeyStore
-from batchvision.db import make_engine
+from batchvision.core.db import make_engine
 from conftest import LiveServer
 
 ROUTE = "/vision/v1/batchAnalyze"

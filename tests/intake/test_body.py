@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from batchvision.core import ImageInput
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import ImageInput
 from batchvision.intake import body as body_module
 from batchvision.intake.body import (
     BodyLimits,

@@ -19,8 +19,8 @@ import pillow_heif
 import pytest
 from PIL import Image, ImageFile, features
 
-from batchvision.core import DecodedImage
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import DecodedImage
 from batchvision.intake.decode import decode_image, describe
 from conftest import COCO_IMAGES, coco_image
 

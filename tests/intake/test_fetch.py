@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
 from batchvision.intake.fetch import FetchPolicy, fetch_url, is_public_address
-from batchvision.settings import Settings
 from local_http import Route, RouteHandler, serve_routes
 
 IMG = bytes(range(256)) * 4  # 1024 bytes

@@ -18,7 +18,7 @@ from PIL import Image
 
 from batchvision.accounts.keys import KeyStore
 from batchvision.accounts.scoping import Principal
-from batchvision.db import make_engine, migrate
+from batchvision.core.db import make_engine, migrate
 from batchvision.jobs.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_callback
 from batchvision.jobs.service import JobService
 from batchvision.jobs.store import JobStore

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.callbacks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

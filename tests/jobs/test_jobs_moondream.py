@@ -12,8 +12,8 @@ from typing import Any, Literal
 import pytest
 from PIL import Image
 
-from batchvision.core import ImageInput, ItemError
-from batchvision.errors import ErrorCode
+from batchvision.core.errors import ErrorCode
+from batchvision.core.types import ImageInput, ItemError
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.moondream import (
     MOONDREAM_SKILLS,

@@ -14,10 +14,10 @@ import batchvision.accounts.tables
 import batchvision.jobs.tables  # noqa: F401 - the ORM tables the migrations must match
 from batchvision.accounts.keys import KeyStore
 from batchvision.accounts.scoping import Principal
-from batchvision.db import Base, make_engine, migrate
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.db import Base, make_engine, migrate
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
 from batchvision.jobs.store import ChunkResult, JobStore
-from batchvision.settings import Settings
 
 
 @pytest.fixture

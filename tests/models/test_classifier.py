@@ -15,14 +15,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import ValidationError
 
-from batchvision.core import DecodedImage
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
+from batchvision.core.types import DecodedImage
 from batchvision.intake.decode import decode_image
 from batchvision.models.cards import ModelCard
 from batchvision.models.classifier import crop_pixels, prepare_crop, softmax, top_k
 from batchvision.models.preprocess import stretch
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 from conftest import EVALDATA, MODELS
 
 LABELS = "speciesnet_data/always_crop_99710272_22x8_v12_epoch_00148.labels.txt"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from batchvision.core.settings import Settings
 from batchvision.intake.decode import decode_image
 from batchvision.models.decoders import (
     DecodeParams,
@@ -17,7 +18,6 @@ from batchvision.models.decoders import (
 )
 from batchvision.models.detector import prepare
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 from conftest import MODELS, coco_image
 
 

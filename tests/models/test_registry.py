@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
 from batchvision.intake.decode import decode_image
 from batchvision.models.cards import CardError, load_cards, read_card
 from batchvision.models.decoders import DecodeParams
 from batchvision.models.detector import prepare
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 from conftest import MODELS, coco_image
 
 YOLOX_FILE = MODELS / "yolox_nano" / "yolox_nano.onnx"

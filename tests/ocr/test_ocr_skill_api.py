@@ -14,11 +14,11 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from batchvision.core import ImageInput, Task
+from batchvision.core.settings import Settings
+from batchvision.core.types import ImageInput, Task
 from batchvision.models.ocr import OcrPage
 from batchvision.models.ocr.base import OcrBlock, OcrLine, OcrWord, rect
 from batchvision.pipeline import Pipeline
-from batchvision.settings import Settings
 from conftest import EVALDATA, LiveServer, error_of
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")

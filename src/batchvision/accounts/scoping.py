@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, true
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from batchvision.accounts.keys import KeyInfo
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
 
 T = TypeVar("T")
 

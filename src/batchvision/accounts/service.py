@@ -15,9 +15,9 @@ from sqlalchemy import Engine
 from batchvision.accounts.keys import KeyStore
 from batchvision.accounts.ratelimit import RateLimiter
 from batchvision.accounts.scoping import Principal
-from batchvision.db import make_engine, migrate
-from batchvision.errors import BatchVisionError, ErrorCode
-from batchvision.settings import Settings
+from batchvision.core.db import make_engine, migrate
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from batchvision.db import Base, utcnow
+from batchvision.core.db import Base, utcnow
 
 __all__ = ["ApiKey", "Base", "UsageDay", "utcnow"]
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from batchvision.accounts.scoping import Principal, get_owned, not_found
 from batchvision.animaldetect.tables import DetectResult
-from batchvision.db import utcnow
+from batchvision.core.db import utcnow
 
 KIND = "batch result"
 

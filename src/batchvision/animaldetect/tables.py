@@ -8,7 +8,7 @@ import datetime as dt
 from sqlalchemy import DateTime, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from batchvision.db import Base, utcnow
+from batchvision.core.db import Base, utcnow
 
 
 class DetectResult(Base):

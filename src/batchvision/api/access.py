@@ -15,7 +15,7 @@ from fastapi import Request
 
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.service import Accounts, Meter
-from batchvision.core import ImageInput, ItemResult
+from batchvision.core.types import ImageInput, ItemResult
 from batchvision.pipeline import Pipeline, PreparedTask
 
 

@@ -20,10 +20,10 @@ from batchvision.animaldetect.store import DetectResultStore
 from batchvision.api import jobs, keys, native
 from batchvision.api.compat import animaldetect, moondream, yandex
 from batchvision.api.errors import error_response, install_error_handlers
-from batchvision.errors import ErrorCode
+from batchvision.core.errors import ErrorCode
+from batchvision.core.settings import Settings
 from batchvision.jobs.service import JobService
 from batchvision.pipeline import Pipeline
-from batchvision.settings import Settings
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("batchvision.access")

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from batchvision.errors import BatchVisionError, ErrorCode, describe_problems
+from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
 
 log = logging.getLogger(__name__)
 

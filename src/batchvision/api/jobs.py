@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import native_principal
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.intake.body import parse_json, read_capped
 from batchvision.jobs.service import JobService, Submitted, parse_options, part_too_large
 from batchvision.jobs.signing import EXPIRES_PARAM, SIGNATURE_PARAM

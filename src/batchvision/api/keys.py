@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from batchvision.accounts.keys import MAX_CREDITS, MAX_RATE_PER_MINUTE, AccountError, KeyInfo
 from batchvision.accounts.scoping import Principal, not_found
 from batchvision.api.access import accounts_of, native_principal
-from batchvision.errors import BatchVisionError, ErrorCode, describe_problems
+from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
 from batchvision.intake.body import BodyLimits, read_json
 
 router = APIRouter(tags=["accounts"])

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import analyze_metered, native_principal, pipeline_of
-from batchvision.core import ImageInput, ItemError, ItemResult, Task
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
 from batchvision.intake.body import (
     BodyLimits,
     check_content_length,

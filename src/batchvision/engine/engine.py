@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
 from batchvision.engine.batcher import DynamicBatcher
-from batchvision.errors import BatchVisionError, ErrorCode
 from batchvision.models.decoders import DecodeParams, Detections
 from batchvision.models.detector import PreparedImage
 from batchvision.models.preprocess import FloatArray
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")

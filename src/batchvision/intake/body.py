@@ -18,9 +18,9 @@ from typing import Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from batchvision.core import ImageInput, ItemError
-from batchvision.errors import BatchVisionError, ErrorCode
-from batchvision.settings import Settings
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
+from batchvision.core.types import ImageInput, ItemError
 
 _INLINE_JSON_BYTES = 256 * 1024
 

@@ -10,8 +10,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, UnidentifiedImageError
 
-from batchvision.core import DecodedImage, RGBArray
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import DecodedImage, RGBArray
 from batchvision.intake.exif import extract_metadata
 
 pillow_heif.register_heif_opener()

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from batchvision.errors import BatchVisionError, ErrorCode
-from batchvision.settings import Settings
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from batchvision.fsutil import fsync_dir
+from batchvision.core.fsutil import fsync_dir
 
 MAX_KEY_LENGTH = 512
 # Leaves room for the ".tmp-"/".meta-" names under the usual 255-byte file name limit.

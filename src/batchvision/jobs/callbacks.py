@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.intake.fetch import open_pinned, parse_url, resolve_checked
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchvision.core import ItemError, ItemResult, Task
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import ItemError, ItemResult, Task
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.moondream import MOONDREAM_SKILLS, moondream_result, plan_line

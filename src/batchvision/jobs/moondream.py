@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from batchvision.core import ItemError
-from batchvision.errors import ErrorCode
+from batchvision.core.errors import ErrorCode
+from batchvision.core.types import ItemError
 from batchvision.jobs.validate import JobLine
 
 MOONDREAM_SKILLS: frozenset[str] = frozenset({"caption", "query", "detect", "point"})
@@ -227,7 +227,7 @@ def _plurals(word: str) -> tuple[str, ...]:
 
 
 def plan_line(line: JobLine, class_names: Sequence[str]) -> DetectorPlan | ItemError:
-    """Validate a Moondream line and decide how it runs; ItemError from batchvision.core (code,
+    """Validate a Moondream line and decide how it runs; ItemError (code,
     message, skill).
 
     `unknown_skill` for a skill outside the four, then `invalid_request` for any field problem,

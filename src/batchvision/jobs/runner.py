@@ -23,7 +23,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from batchvision.db import utcnow
+from batchvision.core.db import utcnow
+from batchvision.core.settings import Settings
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.callbacks import CallbackPolicy, deliver_callback
 from batchvision.jobs.chunks import (
@@ -40,7 +41,6 @@ from batchvision.jobs.chunks import (
 from batchvision.jobs.store import JobView
 from batchvision.jobs.uploads import UploadStore
 from batchvision.jobs.validate import BatchValidationError, JsonlLimits
-from batchvision.settings import Settings
 
 log = logging.getLogger(__name__)
 

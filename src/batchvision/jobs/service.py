@@ -17,7 +17,8 @@ from typing import Any, BinaryIO
 from sqlalchemy import Engine
 
 from batchvision.accounts.scoping import Principal, not_found
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import BlobNotFound, Blobs, BlobTooLarge, LocalBlobs
 from batchvision.jobs.callbacks import check_callback_url
@@ -36,7 +37,6 @@ from batchvision.jobs.uploads import (
 from batchvision.jobs.validate import BatchErrorCode
 from batchvision.jobs.views import OutputLinks, moondream_view, native_view
 from batchvision.pipeline import Pipeline
-from batchvision.settings import Settings
 from batchvision.skills.detect import DEFAULT_DETECT_MODEL
 
 MAX_RETENTION_DAYS = 365

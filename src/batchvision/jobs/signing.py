@@ -28,7 +28,7 @@ import stat
 import time
 from pathlib import Path
 
-from batchvision.fsutil import fsync_dir
+from batchvision.core.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 

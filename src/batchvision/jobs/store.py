@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from batchvision.accounts.keys import usage_upsert
 from batchvision.accounts.scoping import Principal, get_owned, owned_by
 from batchvision.accounts.tables import ApiKey
-from batchvision.db import utcnow
+from batchvision.core.db import utcnow
 from batchvision.jobs.tables import Job, JobChunk
 
 ACTIVE_STATES = ("chunking", "processing")

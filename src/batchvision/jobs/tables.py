@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from batchvision.db import Base, utcnow
+from batchvision.core.db import Base, utcnow
 
 OWNER = "api_keys.id"
 

@@ -17,8 +17,8 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from batchvision.accounts.scoping import Principal, get_owned, not_found
-from batchvision.db import utcnow
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.db import utcnow
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.tables import Upload, UploadPart
 
 MAX_PART_NUMBER = 10_000  # as in S3

@@ -68,8 +68,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
 
-from batchvision.core import ImageInput, ItemError
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import ImageInput, ItemError
 from batchvision.intake.body import BodyLimits, image_from_base64, refuse_unpaired_surrogates
 
 BOM = b"\xef\xbb\xbf"

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from batchvision.db import utcnow
+from batchvision.core.db import utcnow
 from batchvision.jobs.signing import UrlSigner
 from batchvision.jobs.store import FINAL_STATES, JobView
 

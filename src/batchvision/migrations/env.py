@@ -8,7 +8,7 @@ from alembic import context
 import batchvision.accounts.tables
 import batchvision.animaldetect.tables
 import batchvision.jobs.tables  # noqa: F401
-from batchvision.db import Base
+from batchvision.core.db import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)

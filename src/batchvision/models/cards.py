@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from batchvision.settings import Settings
+from batchvision.core.settings import Settings
 
 Task = Literal["detect", "classify"]
 Family = Literal["yolox", "ultralytics", "yolov5", "detr", "speciesnet"]

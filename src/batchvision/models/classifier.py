@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from batchvision.core import DecodedImage, RGBArray
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import DecodedImage, RGBArray
 from batchvision.models.cards import ModelCard
 from batchvision.models.preprocess import FloatArray, letterbox, stretch, to_tensor
 from batchvision.models.runtime import OnnxModel

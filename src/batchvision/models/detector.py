@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchvision.core import DecodedImage
+from batchvision.core.types import DecodedImage
 from batchvision.models.cards import ModelCard
 from batchvision.models.decoders import DECODERS, DecodeParams, Detections
 from batchvision.models.preprocess import FloatArray, Letterbox, letterbox, to_tensor

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from batchvision.core import RGBArray
+from batchvision.core.types import RGBArray
 from batchvision.models.cards import Preprocess
 
 FloatArray = npt.NDArray[np.float32]

@@ -27,10 +27,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from batchvision.fsutil import fsync_dir
+from batchvision.core.fsutil import fsync_dir
+from batchvision.core.settings import Settings
 from batchvision.models.cards import ModelCard
 from batchvision.models.registry import sha256_of
-from batchvision.settings import Settings
 
 CHUNK_BYTES = 1 << 20
 # Connecting should be quick; a stalled transfer gets a minute between chunks before it fails.

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchvision.errors import BatchVisionError, ErrorCode, model_unavailable
+from batchvision.core.errors import BatchVisionError, ErrorCode, model_unavailable
+from batchvision.core.settings import Settings
 from batchvision.models.cards import ModelCard, load_cards
 from batchvision.models.classifier import Classifier, count_labels
 from batchvision.models.detector import Detector
 from batchvision.models.runtime import OnnxModel
-from batchvision.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.skills.animals import AnimalsSkill
 from batchvision.skills.barcode import BarcodeSkill
 from batchvision.skills.base import Skill, SkillContext

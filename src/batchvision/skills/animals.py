@@ -26,15 +26,15 @@ from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from batchvision.core import DecodedImage
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
+from batchvision.core.types import DecodedImage
 from batchvision.models.cards import ModelCard
 from batchvision.models.classifier import prepare_crops, top_k
 from batchvision.models.decoders import DecodeParams, Detections
 from batchvision.models.detector import prepare
 from batchvision.models.preprocess import FloatArray
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 from batchvision.skills.base import Skill, SkillOutput
 from batchvision.skills.detect import DEFAULT_DETECT_MODEL
 from batchvision.taxonomy import (

@@ -22,8 +22,8 @@ import zxingcpp
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchvision.core import DecodedImage, RGBArray
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import DecodedImage, RGBArray
 from batchvision.skills.base import Skill, SkillOutput
 
 Format = zxingcpp.BarcodeFormat

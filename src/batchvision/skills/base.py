@@ -11,11 +11,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from batchvision.core import DecodedImage, ItemError
+from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
+from batchvision.core.settings import Settings
+from batchvision.core.types import DecodedImage, ItemError
 from batchvision.engine.engine import Engine
-from batchvision.errors import BatchVisionError, ErrorCode, describe_problems
 from batchvision.models.registry import ModelRegistry
-from batchvision.settings import Settings
 
 log = logging.getLogger(__name__)
 

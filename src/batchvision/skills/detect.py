@@ -6,8 +6,8 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchvision.core import DecodedImage
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import DecodedImage
 from batchvision.models.cards import ModelCard
 from batchvision.models.decoders import DecodeParams, Detections
 from batchvision.models.detector import prepare

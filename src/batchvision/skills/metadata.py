@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from batchvision.core import DecodedImage
+from batchvision.core.types import DecodedImage
 from batchvision.intake.decode import describe
 from batchvision.skills.base import Skill, SkillOutput
 

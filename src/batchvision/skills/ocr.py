@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from batchvision.core import DecodedImage
-from batchvision.errors import BatchVisionError
+from batchvision.core.errors import BatchVisionError
+from batchvision.core.types import DecodedImage
 from batchvision.models.ocr import (
     LANGUAGES,
     MAX_LANGUAGES,

@@ -62,9 +62,10 @@ from fastapi.responses import JSONResponse
 from batchvision.accounts.scoping import Principal
 from batchvision.animaldetect.store import DetectResultStore, NewResult
 from batchvision.api.access import accounts_of, analyze_metered, native_principal, pipeline_of
-from batchvision.core import ImageInput, ItemResult, Task
-from batchvision.db import utcnow
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.db import utcnow
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
+from batchvision.core.types import ImageInput, ItemResult, Task
 from batchvision.intake.body import (
     BodyLimits,
     check_content_length,
@@ -73,7 +74,6 @@ from batchvision.intake.body import (
     read_multipart,
 )
 from batchvision.pipeline import Pipeline, PreparedTask
-from batchvision.settings import Settings
 from batchvision.skills.animals import AnimalsParams, AnimalsSkill, Profile
 
 router = APIRouter(tags=["animaldetect"])

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import authorize, moondream_token
 from batchvision.api.jobs import base_url, check_part_size, jobs_of, list_page, read_object
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.service import JobOptions
 
 router = APIRouter()

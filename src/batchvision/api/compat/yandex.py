@@ -27,8 +27,8 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from batchvision.api.access import authorize, metered_request, pipeline_of, yandex_token
-from batchvision.core import ImageInput, ItemError, ItemResult, Task
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
 from batchvision.intake.body import BodyLimits, check_content_length, image_from_base64, read_json
 
 router = APIRouter(tags=["yandex"])

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from batchvision.core import RGBArray
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import RGBArray
 from batchvision.models.ocr.base import EngineStatus, OcrEngine, OcrPage
 from batchvision.models.ocr.languages import (
     DEFAULT_LANGUAGES,

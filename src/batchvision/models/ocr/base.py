@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchvision.core import RGBArray
+from batchvision.core.types import RGBArray
 from batchvision.models.ocr.languages import script_of
 
 Point = tuple[float, float]

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from batchvision.core import RGBArray
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import RGBArray
 from batchvision.models.ocr.base import (
     EngineStatus,
     OcrBlock,

@@ -26,8 +26,8 @@ from typing import Any, Literal, cast
 
 from PIL import Image
 
-from batchvision.core import RGBArray
-from batchvision.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import RGBArray
 from batchvision.models.ocr.base import (
     EngineStatus,
     OcrBlock,

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase
 
-from batchvision.settings import Settings
+from batchvision.core.settings import Settings
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 

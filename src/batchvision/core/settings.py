@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     # Storage and models
     data_dir: Path = Path("./data")
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default: the SQLite file batchvision.db in data_dir"
+        None, description="SQLAlchemy URL; default: the SQLite file batchvision.core.db in data_dir"
     )
     model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("./models")])
     model_mirror: Path | None = None
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
 
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'batchvision.db').resolve()}"
+        return self.database_url or f"sqlite:///{(self.data_dir / 'batchvision.core.db').resolve()}"
 
     @field_validator("model_dirs", "model_card_paths", mode="before")
     @classmethod
