@@ -326,7 +326,15 @@ def folder_run(
     env = dict(os.environ)
     env["BATCHVISION_DATA_DIR"] = str(tmp / "run_data")
     env["BATCHVISION_MODEL_DIRS"] = str(config.models)
-    command = [sys.executable, "-m", "batchvision.cli", "run", str(folder), "--skill", "animals"]
+    command = [
+        sys.executable,
+        "-m",
+        "batchvision.cli",
+        "run",
+        str(folder),
+        "--skill",
+        "animals",
+    ]
     command += ["--out", str(out), "--format", "megadetector", "--threshold", str(THRESHOLD)]
     command += ["--model-dir", str(config.models)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

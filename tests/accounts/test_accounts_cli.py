@@ -14,7 +14,7 @@ from sqlalchemy import inspect
 from typer.testing import CliRunner, Result
 
 from batchvision.accounts.keys import KeyStore
-from batchvision.cli import app
+from batchvision.cli.main import app
 from batchvision.core.db import make_engine
 from batchvision.core.settings import Settings
 

@@ -16,14 +16,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchvision import __version__
 from batchvision.accounts.service import Accounts
-from batchvision.animaldetect.store import DetectResultStore
-from batchvision.api import jobs, keys, native
-from batchvision.api.compat import animaldetect, moondream, yandex
+from batchvision.api.compat.animaldetect import router as animaldetect
+from batchvision.api.compat.animaldetect.store import DetectResultStore
+from batchvision.api.compat.moondream import router as moondream
+from batchvision.api.compat.yandex import router as yandex
 from batchvision.api.errors import error_response, install_error_handlers
+from batchvision.api.native import analyze, jobs, keys
 from batchvision.core.errors import ErrorCode
 from batchvision.core.settings import Settings
-from batchvision.jobs.service import JobService
 from batchvision.pipeline import Pipeline
+from batchvision.work.service import JobService
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("batchvision.access")
@@ -145,7 +147,7 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(native.router)
+    app.include_router(analyze.router)
     app.include_router(keys.router)
     app.include_router(yandex.router)
     app.include_router(jobs.router)

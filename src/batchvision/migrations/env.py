@@ -6,7 +6,7 @@ from alembic import context
 
 # Importing the table modules registers every table on Base.metadata.
 import batchvision.accounts.tables
-import batchvision.animaldetect.tables
+import batchvision.api.compat.animaldetect.tables
 import batchvision.jobs.tables  # noqa: F401
 from batchvision.core.db import Base
 

@@ -12,16 +12,16 @@ from typing import Any, Literal
 import pytest
 from PIL import Image
 
-from batchvision.core.errors import ErrorCode
-from batchvision.core.types import ImageInput, ItemError
-from batchvision.intake.body import BodyLimits
-from batchvision.jobs.moondream import (
+from batchvision.api.compat.moondream.lines import (
     MOONDREAM_SKILLS,
     DetectorPlan,
     coco_class_for,
     moondream_result,
     plan_line,
 )
+from batchvision.core.errors import ErrorCode
+from batchvision.core.types import ImageInput, ItemError
+from batchvision.intake.body import BodyLimits
 from batchvision.jobs.validate import JobLine, parse_line
 from batchvision.models.cards import shipped_labels
 

@@ -20,8 +20,8 @@ from batchvision.accounts.keys import KeyStore
 from batchvision.accounts.scoping import Principal
 from batchvision.core.db import make_engine, migrate
 from batchvision.jobs.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_callback
-from batchvision.jobs.service import JobService
 from batchvision.jobs.store import JobStore
+from batchvision.work.service import JobService
 from conftest import LiveServer, coco_image, make_settings, start_server
 from local_http import RouteHandler, serve_routes
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from batchvision.cli import app
+from batchvision.cli.main import app
 from batchvision.models.registry import sha256_of
 
-SHARED_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
+SHARED_MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
 YOLOX_FILE = "yolox_nano/yolox_nano.onnx"
 YOLOX_SHA256 = "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14"
 

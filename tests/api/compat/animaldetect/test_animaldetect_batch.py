@@ -27,7 +27,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from batchvision.accounts.keys import KeyStore
-from batchvision.animaldetect.tables import DetectResult
+from batchvision.api.compat.animaldetect.tables import DetectResult
 from batchvision.core.db import make_engine
 from conftest import EVALDATA, MODELS, LiveServer, coco_image, error_of, make_settings, start_server
 

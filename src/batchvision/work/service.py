@@ -22,8 +22,6 @@ from batchvision.core.settings import Settings
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import BlobNotFound, Blobs, BlobTooLarge, LocalBlobs
 from batchvision.jobs.callbacks import check_callback_url
-from batchvision.jobs.chunks import ChunkWork, chunk_key, input_key, output_key
-from batchvision.jobs.runner import JobRunner
 from batchvision.jobs.signing import UrlSigner
 from batchvision.jobs.store import FINAL_STATES, JobStore, JobView, new_job_id
 from batchvision.jobs.uploads import (
@@ -38,6 +36,8 @@ from batchvision.jobs.validate import BatchErrorCode
 from batchvision.jobs.views import OutputLinks, moondream_view, native_view
 from batchvision.pipeline import Pipeline
 from batchvision.skills.detect import DEFAULT_DETECT_MODEL
+from batchvision.work.chunks import ChunkWork, chunk_key, input_key, output_key
+from batchvision.work.runner import JobRunner
 
 MAX_RETENTION_DAYS = 365
 STREAM_BLOCK = 1 << 20

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from batchvision.cli import app
+from batchvision.cli.main import app
 from conftest import COCO_IMAGES, MODELS, spawn_server
 
 runner = CliRunner()

@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import authorize, moondream_token
-from batchvision.api.jobs import base_url, check_part_size, jobs_of, list_page, read_object
+from batchvision.api.native.jobs import base_url, check_part_size, jobs_of, list_page, read_object
 from batchvision.core.errors import BatchVisionError, ErrorCode
-from batchvision.jobs.service import JobOptions
+from batchvision.work.service import JobOptions
 
 router = APIRouter()
 

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchvision.api.compat.moondream.lines import MOONDREAM_SKILLS, moondream_result, plan_line
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ItemError, ItemResult, Task
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import Blobs
-from batchvision.jobs.moondream import MOONDREAM_SKILLS, moondream_result, plan_line
 from batchvision.jobs.progress import LiveProgress
 from batchvision.jobs.store import ChunkResult, JobStore, JobView
 from batchvision.jobs.validate import (

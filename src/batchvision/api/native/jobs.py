@@ -13,10 +13,10 @@ from batchvision.accounts.scoping import Principal
 from batchvision.api.access import native_principal
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.intake.body import parse_json, read_capped
-from batchvision.jobs.service import JobService, Submitted, parse_options, part_too_large
 from batchvision.jobs.signing import EXPIRES_PARAM, SIGNATURE_PARAM
 from batchvision.jobs.store import JobView
 from batchvision.jobs.views import output_path
+from batchvision.work.service import JobService, Submitted, parse_options, part_too_large
 
 router = APIRouter()
 

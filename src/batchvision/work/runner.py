@@ -27,7 +27,10 @@ from batchvision.core.db import utcnow
 from batchvision.core.settings import Settings
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.callbacks import CallbackPolicy, deliver_callback
-from batchvision.jobs.chunks import (
+from batchvision.jobs.store import JobView
+from batchvision.jobs.uploads import UploadStore
+from batchvision.jobs.validate import BatchValidationError, JsonlLimits
+from batchvision.work.chunks import (
     ChunkSpec,
     ChunkWork,
     chunk_specs,
@@ -38,9 +41,6 @@ from batchvision.jobs.chunks import (
     scan_input,
     write_index,
 )
-from batchvision.jobs.store import JobView
-from batchvision.jobs.uploads import UploadStore
-from batchvision.jobs.validate import BatchValidationError, JsonlLimits
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from batchvision.cli_jobs import jobs_app
-from batchvision.cli_run import run
+from batchvision.cli.jobs import jobs_app
+from batchvision.cli.run import run
 from batchvision.core.errors import BatchVisionError
 from batchvision.core.settings import Settings
 from batchvision.core.types import ImageInput, Task
@@ -121,7 +121,7 @@ def analyze(
 async def _analyze_files(
     settings: Settings, files: list[Path], tasks: list[Task]
 ) -> dict[str, Any]:
-    from batchvision.api.native import result_to_dict
+    from batchvision.api.native.analyze import result_to_dict
     from batchvision.pipeline import Pipeline
 
     pipeline = Pipeline(settings)

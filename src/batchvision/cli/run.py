@@ -33,11 +33,11 @@ from rich.progress import (
 from rich.progress import Task as ProgressTask
 from rich.text import Text
 
+from batchvision.cli.run_formats import FormatError, Record, RunInfo, check_format, render
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.fsutil import fsync_dir
 from batchvision.core.settings import Settings
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
-from batchvision.run_formats import FormatError, Record, RunInfo, check_format, render
 
 if TYPE_CHECKING:
     from batchvision.pipeline import Pipeline, PreparedTask

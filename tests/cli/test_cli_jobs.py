@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from batchvision.accounts.keys import KeyStore
-from batchvision.cli import app
+from batchvision.cli.main import app
 from batchvision.core.db import make_engine
 from conftest import LiveServer, coco_image
 from local_http import RouteHandler, serve_routes

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from batchvision.cli import app
-from batchvision.cli_run import _chunks
-from batchvision.run_formats import RunInfo, to_megadetector
+from batchvision.cli.main import app
+from batchvision.cli.run import _chunks
+from batchvision.cli.run_formats import RunInfo, to_megadetector
 from conftest import COCO_IMAGES, MODELS, REPO
 
 runner = CliRunner()

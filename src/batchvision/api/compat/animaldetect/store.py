@@ -17,7 +17,7 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session
 
 from batchvision.accounts.scoping import Principal, get_owned, not_found
-from batchvision.animaldetect.tables import DetectResult
+from batchvision.api.compat.animaldetect.tables import DetectResult
 from batchvision.core.db import utcnow
 
 KIND = "batch result"

@@ -60,8 +60,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
-from batchvision.animaldetect.store import DetectResultStore, NewResult
 from batchvision.api.access import accounts_of, analyze_metered, native_principal, pipeline_of
+from batchvision.api.compat.animaldetect.store import DetectResultStore, NewResult
 from batchvision.core.db import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
