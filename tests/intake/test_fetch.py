@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.netguard import is_public_address
 from batchvision.core.settings import Settings
-from batchvision.intake.fetch import FetchPolicy, fetch_url, is_public_address
+from batchvision.intake.fetch import FetchPolicy, fetch_url
 from local_http import Route, RouteHandler, serve_routes
 
 IMG = bytes(range(256)) * 4  # 1024 bytes

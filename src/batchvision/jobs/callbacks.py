@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import httpx
 
 from batchvision.core.errors import BatchVisionError, ErrorCode
-from batchvision.intake.fetch import open_pinned, parse_url, resolve_checked
+from batchvision.core.netguard import open_pinned, parse_url, resolve_checked
 
 log = logging.getLogger(__name__)
 
