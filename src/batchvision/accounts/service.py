@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 from batchvision.accounts.keys import KeyStore
 from batchvision.accounts.ratelimit import RateLimiter
 from batchvision.accounts.scoping import Principal
-from batchvision.core.db import make_engine, migrate
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
 
@@ -51,11 +50,11 @@ class Meter:
 
 
 class Accounts:
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        """`engine`: the shared, migrated database (the app's `open_database`)."""
         self.settings = settings
         self.required = settings.auth == "required"
-        self.engine = engine or make_engine(settings)
-        migrate(self.engine)
+        self.engine = engine
         self.keys = KeyStore(self.engine)
         self.limiter = RateLimiter()
         # Database calls are short and blocking; a few dedicated threads keep them off the loop
@@ -131,4 +130,3 @@ class Accounts:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self.engine.dispose()

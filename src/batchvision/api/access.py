@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from fastapi import Request
 
 from batchvision.accounts.scoping import Principal
-from batchvision.accounts.service import Accounts, Meter
+from batchvision.accounts.service import Meter
+from batchvision.api.surface import services
 from batchvision.core.types import ImageInput, ItemResult
 from batchvision.pipeline import Pipeline, PreparedTask
 
@@ -39,16 +40,6 @@ def header_token(headers: Mapping[str, str], name: str) -> str | None:
     return _clean(headers.get(name, ""))
 
 
-def moondream_token(headers: Mapping[str, str]) -> str | None:
-    """Moondream clients send `X-Moondream-Auth: <key>`."""
-    return header_token(headers, "x-moondream-auth")
-
-
-def yandex_token(headers: Mapping[str, str]) -> str | None:
-    """Yandex Cloud clients send `Authorization: Api-Key <key>` (or an IAM-style Bearer)."""
-    return scheme_token(headers, "Api-Key", "Bearer")
-
-
 def field_token(fields: Mapping[str, object], name: str = "api_key") -> str | None:
     """Raku Sight clients put `api_key` in the form or JSON body (the last one wins)."""
     value = fields.get(name)
@@ -57,19 +48,9 @@ def field_token(fields: Mapping[str, object], name: str = "api_key") -> str | No
     return _clean(value) if isinstance(value, str) else None
 
 
-def pipeline_of(request: Request) -> Pipeline:
-    pipeline: Pipeline = request.app.state.pipeline
-    return pipeline
-
-
-def accounts_of(request: Request) -> Accounts:
-    accounts: Accounts = request.app.state.accounts
-    return accounts
-
-
 async def authorize(request: Request, secret: str | None) -> Principal:
     """Authenticate `secret`, take a request token, and remember both for the response."""
-    accounts = accounts_of(request)
+    accounts = services(request).accounts
     principal = await accounts.authenticate(secret)
     request.state.principal = principal
     request.state.response_headers.update(accounts.limit_requests(principal))
@@ -87,7 +68,7 @@ async def metered_request(
 ) -> AsyncIterator[Meter]:
     """Image rate limit, then `images` credits reserved before any work; the caller marks
     images that failed before inference with `meter.refund_images`."""
-    accounts = accounts_of(request)
+    accounts = services(request).accounts
     accounts.limit_images(principal, images)
     request.state.images = images
     async with accounts.metered(principal, images=images) as meter:

@@ -1,4 +1,5 @@
-"""The ASGI application: one factory, settings passed in, surfaces mounted as routers."""
+"""The ASGI application: one factory, settings passed in, every surface listed once in
+`SURFACES` (adding a surface is a folder under `api/compat/` and one line here)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,13 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchvision import __version__
 from batchvision.accounts.service import Accounts
-from batchvision.api.compat.animaldetect import router as animaldetect
-from batchvision.api.compat.animaldetect.store import DetectResultStore
-from batchvision.api.compat.moondream import router as moondream
-from batchvision.api.compat.yandex import router as yandex
-from batchvision.api.errors import error_response, install_error_handlers
-from batchvision.api.native import analyze, jobs, keys
-from batchvision.core.errors import ErrorCode
+from batchvision.api.compat.animaldetect.surface import animaldetect_surface
+from batchvision.api.compat.moondream.surface import moondream_surface
+from batchvision.api.compat.yandex.surface import yandex_surface
+from batchvision.api.errors import INTERNAL, install_error_handlers, render
+from batchvision.api.native.surface import native_surface
+from batchvision.api.surface import Services, Surface
+from batchvision.core.db import open_database
 from batchvision.core.settings import Settings
 from batchvision.pipeline import Pipeline
 from batchvision.work.service import JobService
@@ -79,7 +80,8 @@ class RequestContextMiddleware:
                 request_id,
                 exc_info=exc,
             )
-            response = error_response(500, ErrorCode.INTERNAL_ERROR, "internal server error")
+            surfaces = scope["app"].state.surfaces
+            response = render(surfaces, scope["path"], INTERNAL)
             await response(scope, receive, send_with_context)
         finally:
             self._log(scope, state, status, (time.perf_counter() - start) * 1000.0)
@@ -109,35 +111,33 @@ class RequestContextMiddleware:
         return str(uuid.uuid4().hex)
 
 
-async def _purge_forever(results: DetectResultStore, interval_s: float) -> None:
-    """Stored AnimalDetect responses past their expiry go even when no new request comes."""
-    while True:
-        try:
-            await asyncio.to_thread(results.purge_expired)
-        except Exception:
-            log.exception("purging expired detect results failed; trying again later")
-        await asyncio.sleep(interval_s)
+SURFACES: tuple[Callable[[], Surface], ...] = (
+    native_surface,
+    yandex_surface,
+    moondream_surface,
+    animaldetect_surface,
+)
 
 
-def create_app(
-    settings: Settings, pipeline: Pipeline | None = None, accounts: Accounts | None = None
-) -> FastAPI:
+def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
+    surfaces = [make() for make in SURFACES]
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.accounts = accounts or Accounts(settings)
-        app.state.pipeline = pipeline or Pipeline(settings)
-        app.state.jobs = JobService(settings, app.state.accounts.engine, app.state.pipeline)
-        await app.state.jobs.start()
-        results = DetectResultStore(app.state.accounts.engine)
-        sweep = asyncio.create_task(_purge_forever(results, settings.job_sweep_interval_s))
+        services = _build_services(settings, pipeline, surfaces)
+        app.state.services = services
+        await services.jobs.start()
+        background = [asyncio.create_task(run(services)) for s in surfaces for run in s.background]
         try:
             yield
         finally:
-            sweep.cancel()
-            await asyncio.gather(sweep, return_exceptions=True)
-            await app.state.jobs.close()
-            await app.state.pipeline.close()
-            await app.state.accounts.close()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await services.jobs.close()
+            await services.pipeline.close()
+            await services.accounts.close()
+            services.database.dispose()
 
     app = FastAPI(
         title="batchvision",
@@ -145,13 +145,25 @@ def create_app(
         description="Self-hosted batch vision inference server",
         lifespan=lifespan,
     )
-    app.state.settings = settings
+    app.state.surfaces = surfaces
     install_error_handlers(app)
-    app.include_router(analyze.router)
-    app.include_router(keys.router)
-    app.include_router(yandex.router)
-    app.include_router(jobs.router)
-    app.include_router(moondream.router)
-    app.include_router(animaldetect.router)
+    for surface in surfaces:
+        app.include_router(surface.router)
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def _build_services(
+    settings: Settings, pipeline: Pipeline | None, surfaces: list[Surface]
+) -> Services:
+    """The database (migrated), then everything that shares it."""
+    database = open_database(settings)
+    pipeline = pipeline or Pipeline(settings)
+    hooks = {s.jobs.name: s.jobs for s in surfaces if s.jobs is not None}
+    return Services(
+        settings=settings,
+        database=database,
+        accounts=Accounts(settings, database),
+        pipeline=pipeline,
+        jobs=JobService(settings, database, pipeline, hooks),
+    )

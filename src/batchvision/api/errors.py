@@ -1,16 +1,24 @@
-"""One place that turns exceptions into JSON error bodies; 5xx bodies never carry details."""
+"""One place that turns exceptions into error responses, for every surface.
+
+Each handler reduces what was raised to a `WireError` (status, code, safe message), applies the
+rule that holds on every surface — a 5xx body never carries internal detail — and hands it to
+the error table of the surface that owns the request's path (`Surface.path_prefixes`; the native
+table for paths no surface claims).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from batchvision.api.surface import NativeErrors, Surface, WireError, surface_for_path
 from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
 
 log = logging.getLogger(__name__)
@@ -22,50 +30,63 @@ _STATUS_CODES: dict[int, ErrorCode] = {
     HTTPStatus.UNSUPPORTED_MEDIA_TYPE: ErrorCode.UNSUPPORTED_FORMAT,
     HTTPStatus.SERVICE_UNAVAILABLE: ErrorCode.OVERLOADED,
 }
+# 5xx codes whose message is advice for the client, not internal detail.
+_SAFE_5XX = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.OVERLOADED})
+INTERNAL = WireError(500, ErrorCode.INTERNAL_ERROR, "internal server error")
+_NATIVE = NativeErrors()
 
 
-def error_response(
-    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code.value, "message": message}}, status_code=status, headers=headers
+def render(surfaces: Sequence[Surface], path: str, error: WireError) -> Response:
+    """`error` in the language of the surface that owns `path`."""
+    surface = surface_for_path(surfaces, path)
+    return (surface.errors if surface else _NATIVE).render(error)
+
+
+def _surfaces(request: Request) -> Sequence[Surface]:
+    found: Sequence[Surface] = getattr(request.app.state, "surfaces", ())
+    return found
+
+
+def _answer(request: Request, error: WireError) -> Response:
+    return render(_surfaces(request), request.url.path, error)
+
+
+async def _batchvision_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BatchVisionError)
+    status = exc.http_status
+    if status >= 500 and exc.code not in _SAFE_5XX:
+        return _internal_error(request, exc)
+    return _answer(request, WireError(status, exc.code, exc.message, exc.headers or None))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message = describe_problems(exc.errors()) or "invalid request"
+    return _answer(request, WireError(400, ErrorCode.INVALID_REQUEST, message))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code >= 500:
+        return _internal_error(request, exc)
+    code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
+    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    headers = dict(exc.headers or {}) or None
+    return _answer(request, WireError(exc.status_code, code, message, headers))
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    return _answer(
+        request, WireError(400, ErrorCode.INVALID_REQUEST, "client disconnected mid-request")
     )
 
 
-async def _batchvision_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, BatchVisionError)
-    headers = exc.headers or None
-    status = exc.http_status
-    if status >= 500 and exc.code not in (ErrorCode.MODEL_UNAVAILABLE, ErrorCode.OVERLOADED):
-        return _internal_error(request, exc)
-    return error_response(status, exc.code, exc.message, headers)
-
-
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    message = describe_problems(exc.errors()) or "invalid request"
-    return error_response(400, ErrorCode.INVALID_REQUEST, message)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
-    if exc.status_code >= 500:
-        return _internal_error(request, exc)
-    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return error_response(exc.status_code, code, message, dict(exc.headers or {}))
-
-
-async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(400, ErrorCode.INVALID_REQUEST, "client disconnected mid-request")
-
-
-def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, ErrorCode.INTERNAL_ERROR, "internal server error")
+    return _answer(request, INTERNAL)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     return _internal_error(request, exc)
 
 

@@ -190,11 +190,9 @@ def models_pull(
 
 def _store() -> Any:
     from batchvision.accounts.keys import KeyStore
-    from batchvision.core.db import make_engine, migrate
+    from batchvision.core.db import open_database
 
-    engine = make_engine(_settings())
-    migrate(engine)
-    return KeyStore(engine)
+    return KeyStore(open_database(_settings()))
 
 
 def _parse_rate(rate: str | None) -> int | None:

@@ -49,6 +49,13 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def open_database(settings: Settings) -> Engine:
+    """The engine every store shares, its schema migrated to the newest revision."""
+    engine = make_engine(settings)
+    migrate(engine)
+    return engine
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (creates it on an empty database)."""
     config = Config()

@@ -13,7 +13,7 @@ OWNER = "api_keys.id"
 
 
 class Upload(Base):
-    """An S3-style multipart upload of a JSONL file (Moondream's `fileId` is this id)."""
+    """An S3-style multipart upload of a JSONL file (a client's `fileId` is this id)."""
 
     __tablename__ = "uploads"
 

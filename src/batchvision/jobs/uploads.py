@@ -30,7 +30,7 @@ def _aware(moment: dt.datetime) -> dt.datetime:
 
 @dataclass(frozen=True)
 class UploadView:
-    id: str  # Moondream's fileId
+    id: str  # the client's fileId
     owner_key_id: int | None
     upload_id: str
     surface: str
@@ -57,7 +57,7 @@ class UploadView:
 @dataclass(frozen=True)
 class PartView:
     part_number: int
-    etag: str  # quoted, as S3 and Moondream send it: "\"<md5 hex>\""
+    etag: str  # quoted, as S3 and S3-style batch APIs send it: "\"<md5 hex>\""
     size: int
     blob_key: str
 

@@ -1,14 +1,14 @@
-"""JSONL batch files: streaming validation ("chunking") and the per-line request parser.
+"""JSONL batch files: streaming validation ("chunking") of the whole file.
 
 A job file holds one request per line, `{id?, skill, image | images | image_url, ...params}`.
 Two stages, with two kinds of failure:
 
 - `JsonlValidator` / `validate_file` check the *file* while its bytes arrive. Anything wrong
   with the file fails the whole batch with a `BatchValidationError` whose `code` is one of the
-  Moondream batch-level codes: `validation_error`, `limit_exceeded` or `empty_batch`.
-- `parse_line` turns one line of a validated file into a `JobLine`. Anything wrong with that
-  one request (missing skill, no image, bad base64, unknown skill, …) is an `ItemError` for
-  that line only; the rest of the batch goes on.
+  batch-level codes: `validation_error`, `limit_exceeded` or `empty_batch`.
+- `work/lines.parse_line` turns one line of a validated file into a `JobLine`. Anything wrong
+  with that one request (missing skill, no image, bad base64, unknown skill, …) is an `ItemError`
+  for that line only; the rest of the batch goes on.
 
 File rules (the validator's decisions):
 
@@ -24,7 +24,7 @@ File rules (the validator's decisions):
   `-Infinity` are refused (Python accepts them, JSON does not); so is nesting deep enough to
   exhaust the parser. Messages name the 1-based line and a column, never the line's content.
 - Duplicate keys in an object are allowed; the last one wins (as in `json.loads`).
-- Limits (`JsonlLimits`, defaults from the Moondream Batch API): more than `max_bytes` bytes →
+- Limits (`JsonlLimits`, defaults from the batch APIs served): more than `max_bytes` bytes →
   `limit_exceeded` as soon as the first byte past the limit arrives; more than `max_lines`
   lines → `limit_exceeded` as soon as any byte of line `max_lines + 1` arrives; a line longer
   than `max_line_bytes` (not counting its `\\r\\n` / `\\n`, nor the BOM) → `limit_exceeded` as
@@ -38,43 +38,18 @@ File rules (the validator's decisions):
 Memory: the validator holds only the current partial line (at most `max_line_bytes + 1` bytes)
 and the chunk being fed. Speed: about 0.2 s for 100,000 lines of ~80-100 bytes (8-10 MB) on one
 core, and about 15 ms per 7 MB line (an image in base64).
-
-Line rules (`parse_line`'s decisions):
-
-- `id` is optional: a string or an integer (integers become their decimal string), at most
-  256 characters; `null` is the same as no id. Anything else is `invalid_request`.
-- `skill` is required, a non-empty string; with `skills=` given, a name outside it is
-  `unknown_skill`.
-- Exactly one of `image` (a base64 string or `data:` URI), `images` (a non-empty list of
-  such, at most `BodyLimits.max_images`) or `image_url` (an absolute http/https URL, fetched
-  later by the SSRF-safe fetcher) is required; a key whose value is `null` counts as absent.
-  Base64 is decoded by `intake.body.image_from_base64`, so its limits and errors are the same as
-  for the JSON API (`image_too_large`, `invalid_request` for bad base64).
-- Every other key goes to `params` unchanged, for the skill to validate.
-- A line whose strings hold an unpaired UTF-16 surrogate escape (`"\\ud800"`) is refused with
-  `invalid_request`, as for JSON request bodies: nothing from it could be echoed back as UTF-8.
-
-Errors from `parse_line` are `LineError`s: `ItemError`s that also carry the line index and the
-client id (when it could be read), so a result line can echo the id even for a refused line.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
-from urllib.parse import urlsplit
-
-from batchvision.core.errors import BatchVisionError, ErrorCode
-from batchvision.core.types import ImageInput, ItemError
-from batchvision.intake.body import BodyLimits, image_from_base64, refuse_unpaired_surrogates
 
 BOM = b"\xef\xbb\xbf"
-MAX_ID_CHARS = 256
-RESERVED_KEYS = frozenset({"id", "skill", "image", "images", "image_url"})
 _CR = 0x0D
 
 
@@ -115,12 +90,12 @@ class ValidationReport:
     bytes: int
 
 
-class _BadLine(ValueError):
+class BadLine(ValueError):
     """A line that is not a JSON object; the message names no line and echoes no content."""
 
 
 def _refuse_constant(name: str) -> NoReturn:
-    raise _BadLine(f"{name} is not valid JSON")
+    raise BadLine(f"{name} is not valid JSON")
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
@@ -135,30 +110,30 @@ _JSON_TYPE_NAMES: dict[type, str] = {
 }
 
 
-def _load_object(raw: bytes | bytearray) -> dict[str, Any]:
-    """One line (without its newline) to a dict, or `_BadLine` saying why not."""
+def load_object(raw: bytes | bytearray) -> dict[str, Any]:
+    """One line (without its newline) to a dict, or `BadLine` saying why not."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _BadLine(
+        raise BadLine(
             f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
         ) from None
     if text.startswith("\ufeff"):
-        raise _BadLine("unexpected byte order mark")
+        raise BadLine("unexpected byte order mark")
     if not text or text.isspace():
-        raise _BadLine("blank line")
+        raise BadLine("blank line")
     try:
         value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
-        raise _BadLine(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        raise BadLine(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
-        raise _BadLine("not valid JSON (nested too deeply)") from None
-    except _BadLine:
+        raise BadLine("not valid JSON (nested too deeply)") from None
+    except BadLine:
         raise
     except ValueError:  # e.g. an integer with more digits than int() accepts
-        raise _BadLine("not valid JSON (a number is too long)") from None
+        raise BadLine("not valid JSON (a number is too long)") from None
     if type(value) is not dict:
-        raise _BadLine(f"not a JSON object (got {_JSON_TYPE_NAMES.get(type(value), 'a value')})")
+        raise BadLine(f"not a JSON object (got {_JSON_TYPE_NAMES.get(type(value), 'a value')})")
     return value
 
 
@@ -283,8 +258,8 @@ class JsonlValidator:
         if size > self.limits.max_line_bytes:
             self._line_too_long()
         try:
-            _load_object(line[:size] if size < len(line) else line)
-        except _BadLine as exc:
+            load_object(line[:size] if size < len(line) else line)
+        except BadLine as exc:
             raise BatchValidationError(
                 BatchErrorCode.VALIDATION_ERROR, f"line {number}: {exc}", number
             ) from None
@@ -355,150 +330,3 @@ def iter_lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
         for index, raw in enumerate(file):
             if index >= start:
                 yield index, clean_line(index, raw)
-
-
-@dataclass(frozen=True)
-class JobLine:
-    index: int  # 0-based line index
-    id: str | None  # the client's id (string or integer in JSON → str; ≤ 256 chars)
-    skill: str
-    images: list[ImageInput]  # from image, images or image_url
-    params: dict[str, Any]  # every other key of the line
-    sent_id: str | int | None = None  # the id exactly as sent, echoed in the result line
-
-
-@dataclass(frozen=True, kw_only=True)
-class LineError(ItemError):
-    """A per-line ItemError that also carries the line index and the client's id, if known."""
-
-    index: int
-    client_id: str | None = None
-    sent_id: str | int | None = None
-    bad_image_data: bool = False  # the image field held no decodable base64 (not the bytes)
-
-
-def parse_line(
-    index: int,
-    raw: bytes,
-    limits: BodyLimits,
-    skills: Collection[str] | None = None,
-) -> JobLine | LineError:
-    """Per-line problems become an ItemError (invalid_request: missing/invalid skill or image
-    fields, both `image` and `images`, etc.) — never an exception.
-
-    `skills`, when given, is the set of skill names this server runs; a line naming another
-    skill gets `unknown_skill`. Without it the skill name is only checked to be a string."""
-    client_id: str | None = None
-    sent_id: str | int | None = None
-
-    def fail(
-        code: ErrorCode, message: str, skill: str | None = None, bad_data: bool = False
-    ) -> LineError:
-        return LineError(
-            code,
-            message,
-            skill,
-            index=index,
-            client_id=client_id,
-            sent_id=sent_id,
-            bad_image_data=bad_data,
-        )
-
-    raw = clean_line(index, raw)
-    try:
-        body = _load_object(raw)
-        refuse_unpaired_surrogates(body)
-    except _BadLine as exc:
-        return fail(ErrorCode.INVALID_REQUEST, f"invalid line: {exc}")
-    except BatchVisionError:
-        return fail(ErrorCode.INVALID_REQUEST, "line contains an unpaired surrogate escape")
-
-    raw_id = body.get("id")
-    if isinstance(raw_id, str):
-        if len(raw_id) > MAX_ID_CHARS:
-            return fail(ErrorCode.INVALID_REQUEST, f"'id' is longer than {MAX_ID_CHARS} characters")
-        client_id = sent_id = raw_id
-    elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
-        text_id = str(raw_id)
-        if len(text_id) > MAX_ID_CHARS:
-            return fail(ErrorCode.INVALID_REQUEST, f"'id' is longer than {MAX_ID_CHARS} characters")
-        client_id, sent_id = text_id, raw_id
-    elif raw_id is not None:
-        return fail(ErrorCode.INVALID_REQUEST, "'id' must be a string or an integer")
-
-    skill = body.get("skill")
-    if skill is None:
-        return fail(ErrorCode.INVALID_REQUEST, "missing required field 'skill'")
-    if not isinstance(skill, str) or not skill:
-        return fail(ErrorCode.INVALID_REQUEST, "'skill' must be a non-empty string")
-    if skills is not None and skill not in skills:
-        known = ", ".join(sorted(skills))
-        return fail(ErrorCode.UNKNOWN_SKILL, f"unknown skill '{skill[:100]}'; available: {known}")
-
-    images = _line_images(body, limits, client_id)
-    if isinstance(images, ItemError):
-        return fail(images.code, images.message, skill, isinstance(images, _BadImageData))
-
-    params = {key: value for key, value in body.items() if key not in RESERVED_KEYS}
-    return JobLine(
-        index=index, id=client_id, skill=skill, images=images, params=params, sent_id=sent_id
-    )
-
-
-class _BadImageData(ItemError):
-    """An image field whose text is not decodable base64 (or too long to be an image)."""
-
-
-def _line_images(
-    body: dict[str, Any], limits: BodyLimits, client_id: str | None
-) -> list[ImageInput] | ItemError:
-    given = [key for key in ("image", "images", "image_url") if body.get(key) is not None]
-    if not given:
-        return ItemError(
-            ErrorCode.INVALID_REQUEST, "missing image: send one of 'image', 'images' or 'image_url'"
-        )
-    if len(given) > 1:
-        both = " and ".join(f"'{key}'" for key in given)
-        return ItemError(ErrorCode.INVALID_REQUEST, f"send only one of {both}")
-    key = given[0]
-    value = body[key]
-
-    if key == "image_url":
-        if not isinstance(value, str):
-            return ItemError(ErrorCode.INVALID_REQUEST, "'image_url' must be a string")
-        try:
-            url = urlsplit(value)
-            valid = url.scheme.lower() in ("http", "https") and bool(url.hostname)
-        except ValueError:
-            valid = False
-        if not valid:
-            return ItemError(ErrorCode.INVALID_REQUEST, "'image_url' must be an http(s) URL")
-        return [ImageInput(index=0, client_id=client_id, url=value)]
-
-    if key == "image":
-        texts, names = [value], ["'image'"]
-    else:
-        if not isinstance(value, list):
-            return ItemError(ErrorCode.INVALID_REQUEST, "'images' must be a list of strings")
-        if not value:
-            return ItemError(ErrorCode.INVALID_REQUEST, "'images' must not be empty")
-        if len(value) > limits.max_images:
-            return ItemError(
-                ErrorCode.TOO_MANY_IMAGES,
-                f"too many images in one line; the limit is {limits.max_images}",
-            )
-        texts, names = value, [f"'images[{i}]'" for i in range(len(value))]
-
-    decoded: list[ImageInput] = []
-    for position, (text, name) in enumerate(zip(texts, names, strict=True)):
-        if not isinstance(text, str):
-            return ItemError(ErrorCode.INVALID_REQUEST, f"{name} must be a base64 string")
-        if text.startswith(("http://", "https://")):
-            return ItemError(
-                ErrorCode.INVALID_REQUEST, f"{name} holds a URL; send URLs as 'image_url'"
-            )
-        item = image_from_base64(position, text, limits, client_id=client_id)
-        if item.error is not None:
-            return _BadImageData(item.error.code, f"{name}: {item.error.message}")
-        decoded.append(item)
-    return decoded

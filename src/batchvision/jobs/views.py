@@ -1,8 +1,9 @@
-"""How a job looks to clients: the native job object and Moondream's batch object.
+"""What every surface's job view shares: ISO times, the job's error, and links to its outputs.
 
-Both carry `outputs: [{index, url}]` once the job has ended: links to the result files served
-by batchvision itself, signed (see jobs/signing.py) and valid until the earlier of the results'
-expiry and `output_url_ttl_s` from now, so a link handed out never outlives the file.
+Every view carries `outputs: [{index, url}]` once the job has ended: links to the result files
+served by batchvision itself, signed (see jobs/signing.py) and valid until the earlier of the
+results' expiry
+and `output_url_ttl_s` from now, so a link handed out never outlives the file.
 """
 
 from __future__ import annotations
@@ -44,58 +45,8 @@ class OutputLinks:
         return links
 
 
-def _error(job: JobView) -> dict[str, str] | None:
+def job_error(job: JobView) -> dict[str, str] | None:
+    """How a job ended badly, `{code, message}`, or None."""
     if job.error_code is None:
         return None
     return {"code": job.error_code, "message": job.error_message or job.error_code}
-
-
-def native_view(job: JobView, links: OutputLinks) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "object": "job",
-        "status": job.state,
-        "progress": {
-            "total": job.total_lines,
-            "completed": job.completed_lines,
-            "failed": job.failed_lines,
-        },
-        "usage": {"images": job.images, "input_tokens": job.tokens, "output_tokens": 0},
-        "outputs": links.of(job),
-        "error": _error(job),
-        "cancel_requested": job.cancel_requested,
-        "callback_url": job.callback_url,
-        "retention_days": job.retention_days,
-        "created_at": iso(job.created_at),
-        "completed_at": iso(job.completed_at),
-        "expires_at": iso(job.expires_at),
-    }
-
-
-def moondream_status(job: JobView) -> str:
-    """Moondream knows four states; a purged job still reports how it ended."""
-    if job.state in ("chunking", "processing", "completed", "failed"):
-        return job.state
-    return "failed" if job.error_code else "completed"
-
-
-def moondream_view(job: JobView, links: OutputLinks, model: str) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": job.id,
-        "status": moondream_status(job),
-        "model": model,
-        "progress": {
-            "total": job.total_lines,
-            "completed": job.completed_lines,
-            "failed": job.failed_lines,
-        },
-        "usage": {"input_tokens": job.tokens, "output_tokens": 0},
-        "outputs": links.of(job),
-        "created_at": iso(job.created_at),
-        "completed_at": iso(job.completed_at),
-        "expires_at": iso(job.expires_at),
-    }
-    error = _error(job)
-    if error is not None:
-        view["error"] = error
-    return view

@@ -17,7 +17,7 @@ from batchvision.taxonomy.tree import HUMAN_KEY, Taxon, Taxonomy
 
 
 class DetectorCategory(StrEnum):
-    """MegaDetector's three categories, named as the AnimalDetect surface labels them."""
+    """MegaDetector's three categories, named as camera-trap APIs label them."""
 
     ANIMAL = "animal"
     HUMAN = "human"

@@ -27,20 +27,19 @@ from batchvision.core.db import utcnow
 from batchvision.core.settings import Settings
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.callbacks import CallbackPolicy, deliver_callback
-from batchvision.jobs.store import JobView
-from batchvision.jobs.uploads import UploadStore
-from batchvision.jobs.validate import BatchValidationError, JsonlLimits
-from batchvision.work.chunks import (
+from batchvision.jobs.chunks import (
     ChunkSpec,
-    ChunkWork,
     chunk_specs,
     index_key,
     input_key,
     output_key,
-    process_chunk,
     scan_input,
     write_index,
 )
+from batchvision.jobs.store import JobView
+from batchvision.jobs.uploads import UploadStore
+from batchvision.jobs.validate import BatchValidationError, JsonlLimits
+from batchvision.work.chunks import ChunkWork, process_chunk
 
 log = logging.getLogger(__name__)
 

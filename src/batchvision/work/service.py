@@ -1,6 +1,7 @@
-"""The jobs entry point both API surfaces use: submit, multipart uploads, status, cancel, files.
+"""The jobs entry point every job surface uses: submit, multipart uploads, status, cancel, files.
 
-Surfaces differ in paths, field names and views; what a job *is* lives here and in the runner.
+Surfaces differ in paths, field names, line rules and views — their `JobSurface` hooks, handed
+in by the app; what a job *is* lives here and in the runner.
 Store and blob calls block, so they run on worker threads; request bodies are streamed to blobs
 without ever being held in memory.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -22,6 +23,7 @@ from batchvision.core.settings import Settings
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import BlobNotFound, Blobs, BlobTooLarge, LocalBlobs
 from batchvision.jobs.callbacks import check_callback_url
+from batchvision.jobs.chunks import chunk_key, input_key, output_key
 from batchvision.jobs.signing import UrlSigner
 from batchvision.jobs.store import FINAL_STATES, JobStore, JobView, new_job_id
 from batchvision.jobs.uploads import (
@@ -33,11 +35,11 @@ from batchvision.jobs.uploads import (
     same_etag,
 )
 from batchvision.jobs.validate import BatchErrorCode
-from batchvision.jobs.views import OutputLinks, moondream_view, native_view
+from batchvision.jobs.views import OutputLinks
 from batchvision.pipeline import Pipeline
-from batchvision.skills.detect import DEFAULT_DETECT_MODEL
-from batchvision.work.chunks import ChunkWork, chunk_key, input_key, output_key
+from batchvision.work.chunks import ChunkWork
 from batchvision.work.runner import JobRunner
+from batchvision.work.surface import JobSurface
 
 MAX_RETENTION_DAYS = 365
 STREAM_BLOCK = 1 << 20
@@ -96,8 +98,15 @@ class Submitted:
 
 
 class JobService:
-    def __init__(self, settings: Settings, engine: Engine, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        pipeline: Pipeline,
+        surfaces: Mapping[str, JobSurface],
+    ) -> None:
         self.settings = settings
+        self.surfaces = dict(surfaces)
         self.blobs: Blobs = LocalBlobs(settings.data_dir / "blobs")
         self.store = JobStore(engine)
         self.uploads = UploadStore(engine)
@@ -108,6 +117,7 @@ class JobService:
             pipeline=pipeline,
             body_limits=BodyLimits.from_settings(settings),
             line_slots=asyncio.Semaphore(settings.job_lines_in_flight),
+            surfaces=self.surfaces,
             credits_per_image=settings.credits_per_image,
         )
         self.runner = JobRunner(settings, work, self.uploads, self.callback_body)
@@ -128,10 +138,7 @@ class JobService:
         return f"http://{self.settings.host}:{self.settings.port}"
 
     def view(self, job: JobView, base_url: str | None = None) -> dict[str, Any]:
-        links = self.links(base_url)
-        if job.surface == "moondream":
-            return moondream_view(job, links, DEFAULT_DETECT_MODEL)
-        return native_view(job, links)
+        return self.surfaces[job.surface].job_view(job, self.links(base_url))
 
     def callback_body(self, job: JobView) -> dict[str, Any]:
         return self.view(job)

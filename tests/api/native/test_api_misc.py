@@ -223,7 +223,7 @@ def test_unexpected_failure_is_generic_500_with_request_id(
     """A bug (simulated by making the pipeline raise) must give the generic JSON 500, still
     carrying the request id, and leave the server and the connection usable."""
     live = serve()
-    pipeline = live.server.config.app.state.pipeline
+    pipeline = live.server.config.app.state.services.pipeline
 
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret internal detail")

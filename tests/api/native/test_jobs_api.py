@@ -67,7 +67,7 @@ def output_lines(client: httpx.Client, job: dict[str, Any]) -> list[dict[str, An
 
 
 def app_jobs(live: LiveServer) -> JobService:
-    service: JobService = live.server.config.app.state.jobs  # type: ignore[attr-defined]
+    service: JobService = live.server.config.app.state.services.jobs  # type: ignore[attr-defined]
     return service
 
 

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
-from batchvision.api.access import analyze_metered, native_principal, pipeline_of
+from batchvision.api.access import analyze_metered, native_principal
+from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
 from batchvision.intake.body import (
@@ -213,7 +214,7 @@ def _tasks_to_dicts(tasks: list[PreparedTask]) -> list[dict[str, Any]]:
 async def analyze(request: Request, principal: Authorized) -> JSONResponse:
     """Run skills over a batch of images; per-image results come back in request order."""
     start = time.perf_counter()
-    pipeline = pipeline_of(request)
+    pipeline = services(request).pipeline
     inputs, raw_tasks = await read_analyze_request(
         request, BodyLimits.from_settings(pipeline.settings)
     )
@@ -244,7 +245,7 @@ async def list_skills(principal: Authorized) -> dict[str, Any]:
 
 @router.get("/v1/models", tags=["native"])
 async def list_models(request: Request, principal: Authorized) -> dict[str, Any]:
-    registry = pipeline_of(request).registry
+    registry = services(request).pipeline.registry
     return {"models": [registry.status(card).to_dict() for card in registry.cards.values()]}
 
 
@@ -255,7 +256,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["ops"])
 async def readyz(request: Request) -> JSONResponse:
-    pipeline = pipeline_of(request)
+    pipeline = services(request).pipeline
     saturated = pipeline.engine.in_flight >= pipeline.settings.max_queued_images
     body = {
         "status": "busy" if saturated else "ready",

@@ -11,62 +11,24 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import native_principal
+from batchvision.api.job_routes import base_url, check_part_size, list_page, read_object
+from batchvision.api.native.job_lines import SURFACE
+from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
-from batchvision.intake.body import parse_json, read_capped
 from batchvision.jobs.signing import EXPIRES_PARAM, SIGNATURE_PARAM
 from batchvision.jobs.store import JobView
 from batchvision.jobs.views import output_path
-from batchvision.work.service import JobService, Submitted, parse_options, part_too_large
+from batchvision.work.service import Submitted, parse_options
 
 router = APIRouter()
 
 Authorized = Annotated[Principal, Depends(native_principal)]
 
 JSONL = "application/jsonl"
-DEFAULT_PAGE = 50
-MAX_PAGE = 100
-_SMALL_BODY_BYTES = 4 * 1024 * 1024  # up to 10,000 parts with their etags
-
-
-def jobs_of(request: Request) -> JobService:
-    jobs: JobService = request.app.state.jobs
-    return jobs
-
-
-def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
-def page_limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise BatchVisionError(
-            ErrorCode.INVALID_REQUEST, f"limit must be an integer from 1 to {MAX_PAGE}"
-        )
-    return int(raw)
-
-
-def check_part_size(request: Request, limit: int) -> None:
-    """Refuse a declared oversize part before reading it (the stream is capped as well)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise part_too_large(limit)
-
-
-async def read_object(request: Request) -> dict[str, Any]:
-    """A small JSON object body; an empty body is {} (Moondream's create sends none)."""
-    body = await read_capped(request.stream(), _SMALL_BODY_BYTES)
-    if not body.strip():
-        return {}
-    parsed = parse_json(body)
-    if not isinstance(parsed, dict):
-        raise BatchVisionError(ErrorCode.INVALID_REQUEST, "request body must be a JSON object")
-    return parsed
 
 
 def submitted_body(request: Request, submitted: Submitted, job: JobView) -> dict[str, Any]:
-    body = jobs_of(request).view(job, base_url(request))
+    body = services(request).jobs.view(job, base_url(request))
     body["size"] = submitted.size
     if submitted.callback_secret is not None:
         body["callback_secret"] = submitted.callback_secret
@@ -80,32 +42,11 @@ def submitted_body(request: Request, submitted: Submitted, job: JobView) -> dict
 async def submit_job(request: Request, principal: Authorized) -> JSONResponse:
     """The request body is the JSONL file itself, streamed to disk. Options go in the query:
     `callback_url`, `callback_secret`, `retention_days`."""
-    jobs = jobs_of(request)
+    jobs = services(request).jobs
     options = parse_options(dict(request.query_params))
-    submitted = await jobs.submit_stream(principal, "native", request.stream(), options)
+    submitted = await jobs.submit_stream(principal, SURFACE, request.stream(), options)
     job = await jobs.get(principal, submitted.job.id)
     return JSONResponse(submitted_body(request, submitted, job), status_code=202)
-
-
-async def list_page(
-    request: Request,
-    principal: Principal,
-    *,
-    surface: str,
-    field: str,
-    limit: str | None,
-    cursor: str | None,
-) -> dict[str, Any]:
-    """One page of the caller's jobs of one surface: `{<field>: [...], next_cursor, has_more}`."""
-    jobs = jobs_of(request)
-    page, next_cursor = await jobs.page(
-        principal, limit=page_limit(limit), cursor=cursor, surface=surface
-    )
-    return {
-        field: [jobs.view(job, base_url(request)) for job in page],
-        "next_cursor": next_cursor,
-        "has_more": next_cursor is not None,
-    }
 
 
 @router.get("/v1/jobs")
@@ -113,35 +54,35 @@ async def list_jobs(
     request: Request, principal: Authorized, limit: str | None = None, cursor: str | None = None
 ) -> dict[str, Any]:
     return await list_page(
-        request, principal, surface="native", field="jobs", limit=limit, cursor=cursor
+        request, principal, surface=SURFACE, field="jobs", limit=limit, cursor=cursor
     )
 
 
 @router.get("/v1/jobs/{job_id}")
 async def get_job(request: Request, principal: Authorized, job_id: str) -> dict[str, Any]:
-    jobs = jobs_of(request)
-    return jobs.view(await jobs.get(principal, job_id, surface="native"), base_url(request))
+    jobs = services(request).jobs
+    return jobs.view(await jobs.get(principal, job_id, surface=SURFACE), base_url(request))
 
 
 @router.post("/v1/jobs/{job_id}/cancel")
 async def cancel_job(request: Request, principal: Authorized, job_id: str) -> dict[str, Any]:
-    jobs = jobs_of(request)
-    await jobs.get(principal, job_id, surface="native")
+    jobs = services(request).jobs
+    await jobs.get(principal, job_id, surface=SURFACE)
     return jobs.view(await jobs.cancel(principal, job_id), base_url(request))
 
 
 @router.get("/v1/jobs/{job_id}/results")
 async def job_results(request: Request, principal: Authorized, job_id: str) -> StreamingResponse:
     """Every result line so far, in line order (all of them once the job has ended)."""
-    jobs = jobs_of(request)
-    job = await jobs.get(principal, job_id)
+    jobs = services(request).jobs
+    job = await jobs.get(principal, job_id, surface=SURFACE)
     return StreamingResponse(jobs.result_lines(job), media_type=JSONL)
 
 
 @router.get("/v1/jobs/{job_id}/outputs/{index}")
 async def download_output(request: Request, job_id: str, index: int) -> StreamingResponse:
     """A result file, by signed link (no API key: the signature is the credential)."""
-    jobs = jobs_of(request)
+    jobs = services(request).jobs
     query = request.query_params
     path = output_path(job_id, index)
     if index < 0 or not jobs.signer.verify(
@@ -163,7 +104,7 @@ def _read_all(file: Any) -> Iterator[bytes]:
 
 @router.post("/v1/uploads", status_code=201)
 async def create_upload(request: Request, principal: Authorized) -> dict[str, Any]:
-    upload = await jobs_of(request).create_upload(principal, "native")
+    upload = await services(request).jobs.create_upload(principal, SURFACE)
     return {
         "fileId": upload.id,
         "uploadId": upload.upload_id,
@@ -175,7 +116,7 @@ async def create_upload(request: Request, principal: Authorized) -> dict[str, An
 async def upload_part(
     request: Request, principal: Authorized, file_id: str, part_number: int
 ) -> dict[str, Any]:
-    jobs = jobs_of(request)
+    jobs = services(request).jobs
     check_part_size(request, jobs.settings.job_max_part_bytes)
     upload_id = request.query_params.get("uploadId")
     part = await jobs.put_part(principal, file_id, upload_id, part_number, request.stream())
@@ -185,7 +126,7 @@ async def upload_part(
 @router.post("/v1/uploads/{file_id}/complete", status_code=202)
 async def complete_upload(request: Request, principal: Authorized, file_id: str) -> JSONResponse:
     """Body: `{"parts": [{"partNumber", "etag"}], "callback_url"?, "retention_days"?}`."""
-    jobs = jobs_of(request)
+    jobs = services(request).jobs
     body = await read_object(request)
     options = parse_options(body)
     upload_id = request.query_params.get("uploadId")
@@ -198,5 +139,7 @@ async def complete_upload(request: Request, principal: Authorized, file_id: str)
 
 @router.delete("/v1/uploads/{file_id}", status_code=204)
 async def abort_upload(request: Request, principal: Authorized, file_id: str) -> Response:
-    await jobs_of(request).abort_upload(principal, file_id, request.query_params.get("uploadId"))
+    await services(request).jobs.abort_upload(
+        principal, file_id, request.query_params.get("uploadId")
+    )
     return Response(status_code=204)

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batchvision.accounts.keys import MAX_CREDITS, MAX_RATE_PER_MINUTE, AccountError, KeyInfo
 from batchvision.accounts.scoping import Principal, not_found
-from batchvision.api.access import accounts_of, native_principal
+from batchvision.api.access import native_principal
+from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
 from batchvision.intake.body import BodyLimits, read_json
 
@@ -58,7 +59,7 @@ def _require_key(principal: Principal) -> int:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> Any:
-    limits = BodyLimits.from_settings(request.app.state.settings)
+    limits = BodyLimits.from_settings(services(request).settings)
     try:
         return model.model_validate(await read_json(request.stream(), limits))
     except ValidationError as exc:
@@ -70,7 +71,7 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
 async def _visible_key(request: Request, principal: Principal, key_id: int) -> KeyInfo:
     if not 0 < key_id < _MAX_ID:  # no such row; the database cannot even take the number
         raise not_found("key", key_id)
-    accounts = accounts_of(request)
+    accounts = services(request).accounts
     key = await accounts.run(accounts.keys.get, key_id)
     if key is None or not principal.owns(key.id):
         raise not_found("key", key_id)
@@ -83,7 +84,7 @@ async def usage(
 ) -> dict[str, Any]:
     """Balance, images processed, requests and credits by UTC day for the calling key."""
     key_id = _require_key(principal)
-    accounts = accounts_of(request)
+    accounts = services(request).accounts
     key = await accounts.run(accounts.keys.get, key_id)
     rows = await accounts.run(accounts.keys.usage, key_id, days=days)
     assert key is not None  # authenticated a moment ago
@@ -98,7 +99,7 @@ async def usage(
 
 @router.get("/v1/keys")
 async def list_keys(request: Request, principal: Authorized) -> dict[str, Any]:
-    accounts = accounts_of(request)
+    accounts = services(request).accounts
     keys = await accounts.run(accounts.keys.all_keys)
     return {"keys": [key.to_dict() for key in keys if principal.owns(key.id)]}
 
@@ -113,7 +114,7 @@ async def create_key(request: Request, principal: Authorized) -> JSONResponse:
     """Create a key (admin only). The secret is in this response and nowhere else, ever."""
     _require_admin(principal)
     spec: NewKeyRequest = await _body(request, NewKeyRequest)
-    accounts = accounts_of(request)
+    accounts = services(request).accounts
     try:
         created = await accounts.run(
             accounts.keys.create,
@@ -132,7 +133,7 @@ async def create_key(request: Request, principal: Authorized) -> JSONResponse:
 async def revoke_key(request: Request, principal: Authorized, key_id: int) -> dict[str, Any]:
     """Admins revoke any key; a key may revoke itself (a leaked secret)."""
     key = await _visible_key(request, principal, key_id)
-    accounts = accounts_of(request)
+    accounts = services(request).accounts
     return (await accounts.run(accounts.keys.revoke, key.name)).to_dict()
 
 
@@ -141,7 +142,7 @@ async def add_credits(request: Request, principal: Authorized, key_id: int) -> d
     _require_admin(principal)
     key = await _visible_key(request, principal, key_id)
     change: CreditsRequest = await _body(request, CreditsRequest)
-    accounts = accounts_of(request)
+    accounts = services(request).accounts
     try:
         updated = await accounts.run(accounts.keys.add_credits, key.name, change.amount)
     except ValueError as exc:  # an unlimited key

@@ -800,6 +800,26 @@ def test_tenants_see_only_their_own(keyed: tuple[LiveServer, KeyStore]) -> None:
         wait_done(client, mine, bob)
 
 
+def test_native_job_routes_do_not_serve_a_batch(keyed: tuple[LiveServer, KeyStore]) -> None:
+    """A batch belongs to this surface: the native status, results and cancel routes answer
+    404 for it, even to its own key (the same secret works on both surfaces)."""
+    live, store = keyed
+    headers = auth(store, "dave")
+    bearer = {"Authorization": f"Bearer {headers['X-Moondream-Auth']}"}
+    with live.client() as client:
+        batch_id = submit(client, tiny("a", "b"), headers)["id"]
+        wait_done(client, batch_id, headers)
+        for method, path in (
+            ("GET", f"/v1/jobs/{batch_id}"),
+            ("GET", f"/v1/jobs/{batch_id}/results"),
+            ("POST", f"/v1/jobs/{batch_id}/cancel"),
+        ):
+            response = client.request(method, path, headers=bearer)
+            assert response.status_code == 404, (method, path, response.text)
+            assert error(response)["code"] == "not_found"
+        assert client.get(f"{BASE}/{batch_id}", headers=headers).status_code == 200
+
+
 def test_a_key_is_required(keyed: tuple[LiveServer, KeyStore]) -> None:
     live, store = keyed
     headers = auth(store, "carol")

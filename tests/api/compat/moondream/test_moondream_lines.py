@@ -22,8 +22,8 @@ from batchvision.api.compat.moondream.lines import (
 from batchvision.core.errors import ErrorCode
 from batchvision.core.types import ImageInput, ItemError
 from batchvision.intake.body import BodyLimits
-from batchvision.jobs.validate import JobLine, parse_line
 from batchvision.models.cards import shipped_labels
+from batchvision.work.lines import JobLine, parse_line
 
 COCO80 = list(shipped_labels("coco80"))
 LIMITS = BodyLimits(

@@ -60,8 +60,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
-from batchvision.api.access import accounts_of, analyze_metered, native_principal, pipeline_of
+from batchvision.api.access import analyze_metered, native_principal
 from batchvision.api.compat.animaldetect.store import DetectResultStore, NewResult
+from batchvision.api.surface import services
 from batchvision.core.db import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
@@ -85,7 +86,6 @@ MAX_IMAGES = 10
 # oversize upload while it arrives without refusing one that is just under the image limit.
 _ENVELOPE_BYTES = 256 * 1024
 # Request problems the native API answers with 422 or 413; this page calls them validation (400).
-_VALIDATION_CODES = frozenset({ErrorCode.INVALID_PARAMETER, ErrorCode.TOO_MANY_IMAGES})
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 _NUMBERS = ("threshold", "latitude", "longitude")
 _BOOLEANS = ("classify", "smooth_herd")
@@ -116,11 +116,6 @@ class BatchRequest:
 
 def _invalid(message: str) -> BatchVisionError:
     return BatchVisionError(ErrorCode.INVALID_REQUEST, message)
-
-
-def as_validation_error(exc: BatchVisionError) -> BatchVisionError:
-    """Native 422/413-for-count errors become this surface's 400; all others pass through."""
-    return _invalid(exc.message) if exc.code in _VALIDATION_CODES else exc
 
 
 # --- reading the request -----------------------------------------------------------------
@@ -212,7 +207,7 @@ def check_batch_size(images: list[ImageInput], max_bytes: int) -> None:
 
 
 async def read_batch(request: Request, route: Route) -> BatchRequest:
-    settings = pipeline_of(request).settings
+    settings = services(request).pipeline.settings
     max_bytes = route.max_bytes(settings)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ("multipart/form-data", "application/json"):
@@ -329,10 +324,7 @@ def _prepare(pipeline: Pipeline, batch: BatchRequest) -> list[PreparedTask]:
     tasks = [Task("animals", batch.params)]
     if batch.metadata:
         tasks.append(Task("metadata"))
-    try:
-        return pipeline.prepare_tasks(tasks)
-    except BatchVisionError as exc:
-        raise as_validation_error(exc) from None
+    return pipeline.prepare_tasks(tasks)
 
 
 def _expiry(settings: Settings) -> tuple[dt.datetime, dt.datetime]:
@@ -343,11 +335,8 @@ def _expiry(settings: Settings) -> tuple[dt.datetime, dt.datetime]:
 
 
 async def _batch_detect(request: Request, principal: Principal, route: Route) -> JSONResponse:
-    try:
-        batch = await read_batch(request, route)
-    except BatchVisionError as exc:
-        raise as_validation_error(exc) from None
-    pipeline = pipeline_of(request)
+    batch = await read_batch(request, route)
+    pipeline = services(request).pipeline
     tasks = _prepare(pipeline, batch)
     info = model_info(tasks[0])
     start = time.perf_counter()
@@ -377,7 +366,7 @@ def _add_geofence_note(body: dict[str, Any], results: list[ItemResult]) -> None:
 
 
 def _store(request: Request) -> DetectResultStore:
-    return DetectResultStore(accounts_of(request).engine)
+    return DetectResultStore(services(request).database)
 
 
 def _params_doc() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from batchvision.core.errors import ErrorCode
 from batchvision.core.types import ItemError
-from batchvision.jobs.validate import JobLine
+from batchvision.work.lines import JobLine
 
 MOONDREAM_SKILLS: frozenset[str] = frozenset({"caption", "query", "detect", "point"})
 

@@ -13,20 +13,26 @@ Choices where the page is silent:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
-from batchvision.api.access import authorize, moondream_token
-from batchvision.api.native.jobs import base_url, check_part_size, jobs_of, list_page, read_object
+from batchvision.api.access import authorize, header_token
+from batchvision.api.compat.moondream.jobs import SURFACE
+from batchvision.api.job_routes import base_url, check_part_size, list_page, read_object
+from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.work.service import JobOptions
 
 router = APIRouter()
 
-SURFACE = "moondream"
+
+def moondream_token(headers: Mapping[str, str]) -> str | None:
+    """Moondream clients send `X-Moondream-Auth: <key>`."""
+    return header_token(headers, "x-moondream-auth")
 
 
 async def moondream_principal(request: Request) -> Principal:
@@ -47,7 +53,7 @@ def _action(request: Request, *allowed: str) -> str:
 @router.post("/v1/batch")
 async def create_upload(request: Request, principal: Authorized) -> dict[str, Any]:
     _action(request, "mpu-create")
-    upload = await jobs_of(request).create_upload(principal, SURFACE)
+    upload = await services(request).jobs.create_upload(principal, SURFACE)
     owner = principal.prefix or "default"
     return {
         "fileId": upload.id,
@@ -59,7 +65,7 @@ async def create_upload(request: Request, principal: Authorized) -> dict[str, An
 @router.put("/v1/batch/{file_id}")
 async def upload_part(request: Request, principal: Authorized, file_id: str) -> dict[str, Any]:
     _action(request, "mpu-uploadpart")
-    jobs = jobs_of(request)
+    jobs = services(request).jobs
     check_part_size(request, jobs.settings.job_max_part_bytes)
     query = request.query_params
     number = query.get("partNumber", "")
@@ -73,7 +79,7 @@ async def upload_part(request: Request, principal: Authorized, file_id: str) -> 
 @router.post("/v1/batch/{file_id}")
 async def complete_upload(request: Request, principal: Authorized, file_id: str) -> JSONResponse:
     _action(request, "mpu-complete")
-    jobs = jobs_of(request)
+    jobs = services(request).jobs
     body = await read_object(request)
     upload_id = request.query_params.get("uploadId")
     submitted = await jobs.complete_upload(
@@ -90,7 +96,7 @@ async def complete_upload(request: Request, principal: Authorized, file_id: str)
 async def abort_upload(request: Request, principal: Authorized, file_id: str) -> Response:
     _action(request, "mpu-abort")
     upload_id = request.query_params.get("uploadId")
-    await jobs_of(request).abort_upload(principal, file_id, upload_id)
+    await services(request).jobs.abort_upload(principal, file_id, upload_id)
     return Response(status_code=204)
 
 
@@ -105,6 +111,6 @@ async def list_batches(
 
 @router.get("/v1/batch/{batch_id}")
 async def get_batch(request: Request, principal: Authorized, batch_id: str) -> dict[str, Any]:
-    jobs = jobs_of(request)
+    jobs = services(request).jobs
     job = await jobs.get(principal, batch_id, surface=SURFACE)
     return jobs.view(job, base_url(request))

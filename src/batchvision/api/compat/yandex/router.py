@@ -17,22 +17,21 @@ Choices where the page is silent (documented in the README):
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
 
-from batchvision.api.access import authorize, metered_request, pipeline_of, yandex_token
+from batchvision.api.access import authorize, metered_request, scheme_token
+from batchvision.api.compat.yandex.errors import RpcCode, item_status, rpc_code, rpc_status
+from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
 from batchvision.intake.body import BodyLimits, check_content_length, image_from_base64, read_json
 
 router = APIRouter(tags=["yandex"])
-log = logging.getLogger(__name__)
 
 MAX_SPECS = 8
 MAX_FEATURES = 8
@@ -47,52 +46,6 @@ TEXT_DETECTION = "TEXT_DETECTION"
 # Feature types the Vision API has offered; we implement only OCR.
 KNOWN_FEATURES = {"CLASSIFICATION", "FACE_DETECTION", "IMAGE_COPY_SEARCH"}
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
-
-
-class RpcCode(IntEnum):
-    """google.rpc.Code values used here."""
-
-    INVALID_ARGUMENT = 3
-    NOT_FOUND = 5
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    UNAUTHENTICATED = 16
-
-
-_RPC_CODES: dict[ErrorCode, RpcCode] = {
-    ErrorCode.UNAUTHORIZED: RpcCode.UNAUTHENTICATED,
-    ErrorCode.FORBIDDEN: RpcCode.PERMISSION_DENIED,
-    ErrorCode.INSUFFICIENT_CREDITS: RpcCode.RESOURCE_EXHAUSTED,
-    ErrorCode.RATE_LIMITED: RpcCode.RESOURCE_EXHAUSTED,
-    ErrorCode.NOT_FOUND: RpcCode.NOT_FOUND,
-    ErrorCode.MODEL_UNAVAILABLE: RpcCode.UNAVAILABLE,
-    ErrorCode.OVERLOADED: RpcCode.UNAVAILABLE,
-    ErrorCode.PROCESSING_ERROR: RpcCode.INTERNAL,
-    ErrorCode.INTERNAL_ERROR: RpcCode.INTERNAL,
-}
-
-
-def rpc_code(code: ErrorCode) -> RpcCode:
-    return _RPC_CODES.get(code, RpcCode.INVALID_ARGUMENT)
-
-
-def rpc_status(code: RpcCode, message: str) -> dict[str, Any]:
-    return {"code": int(code), "message": message, "details": []}
-
-
-def _item_status(error: ItemError) -> dict[str, Any]:
-    return rpc_status(rpc_code(error.code), error.message)
-
-
-def _error_response(exc: BatchVisionError) -> JSONResponse:
-    return JSONResponse(
-        rpc_status(rpc_code(exc.code), exc.message),
-        status_code=exc.http_status,
-        headers=exc.headers or None,
-    )
 
 
 def _invalid(message: str) -> BatchVisionError:
@@ -169,7 +122,7 @@ def _parse_spec(index: int, raw: Any, limits: BodyLimits) -> Spec:
     if "content" not in raw:
         raise _invalid(f"{where}content is required")
     image = _parse_image(index, raw["content"], limits)
-    error = _item_status(image.error) if image.error else None
+    error = item_status(image.error) if image.error else None
     return Spec(index, features, image, error)
 
 
@@ -224,7 +177,7 @@ def text_detection(ocr: dict[str, Any]) -> dict[str, Any]:
 async def _run_ocr(request: Request, specs: list[Spec]) -> int:
     """OCR every (spec, feature) that needs it, grouped by language set; returns how many specs
     failed before inference (refunded)."""
-    pipeline = pipeline_of(request)
+    pipeline = services(request).pipeline
     groups: dict[tuple[str, ...] | None, list[tuple[Spec, int]]] = {}
     for spec in specs:
         if spec.error is None:
@@ -250,12 +203,12 @@ async def _run_ocr(request: Request, specs: list[Spec]) -> int:
 
 def _apply(spec: Spec, feature: int, result: ItemResult, failed_intake: set[int]) -> None:
     if result.image is None:
-        spec.error = _item_status(result.errors[0])
+        spec.error = item_status(result.errors[0])
         failed_intake.add(spec.index)
     elif "ocr" in result.outputs:
         spec.outputs[feature] = {"textDetection": text_detection(result.outputs["ocr"])}
     else:
-        spec.features[feature].error = _item_status(result.errors[0])
+        spec.features[feature].error = item_status(result.errors[0])
 
 
 def _spec_result(spec: Spec) -> dict[str, Any]:
@@ -270,9 +223,14 @@ def _spec_result(spec: Spec) -> dict[str, Any]:
     return {"results": feature_results}
 
 
+def yandex_token(headers: Mapping[str, str]) -> str | None:
+    """Yandex Cloud clients send `Authorization: Api-Key <key>` (or an IAM-style Bearer)."""
+    return scheme_token(headers, "Api-Key", "Bearer")
+
+
 async def _batch_analyze(request: Request) -> JSONResponse:
     principal = await authorize(request, yandex_token(request.headers))
-    settings = pipeline_of(request).settings
+    settings = services(request).pipeline.settings
     limits = BodyLimits(
         max_request_bytes=min(settings.max_request_bytes, MAX_BODY_BYTES),
         max_image_bytes=MAX_CONTENT_CHARS,
@@ -289,12 +247,4 @@ async def _batch_analyze(request: Request) -> JSONResponse:
 @router.post("/vision/v1/batchAnalyze")
 async def batch_analyze(request: Request) -> JSONResponse:
     """Yandex Vision batchAnalyze (TEXT_DETECTION)."""
-    try:
-        return await _batch_analyze(request)
-    except BatchVisionError as exc:
-        return _error_response(exc)
-    except ClientDisconnect:
-        raise
-    except Exception:
-        log.exception("batchAnalyze failed")
-        return JSONResponse(rpc_status(RpcCode.INTERNAL, "internal error"), status_code=500)
+    return await _batch_analyze(request)

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from batchvision.api.access import (
-    bearer_token,
-    field_token,
-    moondream_token,
-    scheme_token,
-    yandex_token,
-)
+from batchvision.api.access import bearer_token, field_token, scheme_token
+from batchvision.api.compat.moondream.router import moondream_token
+from batchvision.api.compat.yandex.router import yandex_token
 
 KEY = "bv_0123abcd_" + "x" * 43
 

@@ -1,0 +1,64 @@
+"""The native job surface's hooks: a line is `{id?, skill, image | images | image_url, ...params}`
+run on that one skill; its result is the skill's output (`{"images": [...]}` for several)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from batchvision.core.types import ItemError, ItemResult, Task
+from batchvision.jobs.store import JobView
+from batchvision.jobs.views import OutputLinks, iso, job_error
+from batchvision.pipeline import Pipeline
+from batchvision.work.lines import JobLine, string_or_integer_id
+from batchvision.work.surface import LinePlan
+
+SURFACE = "native"
+
+
+class NativeJobs:
+    """`JobSurface` of `/v1/jobs` and `/v1/uploads`."""
+
+    name = SURFACE
+
+    def line_skills(self, pipeline: Pipeline) -> Collection[str]:
+        return pipeline.skills.keys()
+
+    def check_id(self, raw_id: Any) -> str | None:
+        return string_or_integer_id(raw_id)
+
+    def plan_line(self, line: JobLine, pipeline: Pipeline) -> LinePlan | ItemError:
+        tasks = pipeline.prepare_tasks([Task(line.skill, line.params)])
+        return LinePlan(tasks=tasks, images=line.images, detail=line.skill)
+
+    def encode_line(self, plan: LinePlan, results: Sequence[ItemResult]) -> dict[str, Any]:
+        outputs = [result.outputs[plan.detail] for result in results]
+        return {"result": outputs[0] if len(outputs) == 1 else {"images": outputs}}
+
+    def line_error(self, error: ItemError) -> dict[str, Any]:
+        return {"code": error.code.value, "message": error.message}
+
+    def job_view(self, job: JobView, links: OutputLinks) -> dict[str, Any]:
+        return native_view(job, links)
+
+
+def native_view(job: JobView, links: OutputLinks) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "object": "job",
+        "status": job.state,
+        "progress": {
+            "total": job.total_lines,
+            "completed": job.completed_lines,
+            "failed": job.failed_lines,
+        },
+        "usage": {"images": job.images, "input_tokens": job.tokens, "output_tokens": 0},
+        "outputs": links.of(job),
+        "error": job_error(job),
+        "cancel_requested": job.cancel_requested,
+        "callback_url": job.callback_url,
+        "retention_days": job.retention_days,
+        "created_at": iso(job.created_at),
+        "completed_at": iso(job.completed_at),
+        "expires_at": iso(job.expires_at),
+    }

@@ -1,0 +1,64 @@
+"""What a surface that runs batch jobs tells the job machinery: its job hooks.
+
+The runner and chunk processing never name a surface. Each job records the surface it was
+submitted through (`JobView.surface`); the app hands the job service one `JobSurface` per name
+(the native API's and each compat surface's, from `api/`), and every surface-specific decision
+goes through these hooks:
+
+- `line_skills` — the skill names its lines may ask for;
+- `check_id` — which client ids a line may carry (echoed back unchanged in its result line);
+- `plan_line` — a parsed line → the core tasks to run on its images, or that line's error;
+- `encode_line` — the pipeline's results for a planned line → the fields of its ok result line;
+- `line_error` — a per-line `ItemError` → that surface's `{code, message}`;
+- `job_view` — a job → that surface's status object (also the callback body).
+
+The line envelope `{line_index, id, status, result | error}` is shared by every surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from batchvision.core.types import ImageInput, ItemError, ItemResult
+from batchvision.jobs.store import JobView
+from batchvision.jobs.views import OutputLinks
+from batchvision.pipeline import Pipeline, PreparedTask
+from batchvision.work.lines import JobLine
+
+
+@dataclass(frozen=True)
+class LinePlan:
+    """How one valid line runs: prepared tasks over its images, plus whatever the surface's
+    `encode_line` needs to shape the result (`detail`, opaque to the job machinery)."""
+
+    tasks: list[PreparedTask]
+    images: list[ImageInput]
+    detail: Any = None
+
+
+class JobSurface(Protocol):
+    """The job hooks of one surface; see the module docstring."""
+
+    name: str
+
+    def line_skills(self, pipeline: Pipeline) -> Collection[str]:
+        """The skill names a line may ask for; any other is the line's `unknown_skill`."""
+        ...
+
+    def check_id(self, raw_id: Any) -> str | None:
+        """Why `raw_id` (the line's `id` as parsed JSON, not None) is refused, or None."""
+        ...
+
+    def plan_line(self, line: JobLine, pipeline: Pipeline) -> LinePlan | ItemError: ...
+
+    def encode_line(self, plan: LinePlan, results: Sequence[ItemResult]) -> dict[str, Any]:
+        """The ok line's fields besides the envelope, e.g. `{"result": ...}`."""
+        ...
+
+    def line_error(self, error: ItemError) -> dict[str, Any]:
+        """`{"code", "message"}` of a failed line in this surface's vocabulary."""
+        ...
+
+    def job_view(self, job: JobView, links: OutputLinks) -> dict[str, Any]: ...
