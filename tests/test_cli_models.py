@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from batchvision.cli import app
-from batchvision.models.registry import sha256_of
+from batchvision.models.files import sha256_of
 
 SHARED_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 YOLOX_FILE = "yolox_nano/yolox_nano.onnx"

@@ -94,7 +94,7 @@ def test_models_missing_with_empty_dir(serve: Callable[..., LiveServer], tmp_pat
     with live.client() as client:
         models = _models(client)
     assert set(models) >= CARD_NAMES
-    for model in models.values():
+    for model in (models[name] for name in CARD_NAMES):
         assert model["state"] == "missing"
         assert model["path"] is None
         assert model["loaded"] is False
