@@ -33,7 +33,8 @@ def _install_yolox(model_dir: Path) -> Path:
 
 def test_shipped_cards_describe_the_models_at_hand() -> None:
     cards = load_cards(Settings(model_dirs=[MODELS]))
-    assert {"yolox-nano", "deimv2-atto", "yolov8n-int8-agpl"} <= set(cards)
+    assert {"yolox-nano", "deimv2-atto", "yolov8n-int8-agpl", "tesseract", "ppocr"} <= set(cards)
+    assert (cards["tesseract"].task, cards["ppocr"].family) == ("ocr", "ppocr")
     yolox = cards["yolox-nano"]
     assert yolox.family == "yolox" and yolox.input_size == (416, 416)
     assert yolox.pre.letterbox == "topleft" and yolox.pre.channel_order == "BGR"
@@ -94,6 +95,30 @@ def test_user_card_file_adds_a_model_without_code(tmp_path: Path) -> None:
     image = decode_image(coco_image(), max_pixels=10**8)
     (dets,) = detector.run_batch([detector.preprocess(DetectRequest(image, DecodeParams()))])
     assert "person" in {detector.class_names[int(c)] for c in dets.class_ids}
+
+
+@pytest.mark.parametrize(
+    ("task", "family"), [("segment", "yolox"), ("classify", "yolox"), ("detect", "yolo-nas")]
+)
+def test_a_card_no_kind_runs_is_refused_with_a_clear_message(
+    tmp_path: Path, task: str, family: str
+) -> None:
+    (tmp_path / "odd.card.toml").write_text(
+        f'name = "odd"\ntask = "{task}"\nfamily = "{family}"\nfile = "odd.onnx"\n'
+        'input_size = [320, 320]\nlabels = "coco80"\n'
+    )
+    with pytest.raises(CardError) as caught:
+        _registry(tmp_path)
+    message = str(caught.value)
+    assert f"model card 'odd': no model kind has task '{task}' and family '{family}'" in message
+    assert "detect/yolox" in message and "ocr/tesseract" in message
+
+
+def test_an_ocr_card_names_no_files(tmp_path: Path) -> None:
+    bad = tmp_path / "ocr.card.toml"
+    bad.write_text('name = "t2"\ntask = "ocr"\nfamily = "tesseract"\nfile = "t.onnx"\n')
+    with pytest.raises(CardError, match=r"an ocr card names no files or inputs \(got \['file'\]\)"):
+        read_card(bad)
 
 
 def test_invalid_card_file_is_reported_with_its_path(tmp_path: Path) -> None:

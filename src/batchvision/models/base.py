@@ -8,10 +8,11 @@ items, e.g. the crops of one image); merges items of concurrent callers into one
 A kind is a subclass that declares its card `task` and `family` (see `models.kinds`), says whether
 a card of it can run here without loading it (`inspect`), and loads itself (`load`).
 
-A remote kind (a vision-language model behind an HTTP server) overrides `infer` to await its HTTP
-call on the event loop instead of using a pool, and returns its concurrency from `batching`: the
-engine's batcher never has more batches of one model in flight than that, which bounds the HTTP
-calls to the server without a semaphore of its own. Nothing in the engine changes for it.
+A remote kind (a vision-language model behind an HTTP server) subclasses `RemoteModel`: its
+`infer` awaits the HTTP call on the event loop instead of using a pool, and it returns its
+concurrency from `batching`: the engine's batcher never has more batches of one model in flight
+than that, which bounds the calls to the server without a semaphore of its own. Nothing in the
+engine changes for it.
 """
 
 from __future__ import annotations
@@ -125,9 +126,10 @@ class Model(ABC, Generic[In, Prepared, Raw, Out]):
         """One item's raw output as the kind's result."""
 
     def run_batch(self, batch: list[Prepared]) -> list[Out]:
-        if not batch:
-            return []
-        raws = self.predict(batch)
+        return self.finish(batch, self.predict(batch)) if batch else []
+
+    def finish(self, batch: list[Prepared], raws: Sequence[Raw]) -> list[Out]:
+        """The raw outputs checked against the batch, then postprocessed item by item."""
         check_count(raws, batch, f"model '{self.card.name}'")
         return [self.postprocess(raw, item) for raw, item in zip(raws, batch, strict=True)]
 
@@ -135,6 +137,23 @@ class Model(ABC, Generic[In, Prepared, Raw, Out]):
         """`run_batch` off the event loop, on the pool this kind runs on."""
         pool = pools.cpu if self.runs_on == "cpu" else pools.model
         return await asyncio.get_running_loop().run_in_executor(pool, self.run_batch, batch)
+
+
+class RemoteModel(Model[In, Prepared, Raw, Out]):
+    """A model behind a server: `predict_remote` awaits its HTTP call on the event loop, so no
+    pool thread waits on the network. Return the calls a server may take at once as the
+    concurrency from `batching`; the engine's batcher keeps to it."""
+
+    @abstractmethod
+    async def predict_remote(self, batch: list[Prepared]) -> Sequence[Raw]:
+        """One raw output per item, from the server."""
+
+    def predict(self, batch: list[Prepared]) -> Sequence[Raw]:
+        # For callers outside an event loop (scripts, benchmarks); the engine awaits `infer`.
+        return asyncio.run(self.predict_remote(batch))
+
+    async def infer(self, batch: list[Prepared], pools: Pools) -> list[Out]:
+        return self.finish(batch, await self.predict_remote(batch)) if batch else []
 
 
 AnyModel = Model[Any, Any, Any, Any]

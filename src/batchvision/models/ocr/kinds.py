@@ -23,10 +23,11 @@ from batchvision.models.ocr.base import OcrEngine, OcrPage
 from batchvision.models.ocr.ppocr import PpOcrEngine
 from batchvision.models.ocr.tesseract import TesseractEngine
 
-# Used for the memory budget when a card gives no memory_mb. Measured RSS growth after reading
-# one page (en+ru for Tesseract; rapidocr's det, rec and cls sessions for PP-OCR).
-_TESSERACT_MB = 64
-_PPOCR_MB = 160
+# For the memory budget when a card gives no memory_mb: measured RSS growth after reading one
+# page on one thread (Tesseract: one en+ru API object, and one more per thread and language set;
+# PP-OCR: rapidocr with its det, rec and cls sessions).
+_TESSERACT_MB = 32
+_PPOCR_MB = 370
 
 
 @dataclass(frozen=True)
