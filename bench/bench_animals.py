@@ -2,7 +2,7 @@
 
 Modes (see bench/README.md):
   raw   in-process loop, no server: read bytes, decode_image(target_side=416: the JPEG draft
-        path), prepare, detector.detect with the skill's detection settings (threshold 0.2,
+        path), preprocess, run_batch with the skill's detection settings (threshold 0.2,
         the animal/person/vehicle class filter), one image per call, sequentially.
   http  the real server (`batchvision serve` subprocess, auth on with a metered API key) under
         --clients concurrent clients. Each request carries up to 10 images and at most 10 MB
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batchvision.core.settings import Settings
 from batchvision.intake.decode import decode_image
 from batchvision.models.decoders import DecodeParams
-from batchvision.models.detector import Detector, prepare
+from batchvision.models.detector import DetectRequest, OnnxDetector
 from batchvision.models.registry import ModelRegistry
 from batchvision.skills.animals import (
     _MAX_DETECTIONS,
@@ -140,10 +140,10 @@ def describe_images(samples: Sequence[Sample], images: Path) -> list[ImageInfo]:
 
 
 def time_decodes(
-    samples: Sequence[Sample], infos: Sequence[ImageInfo], detector: Detector, runs: int
+    samples: Sequence[Sample], infos: Sequence[ImageInfo], detector: OnnxDetector, runs: int
 ) -> None:
     """Median decode + prepare per image, draft vs full, interleaved so drift hits both."""
-    side = max(detector.card.input_size)
+    side = max(detector.card.size)
     for sample, info in zip(samples, infos, strict=True):
         draft: list[float] = []
         full: list[float] = []
@@ -151,7 +151,7 @@ def time_decodes(
             for target, into in ((side, draft), (None, full)):
                 start = time.perf_counter()
                 image = decode_image(sample.data, max_pixels=10**8, target_side=target)
-                prepare(detector.card, image)
+                detector.preprocess(DetectRequest(image, DecodeParams()))
                 into.append((time.perf_counter() - start) * 1000.0)
         info.draft_ms, info.full_ms = statistics.median(draft), statistics.median(full)
 
@@ -222,9 +222,9 @@ class PackedQueue(WorkQueue):
 # ---------------------------------------------------------------- senders
 
 
-def raw_sender(detector: Detector, settings: Settings) -> Sender:
+def raw_sender(detector: OnnxDetector, settings: Settings) -> Sender:
     card = detector.card
-    side = max(card.input_size)
+    side = max(card.size)
     params = DecodeParams(
         score_threshold=THRESHOLD,
         nms_iou=_NMS_IOU,
@@ -238,7 +238,7 @@ def raw_sender(detector: Detector, settings: Settings) -> Sender:
             image = decode_image(
                 sample.data, max_pixels=settings.max_image_pixels, target_side=side
             )
-            (dets,) = detector.detect([(prepare(card, image), params)])
+            (dets,) = detector.run_batch([detector.preprocess(DetectRequest(image, params))])
             out.append((sample.name, len(boxes_of(dets, card, image))))
         return out
 
@@ -441,7 +441,7 @@ def measure_clients(
 def run(config: Config) -> BenchResult:
     settings = Settings(model_dirs=[config.models])
     registry = ModelRegistry(settings)
-    detector = registry.get(default_detector(registry))
+    detector = registry.model(default_detector(registry))
     samples = load_samples(config.images, config.limit)
     infos = describe_images(samples, config.images)
     print(f"batchvision {git_revision()}; machine: {os.cpu_count()} CPUs")

@@ -1,7 +1,7 @@
 """Throughput of `detect` (yolox-nano) three ways, side by side in one run, plus draft-mode timing.
 
 Modes (see bench/README.md):
-  raw    in-process loop: read bytes, decode_image(target_side=416), prepare, detector.detect
+  raw    in-process loop: read bytes, decode_image(target_side=416), preprocess, run_batch
          one image at a time, sequentially; the ORT settings the server uses.
   http   the real batchvision server (subprocess) under N concurrent clients, each POSTing
          multipart batches of B images to /v1/analyze with tasks=detect.
@@ -39,7 +39,7 @@ from PIL import Image
 from batchvision.core.settings import Settings
 from batchvision.intake.decode import decode_image
 from batchvision.models.decoders import DecodeParams
-from batchvision.models.detector import Detector, prepare
+from batchvision.models.detector import DetectRequest, OnnxDetector
 from batchvision.models.registry import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,14 +183,14 @@ def run_clients(
 # ---------------------------------------------------------------- the three senders
 
 
-def raw_sender(detector: Detector, max_pixels: int) -> Sender:
+def raw_sender(detector: OnnxDetector, max_pixels: int) -> Sender:
     params = DecodeParams(score_threshold=THRESHOLD)
 
     def send(chunk: Sequence[Sample]) -> list[tuple[str, int]]:
         out = []
         for sample in chunk:
             image = decode_image(sample.data, max_pixels=max_pixels, target_side=SIDE)
-            (dets,) = detector.detect([(prepare(detector.card, image), params)])
+            (dets,) = detector.run_batch([detector.preprocess(DetectRequest(image, params))])
             out.append((sample.name, len(dets)))
         return out
 
@@ -343,7 +343,7 @@ class Mode:
 
 def build_modes(
     config: Config,
-    detector: Detector,
+    detector: OnnxDetector,
     settings: Settings,
     servers: dict[str, Server],
     api_key: str | None,
@@ -483,14 +483,14 @@ def make_big_jpeg(source_dir: Path, tmp: Path) -> Path:
     return path
 
 
-def time_decode(data: bytes, detector: Detector, max_pixels: int, side: int | None) -> float:
+def time_decode(data: bytes, detector: OnnxDetector, max_pixels: int, side: int | None) -> float:
     start = time.perf_counter()
     image = decode_image(data, max_pixels=max_pixels, target_side=side)
-    prepare(detector.card, image)
+    detector.preprocess(DetectRequest(image, DecodeParams()))
     return (time.perf_counter() - start) * 1000.0
 
 
-def draft_timing(config: Config, detector: Detector, settings: Settings, tmp: Path) -> None:
+def draft_timing(config: Config, detector: OnnxDetector, settings: Settings, tmp: Path) -> None:
     data = make_big_jpeg(config.draft_source, tmp).read_bytes()
     max_pixels = settings.max_image_pixels
     drafted = decode_image(data, max_pixels=max_pixels, target_side=SIDE).pixels.shape

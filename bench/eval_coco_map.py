@@ -19,7 +19,7 @@ from typing import Any
 from batchvision.core.settings import Settings
 from batchvision.intake.decode import decode_image
 from batchvision.models.decoders import DecodeParams
-from batchvision.models.detector import prepare
+from batchvision.models.detector import DetectRequest
 from batchvision.models.registry import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,14 +53,14 @@ def detections(model: str, data_dir: Path, model_dir: Path) -> list[dict[str, An
     labels = json.loads((data_dir / "labels.json").read_text())
     _, ids = _ground_truth(labels)
     registry = ModelRegistry(Settings(model_dirs=[model_dir]))
-    detector = registry.get(model)
-    side = max(detector.card.input_size)
+    detector = registry.model(model)
+    side = max(detector.card.size)
     found = []
     for name in sorted(labels):
         image = decode_image(
             (data_dir / "images" / name).read_bytes(), max_pixels=10**8, target_side=side
         )
-        (dets,) = detector.detect([(prepare(detector.card, image), EVAL_PARAMS)])
+        (dets,) = detector.run_batch([detector.preprocess(DetectRequest(image, EVAL_PARAMS))])
         for box, score, cls in zip(dets.boxes, dets.scores, dets.class_ids, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
             found.append(

@@ -47,11 +47,14 @@ from shapely.geometry import Polygon as ShapelyPolygon
 from batchvision.core.types import RGBArray
 from batchvision.intake.decode import decode_image
 from batchvision.models.ocr import (
+    CASCADE,
     SUPPORTED,
+    CascadeEngine,
     EngineStatus,
     OcrEngine,
-    OcrEngines,
     OcrPage,
+    PpOcrEngine,
+    TesseractEngine,
     auto_candidates,
 )
 
@@ -93,17 +96,21 @@ class AutoEngine(OcrEngine):
 
     name = "auto"
 
-    def __init__(self, engines: OcrEngines) -> None:
-        self.engines = engines
+    def __init__(self, tesseract: OcrEngine, ppocr: OcrEngine) -> None:
+        self.engines = {
+            "tesseract": tesseract,
+            "ppocr": ppocr,
+            CASCADE: CascadeEngine(tesseract, ppocr),
+        }
 
     def status(self) -> EngineStatus:
-        return self.engines.cascade.status()
+        return self.engines[CASCADE].status()
 
     def require(self, languages: list[str]) -> None:
-        self.engines.get(auto_candidates(languages)[0]).require(languages)
+        self.engines[auto_candidates(languages)[0]].require(languages)
 
     def recognize(self, pixels: RGBArray, languages: list[str]) -> OcrPage:
-        return self.engines.get(auto_candidates(languages)[0]).recognize(pixels, languages)
+        return self.engines[auto_candidates(languages)[0]].recognize(pixels, languages)
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -335,12 +342,12 @@ def main() -> None:
     parser.add_argument("--examples", action="store_true", help="print what each engine read")
     args = parser.parse_args()
     labels = json.loads((args.data / "labels.json").read_text())
-    shared = OcrEngines(ppocr_threads=args.threads, tesseract_backend="api")
+    tesseract, ppocr = TesseractEngine("api"), PpOcrEngine(args.threads)
     engines: dict[str, OcrEngine] = {
-        "tesseract": shared.tesseract,
-        "tesseract-cli": OcrEngines(tesseract_backend="cli").tesseract,
-        "ppocr": shared.ppocr,
-        "auto": AutoEngine(shared),
+        "tesseract": tesseract,
+        "tesseract-cli": TesseractEngine("cli"),
+        "ppocr": ppocr,
+        "auto": AutoEngine(tesseract, ppocr),
     }
     reports = []
     for name in args.engines.split(","):

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from batchvision.cli.main import app
-from batchvision.models.registry import sha256_of
+from batchvision.models.files import sha256_of
 
 SHARED_MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
 YOLOX_FILE = "yolox_nano/yolox_nano.onnx"
@@ -52,6 +52,25 @@ def test_list_shows_shared_yolox_as_installed(runner: CliRunner) -> None:
     line = _line(result.stdout, "yolox-nano")
     assert line.split()[2] == "installed"
     assert str(SHARED_MODELS / YOLOX_FILE) in line
+
+
+def test_list_shows_the_ocr_engines_and_the_languages_they_read(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["models", "list", "--model-dir", str(SHARED_MODELS)])
+    assert result.exit_code == 0, result.output
+    tesseract = _line(result.stdout, "tesseract")
+    assert tesseract.split()[1:3] == ["ocr", "installed"]
+    assert "[en, " in tesseract and " ru, " in tesseract  # the languages it reads here
+    assert _line(result.stdout, "ppocr").split()[1:3] == ["ocr", "installed"]
+    rows = _rows(runner, SHARED_MODELS)
+    assert "zh" in rows["ppocr"]["languages"]  # type: ignore[operator]
+
+
+def test_pull_of_an_ocr_engine_says_there_is_nothing_to_pull(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    result = _pull(runner, "tesseract", tmp_path, SHARED_MODELS)
+    assert result.exit_code != 0
+    assert "no file to pull" in result.output
 
 
 def test_list_json_in_empty_dir_shows_missing(runner: CliRunner, tmp_path: Path) -> None:

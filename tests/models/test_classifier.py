@@ -20,7 +20,14 @@ from batchvision.core.settings import Settings
 from batchvision.core.types import DecodedImage
 from batchvision.intake.decode import decode_image
 from batchvision.models.cards import ModelCard
-from batchvision.models.classifier import crop_pixels, prepare_crop, softmax, top_k
+from batchvision.models.classifier import (
+    OnnxClassifier,
+    crop_pixels,
+    prepare_crop,
+    softmax,
+    top_k,
+)
+from batchvision.models.detector import YoloxDetector
 from batchvision.models.preprocess import stretch
 from batchvision.models.registry import ModelRegistry
 from conftest import EVALDATA, MODELS
@@ -102,7 +109,6 @@ def test_a_speciesnet_card_takes_the_family_defaults() -> None:
 @pytest.mark.parametrize(
     ("changes", "needle"),
     [
-        ({"family": "yolox"}, "classify card's family"),
         ({"labels": ["bear", "deer"]}, "path of its label list"),
         ({"labels": "/etc/labels.txt"}, "labels must be a relative path"),
         ({"labels": "../labels.txt"}, "labels must be a relative path"),
@@ -110,7 +116,7 @@ def test_a_speciesnet_card_takes_the_family_defaults() -> None:
             {"task": "detect", "family": "yolox", "softmax": True, "labels": "coco80"},
             "for classify cards",
         ),
-        ({"task": "detect"}, "detect card's family"),
+        ({"file": None}, "names its file, input_size and labels"),
     ],
 )
 def test_invalid_classify_cards_are_refused(changes: dict[str, object], needle: str) -> None:
@@ -132,8 +138,8 @@ def test_the_label_list_is_found_in_any_model_directory(tmp_path: Path) -> None:
     install(tmp_path)
     registry = registry_of(tmp_path, MODELS)
     card = registry.card("sn")
-    assert registry.labels_file(card) == MODELS / LABELS
     status = registry.status(card)
+    assert status.found.labels == MODELS / LABELS
     assert (status.state, status.classes) == ("installed", LABEL_COUNT)
     assert status.to_dict()["classes"] == LABEL_COUNT
     assert registry.require_labels("sn") == MODELS / LABELS
@@ -145,14 +151,14 @@ def test_the_model_directory_s_own_label_list_comes_first(tmp_path: Path) -> Non
     own.parent.mkdir()
     own.write_text((MODELS / LABELS).read_text(encoding="utf-8"), encoding="utf-8")
     # listed last, the directory holding the model still supplies the label list
-    assert registry_of(MODELS, tmp_path).labels_file(registry_of(tmp_path).card("sn")) == own
+    assert registry_of(MODELS, tmp_path).require_labels("sn") == own
 
 
 def test_without_its_label_list_a_classifier_is_missing(tmp_path: Path) -> None:
     install(tmp_path)
     registry = registry_of(tmp_path)  # ../shared/models not listed: no label list anywhere
     assert registry.status(registry.card("sn")).state == "missing"
-    for call in (registry.require, registry.classifier):
+    for call in (registry.require, registry.model):
         with pytest.raises(BatchVisionError) as caught:
             call("sn")
         assert caught.value.code is ErrorCode.MODEL_UNAVAILABLE
@@ -165,7 +171,7 @@ def test_a_label_list_checksum_is_verified(tmp_path: Path) -> None:
     registry = registry_of(tmp_path, MODELS)
     assert registry.status(registry.card("sn")).state == "checksum_mismatch"
     with pytest.raises(BatchVisionError, match="labels_sha256"):
-        registry.classifier("sn")
+        registry.model("sn")
     (tmp_path / "sn.card.toml").write_text(card_text(extra=f'labels_sha256 = "{real}"\n'))
     fixed = registry_of(tmp_path, MODELS)
     assert fixed.status(fixed.card("sn")).state == "installed"
@@ -174,26 +180,27 @@ def test_a_label_list_checksum_is_verified(tmp_path: Path) -> None:
 def test_a_label_list_of_another_length_is_refused_at_load(tmp_path: Path) -> None:
     install(tmp_path, width=LABEL_COUNT - 1)
     with pytest.raises(BatchVisionError) as caught:
-        registry_of(tmp_path, MODELS).classifier("sn")
+        registry_of(tmp_path, MODELS).model("sn")
     assert caught.value.code is ErrorCode.MODEL_UNAVAILABLE
     assert f"gives {LABEL_COUNT - 1} scores" in caught.value.message
 
 
-def test_a_task_s_models_are_not_interchangeable(tmp_path: Path) -> None:
+def test_each_card_loads_as_the_kind_its_task_and_family_name(tmp_path: Path) -> None:
     install(tmp_path)
     registry = registry_of(tmp_path, MODELS)
-    for call, name in ((registry.get, "sn"), (registry.classifier, "yolox-nano")):
-        with pytest.raises(BatchVisionError) as caught:
-            call(name)
-        assert caught.value.code is ErrorCode.INVALID_PARAMETER
+    assert isinstance(registry.model("sn"), OnnxClassifier)
+    assert isinstance(registry.model("yolox-nano"), YoloxDetector)
+    with pytest.raises(BatchVisionError) as caught:
+        registry.require_labels("yolox-nano")
+    assert caught.value.code is ErrorCode.INVALID_PARAMETER
 
 
 def test_a_batch_one_graph_classifies_crops_one_at_a_time(tmp_path: Path) -> None:
     install(tmp_path, extra="softmax = false\n")
-    classifier = registry_of(tmp_path, MODELS).classifier("sn")
+    classifier = registry_of(tmp_path, MODELS).model("sn")
     assert not classifier.model.batchable
     crops = [np.full((SIDE, SIDE, 3), v, np.float32) for v in (0.0, 0.5, 1.0)]
-    rows = classifier.classify(crops)
+    rows = classifier.run_batch(crops)
     expected = np.linspace(0.0, 1.0, LABEL_COUNT, dtype=np.float32)
     assert len(rows) == 3
     for row in rows:
@@ -203,9 +210,7 @@ def test_a_batch_one_graph_classifies_crops_one_at_a_time(tmp_path: Path) -> Non
 def test_logits_are_turned_into_probabilities(tmp_path: Path) -> None:
     install(tmp_path)  # the family default: softmax = true
     [row] = (
-        registry_of(tmp_path, MODELS)
-        .classifier("sn")
-        .classify([np.zeros((SIDE, SIDE, 3), np.float32)])
+        registry_of(tmp_path, MODELS).model("sn").run_batch([np.zeros((SIDE, SIDE, 3), np.float32)])
     )
     logits = np.linspace(0.0, 1.0, LABEL_COUNT)
     expected = np.exp(logits) / np.exp(logits).sum()

@@ -16,7 +16,7 @@ from batchvision.models.decoders import (
     decode_yolov5,
     nms,
 )
-from batchvision.models.detector import prepare
+from batchvision.models.detector import DetectRequest
 from batchvision.models.registry import ModelRegistry
 from conftest import MODELS, coco_image
 
@@ -27,10 +27,10 @@ def registry() -> ModelRegistry:
 
 
 def _detect(registry: ModelRegistry, model: str, image_name: str, threshold: float = 0.3):
-    detector = registry.get(model)
+    detector = registry.model(model)
     image = decode_image(coco_image(image_name), max_pixels=10**8)
     params = DecodeParams(score_threshold=threshold)
-    (dets,) = detector.detect([(prepare(detector.card, image), params)])
+    (dets,) = detector.run_batch([detector.preprocess(DetectRequest(image, params))])
     return detector, image, dets
 
 

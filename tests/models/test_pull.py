@@ -18,8 +18,9 @@ import pytest
 from batchvision.core.settings import Settings
 from batchvision.models import pull
 from batchvision.models.cards import ModelCard
+from batchvision.models.files import sha256_of
 from batchvision.models.pull import PullError, pull_model
-from batchvision.models.registry import ModelRegistry, sha256_of
+from batchvision.models.registry import ModelRegistry
 from local_http import Route, RouteHandler, serve_routes
 
 SHARED_MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"

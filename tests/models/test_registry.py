@@ -13,7 +13,7 @@ from batchvision.core.settings import Settings
 from batchvision.intake.decode import decode_image
 from batchvision.models.cards import CardError, load_cards, read_card
 from batchvision.models.decoders import DecodeParams
-from batchvision.models.detector import prepare
+from batchvision.models.detector import DetectRequest
 from batchvision.models.registry import ModelRegistry
 from conftest import MODELS, coco_image
 
@@ -33,7 +33,8 @@ def _install_yolox(model_dir: Path) -> Path:
 
 def test_shipped_cards_describe_the_models_at_hand() -> None:
     cards = load_cards(Settings(model_dirs=[MODELS]))
-    assert {"yolox-nano", "deimv2-atto", "yolov8n-int8-agpl"} <= set(cards)
+    assert {"yolox-nano", "deimv2-atto", "yolov8n-int8-agpl", "tesseract", "ppocr"} <= set(cards)
+    assert (cards["tesseract"].task, cards["ppocr"].family) == ("ocr", "ppocr")
     yolox = cards["yolox-nano"]
     assert yolox.family == "yolox" and yolox.input_size == (416, 416)
     assert yolox.pre.letterbox == "topleft" and yolox.pre.channel_order == "BGR"
@@ -45,16 +46,16 @@ def test_models_load_lazily_and_report_state() -> None:
     registry = _registry(MODELS)
     assert registry.loaded_names() == []
     assert registry.status(registry.card("yolox-nano")).state == "installed"
-    registry.get("yolox-nano")
+    registry.model("yolox-nano")
     assert registry.loaded_names() == ["yolox-nano"]
-    assert registry.get("yolox-nano") is registry.get("yolox-nano")
+    assert registry.model("yolox-nano") is registry.model("yolox-nano")
 
 
 def test_missing_model_names_the_pull_command(tmp_path: Path) -> None:
     registry = _registry(tmp_path)
     assert registry.status(registry.card("yolox-nano")).state == "missing"
     with pytest.raises(BatchVisionError) as caught:
-        registry.get("yolox-nano")
+        registry.model("yolox-nano")
     assert caught.value.code is ErrorCode.MODEL_UNAVAILABLE
     assert "batchvision models pull yolox-nano" in caught.value.message
 
@@ -67,7 +68,7 @@ def test_checksum_mismatch_refuses_to_load(tmp_path: Path) -> None:
     registry = _registry(tmp_path)
     assert registry.status(registry.card("yolox-nano")).state == "checksum_mismatch"
     with pytest.raises(BatchVisionError) as caught:
-        registry.get("yolox-nano")
+        registry.model("yolox-nano")
     assert caught.value.code is ErrorCode.MODEL_UNAVAILABLE
     assert "sha256" in caught.value.message
 
@@ -90,10 +91,34 @@ def test_user_card_file_adds_a_model_without_code(tmp_path: Path) -> None:
     )
     registry = _registry(tmp_path)
     assert registry.status(registry.card("my-detector")).state == "installed"
-    detector = registry.get("my-detector")
+    detector = registry.model("my-detector")
     image = decode_image(coco_image(), max_pixels=10**8)
-    (dets,) = detector.detect([(prepare(detector.card, image), DecodeParams())])
+    (dets,) = detector.run_batch([detector.preprocess(DetectRequest(image, DecodeParams()))])
     assert "person" in {detector.class_names[int(c)] for c in dets.class_ids}
+
+
+@pytest.mark.parametrize(
+    ("task", "family"), [("segment", "yolox"), ("classify", "yolox"), ("detect", "yolo-nas")]
+)
+def test_a_card_no_kind_runs_is_refused_with_a_clear_message(
+    tmp_path: Path, task: str, family: str
+) -> None:
+    (tmp_path / "odd.card.toml").write_text(
+        f'name = "odd"\ntask = "{task}"\nfamily = "{family}"\nfile = "odd.onnx"\n'
+        'input_size = [320, 320]\nlabels = "coco80"\n'
+    )
+    with pytest.raises(CardError) as caught:
+        _registry(tmp_path)
+    message = str(caught.value)
+    assert f"model card 'odd': no model kind has task '{task}' and family '{family}'" in message
+    assert "detect/yolox" in message and "ocr/tesseract" in message
+
+
+def test_an_ocr_card_names_no_files(tmp_path: Path) -> None:
+    bad = tmp_path / "ocr.card.toml"
+    bad.write_text('name = "t2"\ntask = "ocr"\nfamily = "tesseract"\nfile = "t.onnx"\n')
+    with pytest.raises(CardError, match=r"an ocr card names no files or inputs \(got \['file'\]\)"):
+        read_card(bad)
 
 
 def test_invalid_card_file_is_reported_with_its_path(tmp_path: Path) -> None:
@@ -116,16 +141,16 @@ def test_least_recently_used_model_is_unloaded_past_the_budget(tmp_path: Path) -
     registry = ModelRegistry(
         Settings(model_dirs=[MODELS], model_card_paths=[tmp_path], model_memory_budget_mb=100)
     )
-    registry.get("a-model")
-    registry.get("b-model")
+    registry.model("a-model")
+    registry.model("b-model")
     assert registry.loaded_names() == ["b-model"]
-    registry.get("a-model")
+    registry.model("a-model")
     assert registry.loaded_names() == ["a-model"]
 
 
 def test_fixed_batch_graph_is_made_batchable_with_identical_outputs() -> None:
     registry = _registry(MODELS)
-    yolox = registry.get("yolox-nano").model
+    yolox = registry.model("yolox-nano").model
     assert yolox.batchable
     probe = np.random.default_rng(1).random((3, 3, 416, 416), dtype=np.float32) * 255
     together = yolox.run(probe)
@@ -137,14 +162,15 @@ def test_fixed_batch_graph_is_made_batchable_with_identical_outputs() -> None:
 def test_graph_that_fails_at_batch_two_runs_items_one_by_one() -> None:
     """DEIMv2's export declares a dynamic batch but fails beyond 1: it must still serve batches."""
     registry = _registry(MODELS)
-    deim = registry.get("deimv2-atto")
+    deim = registry.model("deimv2-atto")
     assert not deim.model.batchable
     images = [
         decode_image(coco_image(n), max_pixels=10**8)
         for n in ("000000000139.jpg", "000000000632.jpg")
     ]
-    items = [(prepare(deim.card, image), DecodeParams(score_threshold=0.3)) for image in images]
-    joint = deim.detect(items)
+    params = DecodeParams(score_threshold=0.3)
+    items = [deim.preprocess(DetectRequest(image, params)) for image in images]
+    joint = deim.run_batch(items)
     for item, dets in zip(items, joint, strict=True):
-        (alone,) = deim.detect([item])
+        (alone,) = deim.run_batch([item])
         np.testing.assert_allclose(dets.boxes, alone.boxes)

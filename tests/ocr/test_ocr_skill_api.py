@@ -176,16 +176,16 @@ def test_ocr_runs_on_the_engine_cpu_pool(tmp_path: Path) -> None:
 
     settings: Settings = make_settings(tmp_path)
     pipeline = Pipeline(settings)
-    skill: Any = pipeline.skills["ocr"]
+    reader: Any = pipeline.registry.model("tesseract").reader  # the instance the engine runs
     threads: list[str] = []
-    real = skill.engines.tesseract.recognize
+    real = reader.recognize
 
     def recording(*args: Any) -> OcrPage:
         threads.append(threading.current_thread().name)
         page: OcrPage = real(*args)
         return page
 
-    skill.engines.tesseract.recognize = recording
+    reader.recognize = recording
     png = render_png(RUSSIAN)
 
     async def go() -> list[Any]:

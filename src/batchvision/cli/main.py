@@ -152,16 +152,17 @@ def models_list(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Show every known model card and whether its file is installed."""
+    """Show every known model card and whether it is installed (OCR engines: their languages)."""
     from batchvision.models.registry import ModelRegistry
 
     registry = ModelRegistry(_settings(model_dirs=model_dir))
-    rows = [registry.status(card).to_dict() for card in registry.cards.values()]
+    rows = [status.to_dict() for status in registry.statuses()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        where = row["path"] or f"pull with: batchvision models pull {row['name']}"
+        languages = row["languages"]
+        where = row["detail"] + (f" [{', '.join(languages)}]" if languages else "")
         typer.echo(
             f"{row['name']:<22} {row['task']:<8} {row['state']:<18} {row['license']:<12} {where}"
         )

@@ -1,25 +1,23 @@
 """Dynamic batching: concurrent callers' items merge into one model call.
 
 The first item opens a batch; the batch closes when it holds `max_batch_size` items or
-`max_wait_ms` have passed, whichever comes first. The batch function runs on the worker pool,
-never on the event loop, and must return exactly one result per item, in order.
+`max_wait_ms` have passed, whichever comes first. The batch function is awaited, at most
+`max_concurrent_batches` at a time: it puts its work where it belongs (a pool thread for a local
+model, an HTTP call for a remote one) and must return exactly one result per item, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from batchvision.models.base import check_count
+
 In = TypeVar("In")
 Out = TypeVar("Out")
-
-
-class BatchContractError(RuntimeError):
-    """The batch function broke the one-result-per-item contract."""
 
 
 @dataclass
@@ -31,15 +29,13 @@ class _Pending(Generic[In, Out]):
 class DynamicBatcher(Generic[In, Out]):
     def __init__(
         self,
-        fn: Callable[[list[In]], Sequence[Out]],
+        fn: Callable[[list[In]], Awaitable[Sequence[Out]]],
         *,
-        executor: Executor,
         max_batch_size: int,
         max_wait_ms: float,
         max_concurrent_batches: int = 1,
     ) -> None:
         self._fn = fn
-        self._executor = executor
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_ms / 1000.0
         self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue()
@@ -91,9 +87,9 @@ class DynamicBatcher(Generic[In, Out]):
             if not batch:
                 return
             items = [p.item for p in batch]
-            loop = asyncio.get_running_loop()
             try:
-                results = await loop.run_in_executor(self._executor, self._checked, items)
+                results = await self._fn(items)
+                check_count(results, items, "batch function")
             except Exception as exc:
                 for pending in batch:
                     if not pending.future.done():
@@ -105,14 +101,6 @@ class DynamicBatcher(Generic[In, Out]):
         finally:
             self.batches_run += 1
             self._slots.release()
-
-    def _checked(self, items: list[In]) -> Sequence[Out]:
-        results = self._fn(items)
-        if len(results) != len(items):
-            raise BatchContractError(
-                f"batch function returned {len(results)} results for {len(items)} items"
-            )
-        return results
 
     async def close(self) -> None:
         if self._collector is not None:

@@ -1,4 +1,9 @@
-"""Execution: bounded worker pools, admission control, and one dynamic batcher per model."""
+"""Execution: bounded worker pools, admission control, and one dynamic batcher per model.
+
+The engine knows no model kinds: every model is `preprocess` on the CPU pool, then a batch of
+items from every caller through that model's batcher, then the model's own `infer` (see
+`models.base`). How a model batches comes from its kind (`Model.batching`).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,16 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
 from batchvision.engine.batcher import DynamicBatcher
-from batchvision.models.decoders import DecodeParams, Detections
-from batchvision.models.detector import PreparedImage
-from batchvision.models.preprocess import FloatArray
+from batchvision.models.base import AnyModel, Pools
 from batchvision.models.registry import ModelRegistry
 
 P = ParamSpec("P")
 R = TypeVar("R")
-T = TypeVar("T")
-U = TypeVar("U")
-
-DetectItem = tuple[PreparedImage, DecodeParams]
 
 
 class Engine:
@@ -37,8 +36,8 @@ class Engine:
         self.registry = registry
         self.cpu_pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="bv-cpu")
         self.model_pool = ThreadPoolExecutor(2, thread_name_prefix="bv-model")
-        self._batchers: dict[str, DynamicBatcher[DetectItem, Detections]] = {}
-        self._classifier_batchers: dict[str, DynamicBatcher[FloatArray, FloatArray]] = {}
+        self.pools = Pools(cpu=self.cpu_pool, model=self.model_pool)
+        self._batchers: dict[str, DynamicBatcher[Any, Any]] = {}
         self._in_flight = 0
 
     @property
@@ -65,43 +64,52 @@ class Engine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.cpu_pool, functools.partial(fn, *args, **kwargs))
 
-    def detector_batcher(self, model: str) -> DynamicBatcher[DetectItem, Detections]:
-        return _cached_batcher(
-            self._batchers, model, lambda items: self.registry.get(model).detect(items), self
-        )
+    async def infer(self, name: str, item: Any) -> Any:
+        """One item through model `name`: its kind's input in, its kind's result out."""
+        model = await self.model(name)
+        prepared = await self.run_cpu(model.preprocess, item)
+        return await self.batcher(name).submit(prepared)
 
-    def classifier_batcher(self, model: str) -> DynamicBatcher[FloatArray, FloatArray]:
-        """Crops in, score rows out: crops of every image in flight share model runs."""
-        return _cached_batcher(
-            self._classifier_batchers,
-            model,
-            lambda crops: self.registry.classifier(model).classify(crops),
-            self,
-        )
+    async def infer_many(self, name: str, items: Sequence[Any]) -> list[Any]:
+        """Items prepared in one CPU job (the crops of one image), then batched with everyone
+        else's items for the same model."""
+        model = await self.model(name)
+        prepared = await self.run_cpu(_preprocess_all, model, items)
+        return await self.batcher(name).submit_many(prepared)
+
+    async def model(self, name: str) -> AnyModel:
+        """The loaded model: a table lookup once loaded; the first load (ONNX sessions take
+        a while to build) runs on the model pool."""
+        loaded = self.registry.loaded(name)
+        if loaded is not None:
+            return loaded
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.model_pool, self.registry.model, name)
+
+    def batcher(self, name: str) -> DynamicBatcher[Any, Any]:
+        """The one batcher of model `name`, made on first use with its kind's batching."""
+        if name not in self._batchers:
+            batching = self.registry.kind(name).batching(self.settings)
+            self._batchers[name] = DynamicBatcher(
+                functools.partial(self._run_batch, name),
+                max_batch_size=batching.max_size,
+                max_wait_ms=batching.max_wait_ms,
+                max_concurrent_batches=batching.concurrency,
+            )
+        return self._batchers[name]
+
+    async def _run_batch(self, name: str, batch: list[Any]) -> list[Any]:
+        # Looked up per batch: the registry may have unloaded the model to stay in budget.
+        model = await self.model(name)
+        return await model.infer(batch, self.pools)
 
     async def close(self) -> None:
         for batcher in self._batchers.values():
             await batcher.close()
-        for classifier in self._classifier_batchers.values():
-            await classifier.close()
         self._batchers.clear()
-        self._classifier_batchers.clear()
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.model_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _cached_batcher(
-    cache: dict[str, DynamicBatcher[T, U]],
-    model: str,
-    run: Callable[[list[T]], Sequence[U]],
-    engine: Engine,
-) -> DynamicBatcher[T, U]:
-    """One batcher per model, made on first use, running on the model pool."""
-    if model not in cache:
-        cache[model] = DynamicBatcher(
-            run,
-            executor=engine.model_pool,
-            max_batch_size=engine.settings.max_batch_size,
-            max_wait_ms=engine.settings.max_wait_ms,
-        )
-    return cache[model]
+def _preprocess_all(model: AnyModel, items: Sequence[Any]) -> list[Any]:
+    return [model.preprocess(item) for item in items]

@@ -4,9 +4,11 @@ Cards ship with the package (`models/cards/*.toml`); users add their own as `*.c
 model directory or through the `model_card_paths` setting, with no code. A user card replaces a
 shipped card of the same name.
 
-Two tasks: `detect` (an object detector; `labels` is a shipped label set or the class names) and
-`classify` (a species classifier run on detector crops; `labels` is the path of its label list,
-one output per line, looked up in the model directories like `file`).
+A card's `task` and `family` choose the class that runs it (`models.kinds`; the registry refuses
+a card no kind implements). Tasks: `detect` (an object detector; `labels` is a shipped label set or
+the class names), `classify` (a species classifier run on detector crops; `labels` is the path of
+its label list, one output per line, looked up in the model directories like `file`) and `ocr` (an
+OCR engine that finds its own installed data, so its card names no files).
 """
 
 from __future__ import annotations
@@ -28,15 +30,10 @@ from pydantic import (
 
 from batchvision.core.settings import Settings
 
-Task = Literal["detect", "classify"]
-Family = Literal["yolox", "ultralytics", "yolov5", "detr", "speciesnet"]
 Placement = Literal["topleft", "center"]
 ChannelOrder = Literal["RGB", "BGR"]
 Resize = Literal["letterbox", "stretch"]
 Layout = Literal["NCHW", "NHWC"]
-
-DETECT_FAMILIES: frozenset[Family] = frozenset({"yolox", "ultralytics", "yolov5", "detr"})
-CLASSIFY_FAMILIES: frozenset[Family] = frozenset({"speciesnet"})
 
 
 class Preprocess(BaseModel):
@@ -54,7 +51,7 @@ class Preprocess(BaseModel):
     layout: Layout = "NCHW"
 
 
-FAMILY_PREPROCESS: dict[Family, Preprocess] = {
+FAMILY_PREPROCESS: dict[str, Preprocess] = {
     "yolox": Preprocess(letterbox="topleft", pad_value=114, channel_order="BGR", scale=1.0),
     "ultralytics": Preprocess(letterbox="center", pad_value=114, channel_order="RGB"),
     "yolov5": Preprocess(letterbox="center", pad_value=114, channel_order="RGB"),
@@ -65,26 +62,27 @@ FAMILY_PREPROCESS: dict[Family, Preprocess] = {
 }
 
 # SpeciesNet's graph returns logits; its Python code applies the softmax.
-FAMILY_SOFTMAX: dict[Family, bool] = {"speciesnet": True}
+FAMILY_SOFTMAX: dict[str, bool] = {"speciesnet": True}
 
 
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
-    task: Task
-    family: Family
-    file: str
+    task: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    family: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    file: str | None = None
     description: str = ""
     url: str | None = None
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     size_bytes: int | None = Field(None, gt=0)
     license: str = "unknown"
     version: str = ""
-    input_size: tuple[int, int] = Field(description="model input (width, height)")
-    labels: str | list[str] = Field(
+    input_size: tuple[int, int] | None = Field(None, description="model input (width, height)")
+    labels: str | list[str] | None = Field(
+        None,
         description="detect: a shipped label set name or the class names; "
-        "classify: the label list's path, relative to a model directory"
+        "classify: the label list's path, relative to a model directory",
     )
     labels_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     softmax: bool | None = Field(None, description="classify: outputs are logits (family default)")
@@ -93,35 +91,49 @@ class ModelCard(BaseModel):
 
     @field_validator("file")
     @classmethod
-    def _relative_file(cls, value: str) -> str:
-        return _relative_path(value, "file")
+    def _relative_file(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_path(value, "file")
 
     @model_validator(mode="after")
     def _fill_preprocess(self) -> ModelCard:
-        if self.preprocess is None:
-            object.__setattr__(self, "preprocess", FAMILY_PREPROCESS[self.family])
+        if self.preprocess is None and self.task in ("detect", "classify"):
+            object.__setattr__(self, "preprocess", FAMILY_PREPROCESS.get(self.family, Preprocess()))
         return self
 
     @model_validator(mode="after")
     def _task_fields(self) -> ModelCard:
+        # Other tasks have no fields of their own; the registry refuses a card no kind runs.
+        if self.task == "ocr":
+            self._check_ocr()
+        elif self.task in ("detect", "classify"):
+            self._check_image_model()
+        return self
+
+    def _check_image_model(self) -> None:
+        if self.file is None or self.input_size is None or self.labels is None:
+            raise ValueError(f"a {self.task} card names its file, input_size and labels")
         if self.task == "classify":
             self._check_classifier()
         else:
             self._check_detector()
-        return self
+
+    def _check_ocr(self) -> None:
+        fields = ("file", "url", "sha256", "input_size", "labels", "labels_sha256", "softmax")
+        named = [f for f in fields if getattr(self, f) is not None]
+        if named or self.preprocess is not None:
+            raise ValueError(
+                f"an ocr card names no files or inputs (got {named or ['preprocess']}): "
+                "the engine finds its own installed data"
+            )
 
     def _check_classifier(self) -> None:
-        if self.family not in CLASSIFY_FAMILIES:
-            raise ValueError(f"a classify card's family is one of {sorted(CLASSIFY_FAMILIES)}")
         if not isinstance(self.labels, str):
             raise ValueError("a classify card's labels is the path of its label list")
         _relative_path(self.labels, "labels")
         if self.softmax is None:
-            object.__setattr__(self, "softmax", FAMILY_SOFTMAX[self.family])
+            object.__setattr__(self, "softmax", FAMILY_SOFTMAX.get(self.family, False))
 
     def _check_detector(self) -> None:
-        if self.family not in DETECT_FAMILIES:
-            raise ValueError(f"a detect card's family is one of {sorted(DETECT_FAMILIES)}")
         if self.softmax is not None or self.labels_sha256 is not None:
             raise ValueError("softmax and labels_sha256 are for classify cards")
         # Boxes are mapped back through the letterbox and the NCHW feeds of `runtime`.
@@ -130,13 +142,19 @@ class ModelCard(BaseModel):
 
     @property
     def pre(self) -> Preprocess:
-        assert self.preprocess is not None  # filled by the validator
+        assert self.preprocess is not None  # filled by the validator for image-model cards
         return self.preprocess
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """`input_size` of an image model (detect and classify cards always give one)."""
+        assert self.input_size is not None  # checked by the validator
+        return self.input_size
+
     def class_names(self) -> list[str]:
-        """A detector's class names; empty for a classifier, whose label list is a file in a
-        model directory (`ModelRegistry.labels_file`)."""
-        if self.task == "classify":
+        """A detector's class names; empty for other tasks (a classifier's label list is a
+        file in a model directory, found by its kind)."""
+        if self.task != "detect" or self.labels is None:
             return []
         if isinstance(self.labels, list):
             return self.labels

@@ -8,15 +8,19 @@ score per line of the card's label list, in that order; `softmax = true` cards r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import DecodedImage, RGBArray
+from batchvision.models.base import Availability, Model
 from batchvision.models.cards import ModelCard
+from batchvision.models.files import ModelFiles, estimated_mb, file_availability
 from batchvision.models.preprocess import FloatArray, letterbox, stretch, to_tensor
-from batchvision.models.runtime import OnnxModel
+from batchvision.models.runtime import OnnxModel, open_onnx
 
 BoxXYXY = tuple[float, float, float, float]
 
@@ -48,17 +52,10 @@ def prepare_crop(card: ModelCard, image: DecodedImage, xyxy: BoxXYXY) -> FloatAr
     """One crop as the classifier's input tensor (without the batch dimension)."""
     pixels = crop_pixels(image, xyxy)
     if card.pre.resize == "stretch":
-        canvas = stretch(pixels, card.input_size)
+        canvas = stretch(pixels, card.size)
     else:
-        canvas, _ = letterbox(pixels, card.input_size, card.pre)
+        canvas, _ = letterbox(pixels, card.size, card.pre)
     return to_tensor(canvas, card.pre)
-
-
-def prepare_crops(
-    card: ModelCard, image: DecodedImage, boxes: Sequence[BoxXYXY]
-) -> list[FloatArray]:
-    """All crops of one image: one CPU job per image rather than one per box."""
-    return [prepare_crop(card, image, box) for box in boxes]
 
 
 def softmax(logits: FloatArray) -> FloatArray:
@@ -73,11 +70,47 @@ def top_k(scores: FloatArray, k: int) -> list[tuple[int, float]]:
     return [(int(i), float(scores[i])) for i in order]
 
 
-class Classifier:
-    """A classify card's graph. `classify` takes crops and returns one score row per crop."""
+@dataclass(frozen=True)
+class Crop:
+    image: DecodedImage
+    box: BoxXYXY  # pixels of the original image
+
+
+def _label_list_unavailable(name: str, reason: str) -> BatchVisionError:
+    # Not `model_unavailable`: `pull` fetches the model file, never its label list.
+    return BatchVisionError(
+        ErrorCode.MODEL_UNAVAILABLE,
+        f"model '{name}' cannot run: its label list {reason}; install the label list the model "
+        "was trained with there",
+    )
+
+
+def label_availability(card: ModelCard, files: ModelFiles, model: Availability) -> Availability:
+    """A classifier without its label list cannot name what it sees: not installed."""
+    assert isinstance(card.labels, str)  # a classify card's label list path
+    assert card.file is not None
+    labels = files.find(card.labels, near=card.file)
+    if labels is None:
+        reason = f"{card.labels} is in no model directory"
+        return Availability(
+            "missing", reason, model.path, error=_label_list_unavailable(card.name, reason)
+        )
+    if not files.checksum_ok(labels, card.labels_sha256):
+        reason = f"{labels} does not match its labels_sha256"
+        error = _label_list_unavailable(card.name, reason)
+        return Availability("checksum_mismatch", reason, model.path, labels, error=error)
+    classes = files.fact(labels, count_labels)
+    return Availability("installed", model.detail, model.path, labels, classes)
+
+
+class OnnxClassifier(Model[Crop, FloatArray, FloatArray, FloatArray]):
+    """A classify card's graph: one score row per crop, in the order of its label list."""
+
+    task = "classify"
+    family = "speciesnet"
 
     def __init__(self, card: ModelCard, model: OnnxModel, label_count: int) -> None:
-        self.card = card
+        super().__init__(card)
         self.model = model
         self.label_count = label_count
         width = model.session.get_outputs()[0].shape[-1]
@@ -86,13 +119,32 @@ class Classifier:
         if isinstance(width, int):
             self._check_width(width)
 
-    def classify(self, crops: list[FloatArray]) -> list[FloatArray]:
-        if not crops:
-            return []
-        rows = [outputs[0].reshape(-1) for outputs in self.model.run(np.stack(crops))]
+    @classmethod
+    def inspect(cls, card: ModelCard, files: ModelFiles) -> Availability:
+        model = file_availability(card, files, classes=None)
+        return model if model.error is not None else label_availability(card, files, model)
+
+    @classmethod
+    def load(cls, card: ModelCard, files: ModelFiles) -> Self:
+        found = cls.inspect(card, files).require()
+        assert found.path is not None
+        assert found.classes is not None
+        return cls(card, open_onnx(found.path, files.settings), found.classes)
+
+    def memory_mb(self) -> int:
+        return estimated_mb(self.model.path)
+
+    def preprocess(self, item: Crop) -> FloatArray:
+        return prepare_crop(self.card, item.image, item.box)
+
+    def predict(self, batch: list[FloatArray]) -> Sequence[FloatArray]:
+        rows = [outputs[0].reshape(-1) for outputs in self.model.run(np.stack(batch))]
         for row in rows:
             self._check_width(len(row))
-        return [softmax(row) if self.card.softmax else row.astype(np.float32) for row in rows]
+        return rows
+
+    def postprocess(self, raw: FloatArray, item: FloatArray) -> FloatArray:
+        return softmax(raw) if self.card.softmax else raw.astype(np.float32)
 
     def _check_width(self, width: int) -> None:
         if width != self.label_count:

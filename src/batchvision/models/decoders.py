@@ -6,7 +6,7 @@ model-input (canvas) frame, already thresholded, NMS'd where the family needs it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -160,13 +160,3 @@ def decode_detr(
         labels[mask].astype(np.int64),
     )
     return _cap(dets, params.max_detections)
-
-
-Decoder = Callable[[Sequence[FloatArray], tuple[int, int], DecodeParams], Detections]
-
-DECODERS: dict[str, Decoder] = {
-    "yolox": decode_yolox,
-    "ultralytics": decode_ultralytics,
-    "yolov5": decode_yolov5,
-    "detr": decode_detr,
-}

@@ -30,7 +30,7 @@ from rich.progress import (
 from batchvision.core.fsutil import fsync_dir
 from batchvision.core.settings import Settings
 from batchvision.models.cards import ModelCard
-from batchvision.models.registry import sha256_of
+from batchvision.models.files import sha256_of
 
 CHUNK_BYTES = 1 << 20
 # Connecting should be quick; a stalled transfer gets a minute between chunks before it fails.
@@ -67,6 +67,11 @@ def _destination(card: ModelCard, settings: Settings) -> Path:
 
 
 def _relative_file(card: ModelCard) -> Path:
+    if card.file is None:
+        raise PullError(
+            f"model '{card.name}' has no file to pull: its engine uses what is installed on the "
+            "system (see `batchvision models list`)"
+        )
     relative = PurePath(card.file)
     if relative.is_absolute() or ".." in relative.parts or not relative.name:
         raise PullError(

@@ -1,8 +1,12 @@
-"""Find model files, verify them, load them lazily, and unload the least recently used."""
+"""Cards and the classes that run them; models loaded lazily, the least recently used unloaded.
+
+Each card's kind comes from its `task` and `family` (`models.kinds`); a card no kind runs is
+refused when the registry is built. Whether a card can run here is the kind's answer
+(`inspect`: a verified file, an engine's installed data), so listings need no loading.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -10,42 +14,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchvision.core.errors import BatchVisionError, ErrorCode, model_unavailable
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
+from batchvision.models.base import AnyModel, Availability
 from batchvision.models.cards import ModelCard, load_cards
-from batchvision.models.classifier import Classifier, count_labels
-from batchvision.models.detector import Detector
-from batchvision.models.runtime import OnnxModel
+from batchvision.models.files import ModelFiles
+from batchvision.models.kinds import KINDS, Kinds, kind_of
 
 log = logging.getLogger(__name__)
-
-MB = 1024 * 1024
-# ONNX Runtime holds the weights plus arenas and pre-packed copies; measured RSS growth for the
-# shipped detectors is two to four times the file size.
-_MEMORY_FACTOR = 4
-_MIN_MEMORY_MB = 32
-
-Loaded = Detector | Classifier
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
 class ModelStatus:
     card: ModelCard
-    path: Path | None
-    state: str  # installed | missing | checksum_mismatch
+    found: Availability
     loaded: bool
-    classes: int | None = None  # a classifier's label count, once its label list is found
+
+    @property
+    def state(self) -> str:
+        return self.found.state
+
+    @property
+    def path(self) -> Path | None:
+        return self.found.path
+
+    @property
+    def classes(self) -> int | None:
+        return self.found.classes
 
     def to_dict(self) -> dict[str, Any]:
-        card = self.card
+        card, found = self.card, self.found
+        languages = found.languages
         return {
             "name": card.name,
             "task": card.task,
@@ -53,33 +52,31 @@ class ModelStatus:
             "description": card.description,
             "version": card.version,
             "license": card.license,
-            "input_size": list(card.input_size),
-            "classes": self.classes if card.task == "classify" else len(card.class_names()),
-            "state": self.state,
+            "input_size": list(card.input_size) if card.input_size else None,
+            "classes": found.classes,
+            "languages": list(languages) if languages is not None else None,
+            "state": found.state,
+            "detail": found.detail,
             "loaded": self.loaded,
-            "path": str(self.path) if self.path else None,
+            "path": str(found.path) if found.path else None,
             "url": card.url,
             "sha256": card.sha256,
         }
 
 
-def _label_list_unavailable(name: str, reason: str) -> BatchVisionError:
-    # Not `model_unavailable`: `pull` fetches the model file, never its label list.
-    return BatchVisionError(
-        ErrorCode.MODEL_UNAVAILABLE,
-        f"model '{name}' cannot run: its label list {reason}; install the label list the model "
-        "was trained with there",
-    )
-
-
 class ModelRegistry:
-    def __init__(self, settings: Settings, cards: dict[str, ModelCard] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, cards: dict[str, ModelCard] | None = None, kinds: Kinds = KINDS
+    ) -> None:
         self.settings = settings
         self.cards = cards if cards is not None else load_cards(settings)
-        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
-        self._verified: dict[tuple[Path, int, int], bool] = {}
-        self._label_counts: dict[tuple[Path, int, int], int] = {}
-        self._lock = threading.RLock()
+        self.files = ModelFiles(settings)
+        self._kinds = {name: kind_of(card, kinds) for name, card in self.cards.items()}
+        self._loaded: OrderedDict[str, AnyModel] = OrderedDict()
+        # `_lock` guards the table and is held only for dict work, so the event loop can look
+        # a model up while a pool thread spends seconds in `_loading` building another.
+        self._lock = threading.Lock()
+        self._loading = threading.Lock()
 
     def card(self, name: str) -> ModelCard:
         try:
@@ -90,148 +87,57 @@ class ModelRegistry:
                 ErrorCode.INVALID_PARAMETER, f"unknown model '{name}'; known models: {known}"
             ) from None
 
-    def find_file(self, card: ModelCard) -> Path | None:
-        for directory in self.settings.model_dirs:
-            candidate = directory / card.file
-            if candidate.is_file():
-                return candidate
-        return None
-
-    def labels_file(self, card: ModelCard) -> Path | None:
-        """A classifier's label list: `labels` looked up like `file`, in the directory holding
-        the model file first (a model and its own label list stay together), then the others."""
-        if card.task != "classify" or not isinstance(card.labels, str):
-            return None
-        dirs = list(self.settings.model_dirs)
-        home = [d for d in dirs if (d / card.file).is_file()][:1]
-        for directory in home + dirs:
-            candidate = directory / card.labels
-            if candidate.is_file():
-                return candidate
-        return None
-
-    def _checksum_ok(self, path: Path, expected: str | None) -> bool:
-        if expected is None or not self.settings.verify_model_checksums:
-            return True
-        stat = path.stat()
-        key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
-        with self._lock:
-            if key not in self._verified:
-                self._verified[key] = sha256_of(path) == expected
-            return self._verified[key]
-
-    def _label_count(self, path: Path) -> int:
-        stat = path.stat()
-        key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
-        with self._lock:
-            if key not in self._label_counts:
-                self._label_counts[key] = count_labels(path)
-            return self._label_counts[key]
+    def kind(self, name: str) -> type[AnyModel]:
+        return self._kinds[self.card(name).name]
 
     def status(self, card: ModelCard) -> ModelStatus:
-        path = self.find_file(card)
-        state = self._state(card, path)
-        labels = self.labels_file(card) if state == "installed" else None
-        classes = self._label_count(labels) if labels is not None else None
-        return ModelStatus(card, path, state, card.name in self._loaded, classes)
+        found = self._kinds[card.name].inspect(card, self.files)
+        return ModelStatus(card, found, card.name in self._loaded)
 
-    def _state(self, card: ModelCard, path: Path | None) -> str:
-        if path is None:
-            return "missing"
-        if not self._checksum_ok(path, card.sha256):
-            return "checksum_mismatch"
-        if card.task != "classify":
-            return "installed"
-        # A classifier without its label list cannot name what it sees: not installed.
-        labels = self.labels_file(card)
-        if labels is None:
-            return "missing"
-        return "installed" if self._checksum_ok(labels, card.labels_sha256) else "checksum_mismatch"
+    def statuses(self) -> list[ModelStatus]:
+        """Every card with its state, for `GET /v1/models` and `batchvision models list`."""
+        return [self.status(card) for card in self.cards.values()]
 
-    def _verified_files(self, card: ModelCard) -> tuple[Path, Path | None]:
-        """The model file and (for a classifier) its label list, both found and verified."""
-        name = card.name
-        path = self.find_file(card)
-        if path is None:
-            raise model_unavailable(name)
-        if not self._checksum_ok(path, card.sha256):
-            raise model_unavailable(name, f"file {path.name} does not match its sha256")
-        if card.task != "classify":
-            return path, None
-        labels = self.labels_file(card)
-        if labels is None:
-            raise _label_list_unavailable(name, f"{card.labels} is in no model directory")
-        if not self._checksum_ok(labels, card.labels_sha256):
-            raise _label_list_unavailable(name, f"{labels} does not match its labels_sha256")
-        return path, labels
-
-    def require(self, name: str) -> Path:
-        """The verified file for `name`, or a model_unavailable error naming the pull command."""
-        return self._verified_files(self.card(name))[0]
+    def require(self, name: str) -> Availability:
+        """What `name` runs from, or its model_unavailable error (naming what to install)."""
+        return self.status(self.card(name)).found.require()
 
     def require_labels(self, name: str) -> Path:
         """The verified label list of the classifier `name`, or a model_unavailable error."""
-        labels = self._verified_files(self.card(name))[1]
+        labels = self.require(name).labels
         if labels is None:
             raise BatchVisionError(
                 ErrorCode.INVALID_PARAMETER, f"model '{name}' is not a classify model"
             )
         return labels
 
-    def get(self, name: str) -> Detector:
-        """The loaded detector `name`."""
-        model = self._get(name, "detect")
-        assert isinstance(model, Detector)
-        return model
-
-    def classifier(self, name: str) -> Classifier:
-        """The loaded classifier `name`."""
-        model = self._get(name, "classify")
-        assert isinstance(model, Classifier)
-        return model
-
-    def _get(self, name: str, task: str) -> Loaded:
+    def loaded(self, name: str) -> AnyModel | None:
+        """The model if it is loaded (and now the most recently used); never loads."""
         with self._lock:
-            card = self.card(name)
-            if card.task != task:
-                raise BatchVisionError(
-                    ErrorCode.INVALID_PARAMETER, f"model '{name}' is a {card.task} model"
-                )
-            if name in self._loaded:
+            model = self._loaded.get(name)
+            if model is not None:
                 self._loaded.move_to_end(name)
-                return self._loaded[name]
-            loaded = self._load(card)
-            self._loaded[name] = loaded
-            log.info(
-                "loaded model %s from %s (batchable=%s)",
-                name,
-                loaded.model.path,
-                loaded.model.batchable,
-            )
-            self._evict_over_budget()
-            return loaded
+            return model
 
-    def _load(self, card: ModelCard) -> Loaded:
-        path, labels = self._verified_files(card)
-        model = OnnxModel(
-            path,
-            intra_threads=self.settings.ort_intra_op_threads,
-            inter_threads=self.settings.ort_inter_op_threads,
-        )
-        if labels is None:
-            return Detector(card, model)
-        return Classifier(card, model, self._label_count(labels))
+    def model(self, name: str) -> AnyModel:
+        """The loaded model `name`, loading it (blocking: call it off the event loop)."""
+        card = self.card(name)
+        with self._loading:
+            model = self.loaded(name)
+            if model is None:
+                model = self._kinds[name].load(card, self.files)
+                log.info("loaded model %s (%s/%s)", name, card.task, card.family)
+                with self._lock:
+                    self._loaded[name] = model
+                    self._evict_over_budget()
+            return model
 
     def loaded_names(self) -> list[str]:
         with self._lock:
             return list(self._loaded)
 
     def _memory_mb(self, name: str) -> int:
-        card = self.cards[name]
-        if card.memory_mb is not None:
-            return card.memory_mb
-        path = self._loaded[name].model.path
-        return max(_MIN_MEMORY_MB, path.stat().st_size * _MEMORY_FACTOR // MB)
+        return self.cards[name].memory_mb or self._loaded[name].memory_mb()
 
     def _evict_over_budget(self) -> None:
         budget = self.settings.model_memory_budget_mb

@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from batchvision.core.settings import Settings
 from batchvision.models.decoders import FloatArray
 
 log = logging.getLogger(__name__)
@@ -114,3 +115,11 @@ class OnnxModel:
         outputs = self.session.run(None, self._feeds(image))
         # Exports that squeeze the batch axis (DETR-style) already return per-item shapes.
         return [out[0] if out.ndim > 1 and out.shape[0] == 1 else out for out in outputs]
+
+
+def open_onnx(path: Path, settings: Settings) -> OnnxModel:
+    return OnnxModel(
+        path,
+        intra_threads=settings.ort_intra_op_threads,
+        inter_threads=settings.ort_inter_op_threads,
+    )

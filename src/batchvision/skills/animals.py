@@ -30,9 +30,9 @@ from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
 from batchvision.core.types import DecodedImage
 from batchvision.models.cards import ModelCard
-from batchvision.models.classifier import prepare_crops, top_k
+from batchvision.models.classifier import Crop, top_k
 from batchvision.models.decoders import DecodeParams, Detections
-from batchvision.models.detector import prepare
+from batchvision.models.detector import DetectRequest
 from batchvision.models.preprocess import FloatArray
 from batchvision.models.registry import ModelRegistry
 from batchvision.skills.base import Skill, SkillOutput
@@ -541,7 +541,7 @@ class AnimalsSkill(Skill):
             # a 12 MP camera-trap frame) would leave a small animal a few dozen pixels wide,
             # stretched to 480 x 480, and cost the classifier the detail it tells species by.
             return None
-        return max(self.detector_card(animals).input_size)
+        return max(self.detector_card(animals).size)
 
     def plan(self, params: AnimalsParams) -> _Plan:
         card = self.detector_card(params)
@@ -580,9 +580,7 @@ class AnimalsSkill(Skill):
         return await self.per_item(self._one(image, plan) for image in images)
 
     async def _one(self, image: DecodedImage, plan: _Plan) -> dict[str, Any]:
-        engine = self.ctx.engine
-        prepared = await engine.run_cpu(prepare, plan.card, image)
-        dets = await engine.detector_batcher(plan.card.name).submit((prepared, plan.decode))
+        dets = await self.ctx.engine.infer(plan.card.name, DetectRequest(image, plan.decode))
         boxes = boxes_of(dets, plan.card, image)
         return label_image(boxes, image, plan, await self._classify(boxes, image, plan))
 
@@ -595,9 +593,9 @@ class AnimalsSkill(Skill):
         tops = [box for box in tops if box.category is DetectorCategory.ANIMAL]
         if classifier is None or taxonomy is None or not tops:
             return {}
-        engine = self.ctx.engine
-        crops = await engine.run_cpu(prepare_crops, classifier, image, [box.xyxy for box in tops])
-        rows = await engine.classifier_batcher(classifier.name).submit_many(crops)
+        # The crops of one image are one CPU job; crops of every image in flight share runs.
+        crops = [Crop(image, box.xyxy) for box in tops]
+        rows = await self.ctx.engine.infer_many(classifier.name, crops)
         return {box: top_labels(row, taxonomy) for box, row in zip(tops, rows, strict=True)}
 
 

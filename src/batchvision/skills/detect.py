@@ -10,7 +10,7 @@ from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import DecodedImage
 from batchvision.models.cards import ModelCard
 from batchvision.models.decoders import DecodeParams, Detections
-from batchvision.models.detector import prepare
+from batchvision.models.detector import DetectRequest
 from batchvision.skills.base import Skill, SkillOutput
 
 DEFAULT_DETECT_MODEL = "yolox-nano"
@@ -48,7 +48,7 @@ class DetectSkill(Skill):
         return [cast(DetectParams, params).model]
 
     def decode_side(self, params: BaseModel) -> int | None:
-        return max(self.ctx.registry.card(cast(DetectParams, params).model).input_size)
+        return max(self.ctx.registry.card(cast(DetectParams, params).model).size)
 
     def _class_filter(self, params: DetectParams) -> frozenset[int] | None:
         if params.classes is None:
@@ -78,9 +78,7 @@ class DetectSkill(Skill):
     async def _one(
         self, image: DecodedImage, card: ModelCard, names: list[str], decode: DecodeParams
     ) -> dict[str, Any]:
-        engine = self.ctx.engine
-        prepared = await engine.run_cpu(prepare, card, image)
-        detections = await engine.detector_batcher(card.name).submit((prepared, decode))
+        detections = await self.ctx.engine.infer(card.name, DetectRequest(image, decode))
         return format_detections(detections, names, image, card.name)
 
 

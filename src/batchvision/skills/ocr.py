@@ -1,8 +1,9 @@
 """`ocr`: text as pages → blocks → lines → words, with polygons, confidences and word languages.
 
-Engines: Tesseract (Debian packages, in process through tesserocr) and PP-OCR (rapidocr's shipped
-ONNX models); `engine: "auto"` picks one from the languages (see `batchvision.models.ocr`). All
-recognition runs on the engine's bounded CPU pool.
+Engines: the registry's OCR models `tesseract` (Debian packages, in process through tesserocr) and
+`ppocr` (rapidocr's shipped ONNX models), run through the engine like every model (on its bounded
+CPU pool: see `models.ocr.kinds`). `engine: "auto"` picks one from the languages, or the cascade:
+Tesseract, then PP-OCR when Tesseract's page is not trusted (see `batchvision.models.ocr`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from batchvision.core.errors import BatchVisionError
-from batchvision.core.types import DecodedImage
+from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.types import DecodedImage, RGBArray
 from batchvision.models.ocr import (
+    CASCADE,
     LANGUAGES,
     MAX_LANGUAGES,
-    OcrEngines,
+    OcrPage,
+    PpOcrEngine,
+    TesseractEngine,
     auto_candidates,
+    better,
     choose_engine,
     default_languages,
     resolve_languages,
+    trusted,
 )
+from batchvision.models.ocr.kinds import OcrModel, OcrRequest
 from batchvision.skills.base import Skill, SkillOutput
 
 LanguageCode = Annotated[str, StringConstraints(pattern=r"^(\*|[A-Za-z]{2,3})$")]
@@ -52,10 +59,6 @@ class OcrSkill(Skill):
     )
     Params = OcrParams
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.engines = OcrEngines(ppocr_threads=self.ctx.settings.ort_intra_op_threads)
-
     def plan(self, params: OcrParams) -> tuple[str, list[str]]:
         """(engine name, ISO codes) for these parameters; raises a request-level error."""
         languages = resolve_languages(params.languages, default_languages(params.engine))
@@ -65,12 +68,24 @@ class OcrSkill(Skill):
             # (model_unavailable naming what to install) below.
             installed = [c for c in auto_candidates(languages) if self._installed(c, languages)]
             engine = installed[0] if installed else engine
-        self.engines.get(engine).require(languages)
+        self._require(engine, languages)
         return engine, languages
+
+    def _require(self, engine: str, languages: list[str]) -> None:
+        """Each registry model the choice runs is installed and reads `languages` here."""
+        registry = self.ctx.registry
+        for name in models_of(engine):
+            kind = registry.kind(name)
+            if not issubclass(kind, OcrModel):
+                raise BatchVisionError(
+                    ErrorCode.INVALID_PARAMETER, f"ocr: model '{name}' is not an ocr model"
+                )
+            registry.require(name)
+            kind.reader_for(self.ctx.settings).require(languages)
 
     def _installed(self, engine: str, languages: list[str]) -> bool:
         try:
-            self.engines.get(engine).require(languages)
+            self._require(engine, languages)
         except BatchVisionError:
             return False
         return True
@@ -78,26 +93,47 @@ class OcrSkill(Skill):
     def check_params(self, params: BaseModel) -> None:
         self.plan(cast(OcrParams, params))
 
+    def models(self, params: BaseModel) -> list[str]:
+        return models_of(self.plan(cast(OcrParams, params))[0])
+
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
-        engine_name, languages = self.plan(cast(OcrParams, params))
-        engine = self.engines.get(engine_name)
-        run_cpu = self.ctx.engine.run_cpu
+        engine, languages = self.plan(cast(OcrParams, params))
 
         async def one(image: DecodedImage) -> dict[str, Any]:
-            page = await run_cpu(engine.recognize, image.pixels, languages)
+            page = await self._read(image.pixels, engine, languages)
             return page.to_dict(image.width, image.height, image.scale)
 
         return await self.per_item(one(image) for image in images)
+
+    async def _read(self, pixels: RGBArray, engine: str, languages: list[str]) -> OcrPage:
+        infer = self.ctx.engine.infer
+        request = OcrRequest(pixels, languages)
+        if engine != CASCADE:
+            page: OcrPage = await infer(engine, request)
+            return page
+        first: OcrPage = await infer("tesseract", request)
+        if trusted(first):
+            return first
+        try:
+            fallback: OcrPage = await infer("ppocr", request)
+        except BatchVisionError:
+            return first  # Tesseract's reading stands when PP-OCR cannot take the image
+        return better(first, fallback)
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {**super().describe(), **ocr_capabilities()}
 
 
+def models_of(engine: str) -> list[str]:
+    """The registry models an engine choice runs: the cascade runs both."""
+    return ["tesseract", "ppocr"] if engine == CASCADE else [engine]
+
+
 @cache
 def ocr_capabilities() -> dict[str, Any]:
     """Which engines and languages this installation has (for `GET /v1/skills`)."""
-    statuses = OcrEngines().statuses()
+    statuses = [TesseractEngine().status(), PpOcrEngine().status()]
     return {
         "languages": {code: lang.name for code, lang in LANGUAGES.items()},
         "engines": [status.to_dict() for status in statuses],

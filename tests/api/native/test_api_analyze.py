@@ -361,7 +361,7 @@ def assert_same_detections(a: dict[str, Any], b: dict[str, Any], where: str) -> 
 
 def _batcher_runs(live: LiveServer) -> int:
     pipeline = live.server.config.app.state.services.pipeline
-    runs: int = pipeline.engine.detector_batcher("yolox-nano").batches_run
+    runs: int = pipeline.engine.batcher("yolox-nano").batches_run
     return runs
 
 

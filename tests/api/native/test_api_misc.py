@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from batchvision.models.ocr import LANGUAGES, PPOCR_LANGUAGES
+from batchvision.models.ocr.tesseract import find_tessdata
 from conftest import MODELS, LiveServer, coco_image
 
 CARD_NAMES = {"yolox-nano", "deimv2-atto", "yolov8n-int8-agpl"}
@@ -87,6 +89,26 @@ def test_models_installed_with_shared_dir(live_server: LiveServer) -> None:
     assert all(m["state"] == "installed" for m in models.values())
 
 
+def test_models_lists_the_ocr_engines_with_their_language_packs(live_server: LiveServer) -> None:
+    tessdata = find_tessdata()
+    assert tessdata is not None, "tests need Debian's tesseract-ocr language packs"
+    packs = {path.stem for path in tessdata.glob("*.traineddata")}
+    with live_server.client() as client:
+        models = _models(client)
+    tesseract, ppocr = models["tesseract"], models["ppocr"]
+    for model, family in ((tesseract, "tesseract"), (ppocr, "ppocr")):
+        assert (model["task"], model["family"], model["state"]) == ("ocr", family, "installed")
+        assert model["path"] is None and model["input_size"] is None
+        assert model["loaded"] is False
+    # Tesseract reads exactly the languages whose packs are installed here
+    assert tesseract["languages"] == [c for c, lang in LANGUAGES.items() if lang.tesseract in packs]
+    assert {"en", "ru"} <= set(tesseract["languages"])
+    assert "tesseract" in tesseract["detail"].lower()
+    assert ppocr["languages"] == sorted(PPOCR_LANGUAGES)
+    assert "rapidocr" in ppocr["detail"]
+    assert models["yolox-nano"]["languages"] is None
+
+
 def test_models_missing_with_empty_dir(serve: Callable[..., LiveServer], tmp_path: Path) -> None:
     empty = tmp_path / "empty-models"
     empty.mkdir()
@@ -94,7 +116,7 @@ def test_models_missing_with_empty_dir(serve: Callable[..., LiveServer], tmp_pat
     with live.client() as client:
         models = _models(client)
     assert set(models) >= CARD_NAMES
-    for model in models.values():
+    for model in (models[name] for name in CARD_NAMES):
         assert model["state"] == "missing"
         assert model["path"] is None
         assert model["loaded"] is False

@@ -246,7 +246,7 @@ async def list_skills(principal: Authorized) -> dict[str, Any]:
 @router.get("/v1/models", tags=["native"])
 async def list_models(request: Request, principal: Authorized) -> dict[str, Any]:
     registry = services(request).pipeline.registry
-    return {"models": [registry.status(card).to_dict() for card in registry.cards.values()]}
+    return {"models": [status.to_dict() for status in registry.statuses()]}
 
 
 @router.get("/healthz", tags=["ops"])

@@ -8,10 +8,11 @@ README's "OCR" section):
   Russian lines against Tesseract's 5%.
 - Chinese or Japanese, with only languages PP-OCR reads → PP-OCR (Chinese lines CER 22% vs 72%).
 - Latin-script languages only → Tesseract first, PP-OCR when Tesseract finds no words or their
-  mean confidence is under 0.5 (`CascadeEngine`). Tesseract is exact on clean rendered text where
-  PP-OCR makes 1.5% character errors on rendered lines, and is tens of times faster; but its
-  automatic page layout finds nothing in scene photos (ICDAR 2015 words F1 0%), where PP-OCR
-  reaches 48%.
+  mean confidence is under 0.5 (`trusted`, `better`; the `ocr` skill runs the two registry models
+  that way, `CascadeEngine` does the same with two engine objects for the benchmarks). Tesseract
+  is exact on clean rendered text where PP-OCR makes 1.5% character errors on rendered lines, and
+  is tens of times faster; but its automatic page layout finds nothing in scene photos (ICDAR 2015
+  words F1 0%), where PP-OCR reaches 48%.
 
 When the engine a rule picks is not installed, the next one that can read the languages is used.
 """
@@ -31,7 +32,7 @@ from batchvision.models.ocr.languages import (
     resolve_languages,
 )
 from batchvision.models.ocr.ppocr import PpOcrEngine
-from batchvision.models.ocr.tesseract import Backend, TesseractEngine
+from batchvision.models.ocr.tesseract import TesseractEngine
 
 EngineName = Literal["auto", "tesseract", "ppocr"]
 CASCADE = "tesseract+ppocr"
@@ -105,13 +106,13 @@ class CascadeEngine(OcrEngine):
 
     def recognize(self, pixels: RGBArray, languages: list[str]) -> OcrPage:
         page = self.first.recognize(pixels, languages)
-        if confidence(page) >= self.min_confidence:
+        if trusted(page, self.min_confidence):
             return page
         try:
             fallback = self.second.recognize(pixels, languages)
         except BatchVisionError:
             return page  # the first engine's reading stands when the second cannot run
-        return fallback if fallback.blocks or not page.blocks else page
+        return better(page, fallback)
 
 
 def confidence(page: OcrPage) -> float:
@@ -120,24 +121,14 @@ def confidence(page: OcrPage) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-class OcrEngines:
-    """The engines one server uses; each loads lazily on first use."""
+def trusted(page: OcrPage, min_confidence: float = CASCADE_MIN_CONFIDENCE) -> bool:
+    """Whether the cascade keeps the first engine's page without reading the image again."""
+    return confidence(page) >= min_confidence
 
-    def __init__(self, ppocr_threads: int = 1, tesseract_backend: Backend = "auto") -> None:
-        self.tesseract = TesseractEngine(tesseract_backend)
-        self.ppocr = PpOcrEngine(ppocr_threads)
-        self.cascade = CascadeEngine(self.tesseract, self.ppocr)
 
-    def get(self, name: str) -> OcrEngine:
-        engines: dict[str, OcrEngine] = {
-            "tesseract": self.tesseract,
-            "ppocr": self.ppocr,
-            CASCADE: self.cascade,
-        }
-        return engines[name]
-
-    def statuses(self) -> list[EngineStatus]:
-        return [self.tesseract.status(), self.ppocr.status()]
+def better(page: OcrPage, fallback: OcrPage) -> OcrPage:
+    """The second engine's page, unless it found nothing where the first found something."""
+    return fallback if fallback.blocks or not page.blocks else page
 
 
 __all__ = [
@@ -151,12 +142,13 @@ __all__ = [
     "EngineName",
     "EngineStatus",
     "OcrEngine",
-    "OcrEngines",
     "OcrPage",
     "PpOcrEngine",
     "TesseractEngine",
     "auto_candidates",
+    "better",
     "choose_engine",
     "default_languages",
     "resolve_languages",
+    "trusted",
 ]

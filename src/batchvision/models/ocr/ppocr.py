@@ -22,7 +22,8 @@ import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,28 @@ _BLOCK_HEIGHT_RATIO = 1.6
 _ROW_HEIGHT_RATIO = 2.0  # a short word ("in") next to one with ascenders and descenders
 
 
+def _missing(why: str) -> tuple[EngineStatus, dict[str, Path]]:
+    return EngineStatus("ppocr", False, f"{why}: {INSTALL_HINT}", ()), {}
+
+
+@cache
+def probe() -> tuple[EngineStatus, dict[str, Path]]:
+    """The engine's status and model files, looked up once per process (see tesseract.probe)."""
+    spec = importlib.util.find_spec("rapidocr")
+    if spec is None or not spec.submodule_search_locations:
+        return _missing("the rapidocr package is not installed")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    models: dict[str, Path] = {}
+    for task in ("det", "rec", "cls"):
+        found = sorted((package / "models").glob(f"*_{task}_*.onnx"))
+        if not found:
+            return _missing(f"rapidocr ships no {task} model in {package / 'models'}")
+        models[task] = found[-1]
+    names = ", ".join(p.stem for p in models.values())
+    detail = f"rapidocr {version('rapidocr')} ({names})"
+    return EngineStatus("ppocr", True, detail, tuple(sorted(PPOCR_LANGUAGES))), models
+
+
 class PpOcrEngine(OcrEngine):
     name = "ppocr"
 
@@ -63,29 +86,8 @@ class PpOcrEngine(OcrEngine):
         self._lock = threading.Lock()
         self._ocr: Any = None
 
-    @cached_property
-    def _setup(self) -> tuple[EngineStatus, dict[str, Path]]:
-        spec = importlib.util.find_spec("rapidocr")
-        if spec is None or not spec.submodule_search_locations:
-            return self._missing("the rapidocr package is not installed"), {}
-        package = Path(next(iter(spec.submodule_search_locations)))
-        models: dict[str, Path] = {}
-        for task in ("det", "rec", "cls"):
-            found = sorted((package / "models").glob(f"*_{task}_*.onnx"))
-            if not found:
-                return self._missing(f"rapidocr ships no {task} model in {package / 'models'}"), {}
-            models[task] = found[-1]
-        from importlib.metadata import version
-
-        names = ", ".join(p.stem for p in models.values())
-        detail = f"rapidocr {version('rapidocr')} ({names})"
-        return EngineStatus(self.name, True, detail, tuple(sorted(PPOCR_LANGUAGES))), models
-
-    def _missing(self, why: str) -> EngineStatus:
-        return EngineStatus(self.name, False, f"{why}: {INSTALL_HINT}", ())
-
     def status(self) -> EngineStatus:
-        return self._setup[0]
+        return probe()[0]
 
     def require(self, languages: list[str]) -> None:
         status = self.status()
@@ -100,7 +102,7 @@ class PpOcrEngine(OcrEngine):
                 if self._ocr is None:
                     from rapidocr import RapidOCR
 
-                    models = self._setup[1]
+                    models = probe()[1]
                     self._ocr = RapidOCR(
                         params={
                             "Global.log_level": "error",

@@ -20,7 +20,7 @@ import threading
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -87,6 +87,47 @@ class _Word:
     language: str | None  # Tesseract language name, when the backend can say
 
 
+Setup = tuple[EngineStatus, Literal["api", "cli"] | None, Path | None]
+
+
+def _missing(why: str) -> Setup:
+    return EngineStatus("tesseract", False, f"{why}: {INSTALL_HINT}", ()), None, None
+
+
+def _backend(requested: Backend) -> tuple[Literal["api", "cli"] | None, str, str | None]:
+    """(backend, version, what is missing) for the requested backend."""
+    if requested in ("auto", "api"):
+        try:
+            import tesserocr
+
+            return "api", tesserocr.tesseract_version().splitlines()[0], None
+        except ImportError:
+            if requested == "api":
+                return None, "", "the tesserocr package is not installed"
+    binary = shutil.which("tesseract")
+    if binary is None:
+        return None, "", "the tesseract program is not installed"
+    return "cli", _cli_version(binary), None
+
+
+@cache
+def probe(requested: Backend, tessdata: Path | None) -> Setup:
+    """What is installed, looked up once per process: packages do not change under a server,
+    and the OCR skill checks this on every request."""
+    backend, version, missing = _backend(requested)
+    if missing is not None:
+        return _missing(missing)
+    folder = tessdata or find_tessdata()
+    if folder is None:
+        return _missing("no Tesseract language data (tessdata) found")
+    installed = {p.stem for p in folder.glob("*.traineddata")}
+    languages = tuple(c for c, lang in LANGUAGES.items() if lang.tesseract in installed)
+    if not languages:
+        return _missing(f"no supported language data in {folder}")
+    detail = f"{version} ({'tesserocr, in process' if backend == 'api' else 'tesseract CLI'})"
+    return EngineStatus("tesseract", True, detail, languages), backend, folder
+
+
 class TesseractEngine(OcrEngine):
     name = "tesseract"
 
@@ -95,37 +136,9 @@ class TesseractEngine(OcrEngine):
         self._tessdata = tessdata
         self._local = threading.local()
 
-    @cached_property
-    def _setup(self) -> tuple[EngineStatus, Literal["api", "cli"] | None, Path | None]:
-        tessdata = self._tessdata or find_tessdata()
-        backend: Literal["api", "cli"] | None = None
-        version = ""
-        if self._requested_backend in ("auto", "api"):
-            try:
-                import tesserocr
-
-                version = tesserocr.tesseract_version().splitlines()[0]
-                backend = "api"
-            except ImportError:
-                if self._requested_backend == "api":
-                    return self._missing("the tesserocr package is not installed"), None, None
-        if backend is None:
-            binary = shutil.which("tesseract")
-            if binary is None:
-                return self._missing("the tesseract program is not installed"), None, None
-            version = _cli_version(binary)
-            backend = "cli"
-        if tessdata is None:
-            return self._missing("no Tesseract language data (tessdata) found"), None, None
-        installed = {p.stem for p in tessdata.glob("*.traineddata")}
-        languages = tuple(c for c, lang in LANGUAGES.items() if lang.tesseract in installed)
-        if not languages:
-            return self._missing(f"no supported language data in {tessdata}"), None, None
-        detail = f"{version} ({'tesserocr, in process' if backend == 'api' else 'tesseract CLI'})"
-        return EngineStatus(self.name, True, detail, languages), backend, tessdata
-
-    def _missing(self, why: str) -> EngineStatus:
-        return EngineStatus(self.name, False, f"{why}: {INSTALL_HINT}", ())
+    @property
+    def _setup(self) -> Setup:
+        return probe(self._requested_backend, self._tessdata)
 
     def status(self) -> EngineStatus:
         return self._setup[0]
