@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from batchvision.core.settings import Settings
+from batchvision.core.types import normalized_xywh
 from batchvision.models.cards import ModelCard
 from batchvision.models.registry import ModelRegistry
 from batchvision.skills.animals import (
@@ -426,16 +427,18 @@ def test_classified_gives_one_annotation_per_animal(
     assert [taxon_label(taxon) for _, taxon in herd] == ["bear family", "bear family"]
 
 
-def test_annotation_bbox_and_clamping(taxonomy: Taxonomy) -> None:
+def test_annotation_keeps_pixels_and_megadetector_bbox_is_derived(taxonomy: Taxonomy) -> None:
     cattle = taxonomy.by_key(CATTLE)
     box = Box(DetectorCategory.ANIMAL, "cow", 0.123456, (100.0, 50.0, 300.0, 250.0))
-    ann = annotation(box, cattle, 400, 500)
-    assert ann["bbox"] == [0.25, 0.1, 0.5, 0.4]
+    ann = annotation(box, cattle)
+    assert "bbox" not in ann  # skills keep pixels; surfaces convert
     assert ann["box"] == [100.0, 50.0, 300.0, 250.0]
+    assert normalized_xywh(ann["box"], 400, 500) == [0.25, 0.1, 0.5, 0.4]
+    assert normalized_xywh([-20.0, 50.0, 450.0, 600.0], 400, 500) == [0.0, 0.1, 1.0, 0.9]
     assert ann["score"] == 0.1235
     assert ann["label"] == "domestic cattle"
     assert ann["taxonomy"] == cattle.to_dict()
-    coarse = annotation(box, None, 400, 500)
+    coarse = annotation(box, None)
     assert coarse["label"] == "animal" and coarse["taxonomy"] is None
 
 

@@ -271,6 +271,9 @@ def validate_megadetector(body: dict[str, Any]) -> None:
                 assert isinstance(conf, float)
 
 
+SIZE = {"width": 640, "height": 400}
+
+
 def _annotation(category: str, label: str, taxon: str | None, score: float) -> dict[str, Any]:
     taxonomy = None
     if taxon is not None:
@@ -280,8 +283,7 @@ def _annotation(category: str, label: str, taxon: str | None, score: float) -> d
         "category": category,
         "label": label,
         "score": score,
-        "bbox": [0.1, 0.2, 0.3, 0.4],
-        "box": [64, 85, 256, 256],
+        "box": [64.0, 80.0, 256.0, 240.0],  # MegaDetector bbox in a 640 x 400 image: .1 .2 .3 .4
         "taxonomy": taxonomy,
         "detector_label": label,
     }
@@ -301,14 +303,21 @@ def test_megadetector_formatter_maps_categories_and_classes() -> None:
         {
             "file": "a/1.jpg",
             "status": "ok",
+            "image": SIZE,
             "outputs": {"animals": {**output, "annotations": first}},
         },
         {
             "file": "a/2.jpg",
             "status": "ok",
+            "image": SIZE,
             "outputs": {"animals": {**output, "annotations": second}},
         },
-        {"file": "b.jpg", "status": "ok", "outputs": {"animals": {**output, "annotations": []}}},
+        {
+            "file": "b.jpg",
+            "status": "ok",
+            "image": SIZE,
+            "outputs": {"animals": {**output, "annotations": []}},
+        },
         {
             "file": "c.jpg",
             "status": "error",
@@ -324,6 +333,7 @@ def test_megadetector_formatter_maps_categories_and_classes() -> None:
     assert [d["category"] for d in images[1]["detections"]] == ["3", "1"]
     assert images[1]["detections"][1]["classifications"] == [["1", 0.6]]
     assert "classifications" not in images[1]["detections"][0]
+    assert images[0]["detections"][0]["bbox"] == [0.1, 0.2, 0.3, 0.4]  # from the pixel box
     assert images[2]["detections"] == []
     assert images[3]["failure"].startswith("image_decode_failed")
 

@@ -33,6 +33,7 @@ from rich.progress import (
 from rich.progress import Task as ProgressTask
 from rich.text import Text
 
+from batchvision.api.native.outputs import native_outputs
 from batchvision.cli.run_formats import FormatError, Record, RunInfo, check_format, render
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.fsutil import fsync_dir
@@ -278,7 +279,8 @@ def _read(folder: Path, index: int, name: str, settings: Settings) -> ImageInput
 def to_record(name: str, result: ItemResult, skill: str) -> Record:
     """The small, JSON-safe outcome of one image; pixels and bytes are dropped here."""
     if skill in result.outputs:
-        return {"file": name, "status": "ok", "image": result.image, "outputs": result.outputs}
+        outputs = native_outputs(result)
+        return {"file": name, "status": "ok", "image": result.image, "outputs": outputs}
     error = result.errors[0] if result.errors else ItemError(ErrorCode.PROCESSING_ERROR, "failed")
     body = {"code": error.code.value, "message": error.message}
     return {"file": name, "status": "error", "image": result.image, "error": body}

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batchvision.core.types import normalized_xywh
+
 Record = dict[str, Any]
 
 # Skills whose outputs are lists of boxes; `csv` and `coco` lay those out one row per box.
@@ -77,12 +79,10 @@ def _boxes(payload: dict[str, Any] | None) -> list[dict[str, Any]] | None:
     return None
 
 
-def _norm_xywh(box: dict[str, Any]) -> list[float]:
-    """Normalised top-left x, y, width, height, whichever convention the skill used."""
-    if "bbox" in box:
-        return [float(v) for v in box["bbox"]]
-    x1, y1, x2, y2 = (float(v) for v in box["box_normalized"])
-    return [x1, y1, round(x2 - x1, 5), round(y2 - y1, 5)]
+def _norm_xywh(box: dict[str, Any], record: Record) -> list[float]:
+    """MegaDetector's normalised top-left x, y, width, height, from the skill's pixel box."""
+    size = record["image"]
+    return normalized_xywh(box["box"], int(size["width"]), int(size["height"]))
 
 
 def _is_detect_like(records: Sequence[Record], skill: str) -> bool:
@@ -128,7 +128,8 @@ def _detect_rows(record: Record, skill: str) -> list[list[Any]]:
     if not boxes:  # an image with no detections still gets its row: "empty" is a result
         return [[record["file"], "ok", "", "", "", "", "", "", ""]]
     return [
-        [record["file"], "ok", box["label"], box["score"], *_norm_xywh(box), ""] for box in boxes
+        [record["file"], "ok", box["label"], box["score"], *_norm_xywh(box, record), ""]
+        for box in boxes
     ]
 
 
@@ -251,10 +252,11 @@ def _md_image(record: Record, skill: str, classes: _Classes) -> dict[str, Any]:
         # The format's validator wants failed images to carry a null detections list.
         return {"file": record["file"], "failure": _error_text(record), "detections": None}
     annotations = _boxes(payload) or []
-    return {"file": record["file"], "detections": [_md_detection(a, classes) for a in annotations]}
+    detections = [_md_detection(a, record, classes) for a in annotations]
+    return {"file": record["file"], "detections": detections}
 
 
-def _md_detection(annotation: dict[str, Any], classes: _Classes) -> dict[str, Any]:
+def _md_detection(annotation: dict[str, Any], record: Record, classes: _Classes) -> dict[str, Any]:
     category = MD_CATEGORY_IDS.get(annotation["category"])
     if category is None:
         raise ValueError(f"animals category '{annotation['category']}' has no MegaDetector id")
@@ -262,7 +264,7 @@ def _md_detection(annotation: dict[str, Any], classes: _Classes) -> dict[str, An
     detection: dict[str, Any] = {
         "category": category,
         "conf": conf,
-        "bbox": [round(float(v), 4) for v in annotation["bbox"]],
+        "bbox": [round(v, 4) for v in _norm_xywh(annotation, record)],
     }
     if annotation.get("taxonomy"):
         detection["classifications"] = [[classes.id_for(annotation), conf]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,3 +76,23 @@ class ItemResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     errors: list[ItemError] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+PixelBox = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the upright original
+
+
+def _unit(value: float) -> float:
+    return round(min(max(value, 0.0), 1.0), 5)
+
+
+def normalized_xyxy(box: Sequence[float], width: int, height: int) -> list[float]:
+    """A pixel box as fractions of the image (0..1, clamped): the convention of surfaces whose
+    clients draw on images of any size (Moondream, batchvision's `box_normalized`)."""
+    x1, y1, x2, y2 = box
+    return [_unit(x1 / width), _unit(y1 / height), _unit(x2 / width), _unit(y2 / height)]
+
+
+def normalized_xywh(box: Sequence[float], width: int, height: int) -> list[float]:
+    """A pixel box as MegaDetector's [x, y, width, height] fractions from the top-left corner."""
+    x1, y1, x2, y2 = normalized_xyxy(box, width, height)
+    return [x1, y1, round(x2 - x1, 5), round(y2 - y1, 5)]

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -366,7 +366,7 @@ def boxes_of(dets: Detections, card: ModelCard, image: DecodedImage) -> list[Box
         if category is None:
             continue
         x1, y1, x2, y2 = (float(v) for v in xyxy)
-        # Clipped here as well as in the decoder so `box` and `bbox` always agree.
+        # Clipped here as well as in the decoder: a box never leaves the image.
         x1, x2 = (min(max(v, 0.0), float(image.width)) for v in (x1, x2))
         y1, y2 = (min(max(v, 0.0), float(image.height)) for v in (y1, y2))
         boxes.append(Box(category, name, float(score), (x1, y1, x2, y2)))
@@ -455,23 +455,31 @@ def permitted(
     return allows
 
 
-def annotation(box: Box, taxon: Taxon | None, width: int, height: int) -> dict[str, Any]:
-    """One annotation: `bbox` is MegaDetector's [x, y, w, h] normalised from the top-left."""
+class Annotation(TypedDict):
+    category: str  # animal, person or vehicle
+    label: str
+    score: float
+    box: list[float]  # x1, y1, x2, y2 in pixels of the original image
+    taxonomy: dict[str, Any] | None
+    detector_label: str
+
+
+class AnimalsOutput(TypedDict):
+    model: str
+    model_version: str
+    mode: str
+    annotations: list[Annotation]
+    geofence: dict[str, Any]
+
+
+def annotation(box: Box, taxon: Taxon | None) -> Annotation:
+    """One annotation, its box in pixels (surfaces convert: MegaDetector's normalised
+    [x, y, w, h] is `core.types.normalized_xywh`)."""
     x1, y1, x2, y2 = box.xyxy
-
-    def unit(value: float) -> float:
-        return round(min(max(value, 0.0), 1.0), 5)
-
     return {
         "category": box.category.value,
         "label": taxon_label(taxon) if taxon is not None else box.category.value,
         "score": round(box.score, 4),
-        "bbox": [
-            unit(x1 / width),
-            unit(y1 / height),
-            unit((x2 - x1) / width),
-            unit((y2 - y1) / height),
-        ],
         "box": [round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)],
         "taxonomy": taxon.to_dict() if taxon is not None else None,
         "detector_label": box.detector_label,
@@ -491,7 +499,7 @@ class _Plan:
     params: AnimalsParams
     taxonomy: Taxonomy | None
     geofence: Geofence | None
-    header: dict[str, Any]
+    header: dict[str, str]  # model, model_version, mode
     classifier: ModelCard | None
     place: Place | None  # where latitude/longitude fall, for region-level geofence rules
 
@@ -579,7 +587,7 @@ class AnimalsSkill(Skill):
         plan = self.plan(cast(AnimalsParams, params))
         return await self.per_item(self._one(image, plan) for image in images)
 
-    async def _one(self, image: DecodedImage, plan: _Plan) -> dict[str, Any]:
+    async def _one(self, image: DecodedImage, plan: _Plan) -> AnimalsOutput:
         dets = await self.ctx.engine.infer(plan.card.name, DetectRequest(image, plan.decode))
         boxes = boxes_of(dets, plan.card, image)
         return label_image(boxes, image, plan, await self._classify(boxes, image, plan))
@@ -604,7 +612,7 @@ def label_image(
     image: DecodedImage,
     plan: _Plan,
     predictions: Mapping[Box, Scores] | None = None,
-) -> dict[str, Any]:
+) -> AnimalsOutput:
     params = plan.params
     labelled: Sequence[tuple[Box, Taxon | None]] = [(box, None) for box in boxes]
     if plan.taxonomy is not None and plan.geofence is not None:
@@ -624,8 +632,15 @@ def label_image(
         area_hint=params.latitude is not None,
         place=plan.place,
     )
-    annotations = [annotation(box, taxon, image.width, image.height) for box, taxon in labelled]
-    return {**plan.header, "annotations": annotations, "geofence": info}
+    annotations = [annotation(box, taxon) for box, taxon in labelled]
+    header = plan.header
+    return {
+        "model": header["model"],
+        "model_version": header["model_version"],
+        "mode": header["mode"],
+        "annotations": annotations,
+        "geofence": info,
+    }
 
 
 def classified(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,7 +19,9 @@ from batchvision.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
-SkillOutput = dict[str, Any] | ItemError
+# A skill's output for one image: a JSON-shaped mapping (TypedDicts in each skill), boxes and
+# points in pixels of the original image; surfaces convert to their own conventions.
+SkillOutput = Mapping[str, Any] | ItemError
 
 
 @dataclass
@@ -63,18 +65,18 @@ class Skill(ABC):
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         """One output per image, in order. A failure that concerns one image is an ItemError."""
 
-    async def per_item(self, work: Iterable[Awaitable[dict[str, Any]]]) -> list[SkillOutput]:
+    async def per_item(self, work: Iterable[Awaitable[Mapping[str, Any]]]) -> list[SkillOutput]:
         """Await one output per image concurrently; an image whose work raises gets an
         ItemError, while cancellation (not a per-item failure) still stops the request."""
         results = await asyncio.gather(*work, return_exceptions=True)
         outputs: list[SkillOutput] = []
         for result in results:
-            if isinstance(result, dict):
-                outputs.append(result)
-            elif isinstance(result, Exception):
+            if isinstance(result, Exception):
                 outputs.append(self.item_error(result))
-            else:
+            elif isinstance(result, BaseException):
                 raise result
+            else:
+                outputs.append(result)
         return outputs
 
     def item_error(self, exc: Exception) -> ItemError:

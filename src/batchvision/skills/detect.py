@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -77,16 +77,28 @@ class DetectSkill(Skill):
 
     async def _one(
         self, image: DecodedImage, card: ModelCard, names: list[str], decode: DecodeParams
-    ) -> dict[str, Any]:
+    ) -> DetectOutput:
         detections = await self.ctx.engine.infer(card.name, DetectRequest(image, decode))
         return format_detections(detections, names, image, card.name)
 
 
+class DetectedObject(TypedDict):
+    class_id: int
+    label: str
+    score: float
+    box: list[float]  # x1, y1, x2, y2 in pixels of the original image
+
+
+class DetectOutput(TypedDict):
+    model: str
+    objects: list[DetectedObject]
+
+
 def format_detections(
     dets: Detections, class_names: list[str], image: DecodedImage, model: str
-) -> dict[str, Any]:
-    width, height = image.width, image.height
-    objects = []
+) -> DetectOutput:
+    """Boxes stay in pixels here; each surface converts them to its own convention."""
+    objects: list[DetectedObject] = []
     for box, score, class_id in zip(dets.boxes, dets.scores, dets.class_ids, strict=True):
         x1, y1, x2, y2 = (float(v) for v in box)
         objects.append(
@@ -95,12 +107,6 @@ def format_detections(
                 "label": class_names[int(class_id)],
                 "score": round(float(score), 4),
                 "box": [round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)],
-                "box_normalized": [
-                    round(x1 / width, 5),
-                    round(y1 / height, 5),
-                    round(x2 / width, 5),
-                    round(y2 / height, 5),
-                ],
             }
         )
     return {"model": model, "objects": objects}

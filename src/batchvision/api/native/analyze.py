@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import analyze_metered, native_principal
+from batchvision.api.native.outputs import native_outputs
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
@@ -200,7 +201,7 @@ def result_to_dict(result: ItemResult) -> dict[str, Any]:
         "filename": result.filename,
         "status": _status(result),
         "image": result.image,
-        "outputs": result.outputs,
+        "outputs": native_outputs(result),
         "errors": [error.to_dict() for error in result.errors],
         "timings_ms": result.timings_ms,
     }

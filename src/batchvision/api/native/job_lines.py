@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from batchvision.api.native.outputs import native_outputs
 from batchvision.core.types import ItemError, ItemResult, Task
 from batchvision.jobs.store import JobView
 from batchvision.jobs.views import OutputLinks, iso, job_error
@@ -32,7 +33,7 @@ class NativeJobs:
         return LinePlan(tasks=tasks, images=line.images, detail=line.skill)
 
     def encode_line(self, plan: LinePlan, results: Sequence[ItemResult]) -> dict[str, Any]:
-        outputs = [result.outputs[plan.detail] for result in results]
+        outputs = [native_outputs(result)[plan.detail] for result in results]
         return {"result": outputs[0] if len(outputs) == 1 else {"images": outputs}}
 
     def line_error(self, error: ItemError) -> dict[str, Any]:

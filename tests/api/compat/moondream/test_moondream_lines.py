@@ -383,8 +383,7 @@ def detection(label: str, box_normalized: list[float], class_id: int = 0) -> dic
         "class_id": class_id,
         "label": label,
         "score": 0.9,
-        "box": [value * 100 for value in box_normalized],
-        "box_normalized": box_normalized,
+        "box": [value * 100 for value in box_normalized],  # pixels of a 100 x 100 image
     }
 
 
@@ -400,7 +399,7 @@ DETECT_OUTPUT: dict[str, Any] = {
 
 
 def test_detect_gives_the_normalised_boxes_of_the_class_in_order() -> None:
-    result = moondream_result(DetectorPlan("detect", "car"), DETECT_OUTPUT)
+    result = moondream_result(DetectorPlan("detect", "car"), DETECT_OUTPUT, 100, 100)
     assert result == {
         "objects": [
             {"x_min": 0.1, "y_min": 0.2, "x_max": 0.3, "y_max": 0.6},
@@ -410,30 +409,32 @@ def test_detect_gives_the_normalised_boxes_of_the_class_in_order() -> None:
 
 
 def test_point_gives_the_box_centres_of_the_class_in_order() -> None:
-    result = moondream_result(DetectorPlan("point", "car"), DETECT_OUTPUT)
+    result = moondream_result(DetectorPlan("point", "car"), DETECT_OUTPUT, 100, 100)
     assert result == {"points": [{"x": 0.2, "y": 0.4}, {"x": 0.8, "y": 0.125}]}
 
 
 def test_other_classes_are_left_out() -> None:
-    result = moondream_result(DetectorPlan("point", "person"), DETECT_OUTPUT)
+    result = moondream_result(DetectorPlan("point", "person"), DETECT_OUTPUT, 100, 100)
     assert result == {"points": [{"x": 0.6, "y": 0.7}]}
 
 
 def test_no_matching_objects_give_empty_lists() -> None:
-    assert moondream_result(DetectorPlan("detect", "dog"), DETECT_OUTPUT) == {"objects": []}
-    assert moondream_result(DetectorPlan("point", "dog"), DETECT_OUTPUT) == {"points": []}
+    assert moondream_result(DetectorPlan("detect", "dog"), DETECT_OUTPUT, 100, 100) == {
+        "objects": []
+    }
+    assert moondream_result(DetectorPlan("point", "dog"), DETECT_OUTPUT, 100, 100) == {"points": []}
     empty: dict[str, Any] = {"model": "yolox-nano", "objects": []}
-    assert moondream_result(DetectorPlan("detect", "car"), empty) == {"objects": []}
+    assert moondream_result(DetectorPlan("detect", "car"), empty, 100, 100) == {"objects": []}
 
 
 def test_coordinates_stay_inside_the_image() -> None:
     output = {"model": "m", "objects": [detection("dog", [-0.02, 0.5, 1.03, 1.2])]}
-    boxes = moondream_result(DetectorPlan("detect", "dog"), output)
-    points = moondream_result(DetectorPlan("point", "dog"), output)
+    boxes = moondream_result(DetectorPlan("detect", "dog"), output, 100, 100)
+    points = moondream_result(DetectorPlan("point", "dog"), output, 100, 100)
     assert boxes == {"objects": [{"x_min": 0.0, "y_min": 0.5, "x_max": 1.0, "y_max": 1.0}]}
     assert points == {"points": [{"x": 0.5, "y": 0.75}]}
 
 
 def test_results_are_json_serialisable() -> None:
-    result = moondream_result(DetectorPlan("detect", "car"), DETECT_OUTPUT)
+    result = moondream_result(DetectorPlan("detect", "car"), DETECT_OUTPUT, 100, 100)
     assert json.loads(json.dumps(result)) == result

@@ -66,7 +66,7 @@ from batchvision.api.surface import services
 from batchvision.core.db import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
-from batchvision.core.types import ImageInput, ItemResult, Task
+from batchvision.core.types import ImageInput, ItemResult, Task, normalized_xywh
 from batchvision.intake.body import (
     BodyLimits,
     check_content_length,
@@ -244,10 +244,10 @@ def model_info(task: PreparedTask) -> ModelInfo:
     return ModelInfo(header["model"], header["model_version"], params.threshold, params.country)
 
 
-def _annotation(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _annotation(raw: Mapping[str, Any], width: int, height: int) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
-        "bbox": raw["bbox"],
+        "bbox": normalized_xywh(raw["box"], width, height),
         "score": raw["score"],
         "label": raw["label"],
         "taxonomy": raw["taxonomy"],
@@ -267,12 +267,21 @@ def wire_metadata(native: Mapping[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _annotations(result: ItemResult) -> list[dict[str, Any]]:
+    """The page's annotations: MegaDetector's normalised [x, y, w, h] from our pixel boxes."""
+    animals, image = result.outputs.get("animals"), result.image
+    if animals is None or image is None:
+        return []
+    width, height = image["width"], image["height"]
+    return [_annotation(a, width, height) for a in animals["annotations"]]
+
+
 def result_item(result: ItemResult, info: ModelInfo) -> dict[str, Any]:
     animals = result.outputs.get("animals")
     item: dict[str, Any] = {
         "index": result.index,
         "filename": result.filename,
-        "annotations": [_annotation(a) for a in animals["annotations"]] if animals else [],
+        "annotations": _annotations(result),
     }
     if animals is None:
         error = result.errors[0] if result.errors else None

@@ -59,7 +59,9 @@ class MoondreamJobs:
 
     def encode_line(self, plan: LinePlan, results: Sequence[ItemResult]) -> dict[str, Any]:
         detector_plan: DetectorPlan = plan.detail
-        result = moondream_result(detector_plan, results[0].outputs["detect"])
+        image = results[0].image or {}
+        output = results[0].outputs["detect"]
+        result = moondream_result(detector_plan, output, image["width"], image["height"])
         # The page's successful line carries usage; a detector line uses no tokens.
         return {"result": result, "usage": {"input_tokens": 0, "output_tokens": 0}}
 

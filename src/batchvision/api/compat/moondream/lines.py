@@ -25,7 +25,8 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from batchvision.core.errors import ErrorCode
-from batchvision.core.types import ItemError
+from batchvision.core.types import ItemError, normalized_xyxy
+from batchvision.skills.detect import DetectOutput
 from batchvision.work.lines import JobLine
 
 MOONDREAM_SKILLS: frozenset[str] = frozenset({"caption", "query", "detect", "point"})
@@ -340,14 +341,15 @@ def _is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def moondream_result(plan: DetectorPlan, detect_output: dict[str, Any]) -> dict[str, Any]:
-    """From our native detect output for ONE image — {"model": str, "objects": [{"class_id",
-    "label", "score", "box": [x1,y1,x2,y2] px, "box_normalized": [x1,y1,x2,y2]}]} (see
-    format_detections in src/batchvision/skills/detect.py) — to Moondream's result:
+def moondream_result(
+    plan: DetectorPlan, detect_output: DetectOutput, width: int, height: int
+) -> dict[str, Any]:
+    """Our detect output for ONE image (pixel boxes, see skills/detect.py) in Moondream's form:
     detect → {"objects": [{"x_min","y_min","x_max","y_max"}]}, point → {"points": [{"x","y"}]}
-    (centres), normalised, only objects whose label == plan.class_name, in the given order."""
+    (centres), as fractions of the image clamped to 0..1 (Moondream's coordinates never leave
+    the image, whatever a decoder did), only objects whose label == plan.class_name, in order."""
     boxes = [
-        [_unit(value) for value in item["box_normalized"]]
+        normalized_xyxy(item["box"], width, height)
         for item in detect_output["objects"]
         if item["label"] == plan.class_name
     ]
@@ -359,8 +361,3 @@ def moondream_result(plan: DetectorPlan, detect_output: dict[str, Any]) -> dict[
             {"x": round((x1 + x2) / 2, 5), "y": round((y1 + y2) / 2, 5)} for x1, y1, x2, y2 in boxes
         ]
     }
-
-
-def _unit(value: float) -> float:
-    """Clamped to 0..1: Moondream's coordinates never leave the image, whatever a decoder did."""
-    return min(max(float(value), 0.0), 1.0)
