@@ -29,7 +29,7 @@ class RpcCode(IntEnum):
 
 # Every ErrorCode, named (tests check none is missing): a code a client could have fixed is
 # INVALID_ARGUMENT, as Yandex's request validation answers; the rest say what went wrong.
-_RPC_CODES: dict[ErrorCode, RpcCode] = {
+RPC_CODES: dict[ErrorCode, RpcCode] = {
     ErrorCode.INVALID_REQUEST: RpcCode.INVALID_ARGUMENT,
     ErrorCode.INVALID_PARAMETER: RpcCode.INVALID_ARGUMENT,
     ErrorCode.IMAGE_DECODE_FAILED: RpcCode.INVALID_ARGUMENT,
@@ -54,7 +54,7 @@ _RPC_CODES: dict[ErrorCode, RpcCode] = {
 
 
 def rpc_code(code: ErrorCode) -> RpcCode:
-    found = _RPC_CODES.get(code)
+    found = RPC_CODES.get(code)
     if found is None:  # a code added to ErrorCode later, until it is named above
         return RpcCode.INTERNAL if HTTP_STATUS[code] >= 500 else RpcCode.INVALID_ARGUMENT
     return found
