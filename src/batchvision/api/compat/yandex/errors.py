@@ -1,6 +1,7 @@
-"""Yandex Vision's error language: google.rpc Status objects `{code, message, details}`, at the
-HTTP status of our code (as Yandex's API gateway does), on every `/vision/` path — errors raised
-by the route, request validation and unmatched paths or methods alike."""
+"""Yandex Vision's error language: google.rpc Status objects `{code, message, details}`, on every
+`/vision/` path — errors raised by the route, request validation, a wrong Content-Type and
+unmatched paths or methods alike. The HTTP status is the problem's own (415, 413, 405, …); the
+`code` is the google.rpc one (`RPC_CODES`)."""
 
 from __future__ import annotations
 
