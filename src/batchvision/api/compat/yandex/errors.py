@@ -1,6 +1,7 @@
-"""Yandex Vision's error language: google.rpc Status objects `{code, message, details}`, at the
-HTTP status of our code (as Yandex's API gateway does), on every `/vision/` path — errors raised
-by the route, request validation and unmatched paths or methods alike."""
+"""Yandex Vision's error language: google.rpc Status objects `{code, message, details}`, on every
+`/vision/` path — errors raised by the route, request validation, a wrong Content-Type and
+unmatched paths or methods alike. The HTTP status is the problem's own (415, 413, 405, …); the
+`code` is the google.rpc one (`RPC_CODES`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response
 
 from batchvision.api.surface import WireError
-from batchvision.core.errors import ErrorCode
+from batchvision.core.errors import HTTP_STATUS, ErrorCode
 from batchvision.core.types import ItemError
 
 
@@ -27,7 +28,19 @@ class RpcCode(IntEnum):
     UNAUTHENTICATED = 16
 
 
-_RPC_CODES: dict[ErrorCode, RpcCode] = {
+# Every ErrorCode, named (tests check none is missing): a code a client could have fixed is
+# INVALID_ARGUMENT, as Yandex's request validation answers; the rest say what went wrong.
+RPC_CODES: dict[ErrorCode, RpcCode] = {
+    ErrorCode.INVALID_REQUEST: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.INVALID_PARAMETER: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.IMAGE_DECODE_FAILED: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.UNSUPPORTED_FORMAT: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.IMAGE_TOO_LARGE: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.PAYLOAD_TOO_LARGE: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.TOO_MANY_IMAGES: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.FETCH_FAILED: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.URL_NOT_ALLOWED: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.UNKNOWN_SKILL: RpcCode.INVALID_ARGUMENT,
     ErrorCode.UNAUTHORIZED: RpcCode.UNAUTHENTICATED,
     ErrorCode.FORBIDDEN: RpcCode.PERMISSION_DENIED,
     ErrorCode.INSUFFICIENT_CREDITS: RpcCode.RESOURCE_EXHAUSTED,
@@ -42,7 +55,10 @@ _RPC_CODES: dict[ErrorCode, RpcCode] = {
 
 
 def rpc_code(code: ErrorCode) -> RpcCode:
-    return _RPC_CODES.get(code, RpcCode.INVALID_ARGUMENT)
+    found = RPC_CODES.get(code)
+    if found is None:  # a code added to ErrorCode later, until it is named above
+        return RpcCode.INTERNAL if HTTP_STATUS[code] >= 500 else RpcCode.INVALID_ARGUMENT
+    return found
 
 
 def rpc_status(code: RpcCode, message: str) -> dict[str, Any]:

@@ -4,14 +4,21 @@ Wire rules (../shared/seeds/004): 1-8 analyzeSpecs, each with base64 `content` (
 characters, JPEG or PNG, at most 20 megapixels) and 1-8 features; TEXT_DETECTION takes 1-8
 `languageCodes` of at most 3 characters; `folderId` at most 50 characters. int64 fields (width,
 height, x, y) are JSON strings. Errors are google.rpc Status objects `{code, message, details}`.
+The body is read as a proto3 JSON parser reads it (`wire.py`): either field spelling, enum names
+or numbers.
 
 Choices where the page is silent (documented in the README):
-- Structural violations (spec/feature/language counts, field types and lengths, malformed JSON)
-  fail the whole request with HTTP 400 and INVALID_ARGUMENT, as protobuf validation would.
+- Structural violations (spec/feature/language counts, field types and lengths, malformed JSON,
+  a field given in both spellings) fail the whole request with HTTP 400 and INVALID_ARGUMENT, as
+  protobuf validation would.
+- The body must be JSON: a Content-Type other than `application/json` (or `*+json`) is HTTP 415
+  with INVALID_ARGUMENT; no Content-Type at all is read as JSON, as a gRPC gateway does.
 - Problems with one image (bad base64, over 1,048,576 characters, not JPEG/PNG, undecodable, over
-  20 MP) become that spec's `error`; the other specs still succeed.
+  20 MP) become that spec's `error`; the other specs still succeed. A spec that sends a
+  `signature` instead of `content` gets UNIMPLEMENTED there.
 - A feature type other than TEXT_DETECTION errors on that feature only: UNIMPLEMENTED for the
-  other types the Vision API has had, INVALID_ARGUMENT for anything else.
+  other types the Vision API has (CLASSIFICATION, FACE_DETECTION, IMAGE_COPY_SEARCH),
+  INVALID_ARGUMENT for TYPE_UNSPECIFIED and any name or number the proto does not have.
 - A TEXT_DETECTION feature without `textDetectionConfig` uses the default language set.
 """
 
@@ -25,7 +32,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from batchvision.api.access import authorize, metered_request, scheme_token
+from batchvision.api.compat.yandex import wire
 from batchvision.api.compat.yandex.errors import RpcCode, item_status, rpc_code, rpc_status
+from batchvision.api.compat.yandex.wire import MAX_CONTENT_CHARS, MAX_SPECS, FeatureType
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
@@ -33,74 +42,52 @@ from batchvision.intake.body import BodyLimits, check_content_length, image_from
 
 router = APIRouter(tags=["yandex"])
 
-MAX_SPECS = 8
-MAX_FEATURES = 8
-MAX_LANGUAGES = 8
-MAX_LANGUAGE_CODE = 3
-MAX_CONTENT_CHARS = 1_048_576
-MAX_FOLDER_ID = 50
 MAX_PIXELS = 20_000_000
 # Base64 of 1 MiB plus the JSON around 8 of them; bodies past this are refused while reading.
 MAX_BODY_BYTES = MAX_SPECS * (MAX_CONTENT_CHARS + 64 * 1024)
-TEXT_DETECTION = "TEXT_DETECTION"
 # Feature types the Vision API has offered; we implement only OCR.
-KNOWN_FEATURES = {"CLASSIFICATION", "FACE_DETECTION", "IMAGE_COPY_SEARCH"}
+OTHER_VISION_FEATURES = frozenset(
+    {FeatureType.CLASSIFICATION, FeatureType.FACE_DETECTION, FeatureType.IMAGE_COPY_SEARCH}
+)
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
-
-
-def _invalid(message: str) -> BatchVisionError:
-    return BatchVisionError(ErrorCode.INVALID_REQUEST, message)
+_SHOWN_TYPE_CHARS = 40
 
 
 @dataclass
-class Feature:
-    type: str
+class PlannedFeature:
     languages: list[str] | None  # None: the default language set
     error: dict[str, Any] | None = None
 
 
 @dataclass
-class Spec:
+class PlannedSpec:
     index: int
-    features: list[Feature]
+    features: list[PlannedFeature]
     image: ImageInput
     error: dict[str, Any] | None = None
     outputs: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-def _list_field(container: dict[str, Any], name: str, where: str, low: int, high: int) -> list[Any]:
-    value = container.get(name)
-    if not isinstance(value, list):
-        raise _invalid(f"{where}{name} must be a list")
-    if not low <= len(value) <= high:
-        raise _invalid(f"{where}{name} must have {low}-{high} elements, got {len(value)}")
-    return value
+def _type_problem(feature: wire.Feature) -> dict[str, Any] | None:
+    """Why this feature is not served, as its google.rpc error; None for TEXT_DETECTION."""
+    known = feature.known_type
+    if known is FeatureType.TEXT_DETECTION:
+        return None
+    if known in OTHER_VISION_FEATURES:
+        return rpc_status(RpcCode.UNIMPLEMENTED, f"feature type {known.name} is not supported")
+    shown = str(feature.type)[:_SHOWN_TYPE_CHARS]
+    if known is FeatureType.TYPE_UNSPECIFIED:
+        return rpc_status(RpcCode.INVALID_ARGUMENT, f"feature type is {shown}; set one")
+    return rpc_status(RpcCode.INVALID_ARGUMENT, f"unknown feature type {shown!r}")
 
 
-def _parse_feature(raw: Any, where: str) -> Feature:
-    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-        raise _invalid(f"{where}type is required")
-    feature = Feature(type=raw["type"], languages=None)
-    config = raw.get("textDetectionConfig")
-    if config is not None:
-        if not isinstance(config, dict):
-            raise _invalid(f"{where}textDetectionConfig must be an object")
-        codes = _list_field(
-            config, "languageCodes", f"{where}textDetectionConfig.", 1, MAX_LANGUAGES
-        )
-        for code in codes:
-            if not isinstance(code, str) or not 1 <= len(code) <= MAX_LANGUAGE_CODE:
-                raise _invalid(f"{where}textDetectionConfig.languageCodes: '{code}' is not a code")
-        feature.languages = [c.lower() for c in codes]
-    if feature.type != TEXT_DETECTION:
-        code = RpcCode.UNIMPLEMENTED if feature.type in KNOWN_FEATURES else RpcCode.INVALID_ARGUMENT
-        feature.error = rpc_status(code, f"feature type {feature.type} is not supported")
-    return feature
+def _plan_feature(feature: wire.Feature) -> PlannedFeature:
+    config = feature.text_detection_config
+    languages = [code.lower() for code in config.language_codes] if config else None
+    return PlannedFeature(languages, _type_problem(feature))
 
 
-def _parse_image(index: int, content: Any, limits: BodyLimits) -> ImageInput:
-    if not isinstance(content, str):
-        raise _invalid(f"analyzeSpecs[{index}].content must be a base64 string")
+def _image(index: int, content: str, limits: BodyLimits) -> ImageInput:
     if len(content) > MAX_CONTENT_CHARS:
         message = f"content is {len(content)} characters; at most {MAX_CONTENT_CHARS} are allowed"
         return ImageInput(index, error=ItemError(ErrorCode.IMAGE_TOO_LARGE, message))
@@ -111,29 +98,20 @@ def _parse_image(index: int, content: Any, limits: BodyLimits) -> ImageInput:
     return item
 
 
-def _parse_spec(index: int, raw: Any, limits: BodyLimits) -> Spec:
-    where = f"analyzeSpecs[{index}]."
-    if not isinstance(raw, dict):
-        raise _invalid(f"analyzeSpecs[{index}] must be an object")
-    features = [
-        _parse_feature(f, f"{where}features[{j}].")
-        for j, f in enumerate(_list_field(raw, "features", where, 1, MAX_FEATURES))
-    ]
-    if "content" not in raw:
-        raise _invalid(f"{where}content is required")
-    image = _parse_image(index, raw["content"], limits)
+def _plan_spec(index: int, spec: wire.AnalyzeSpec, limits: BodyLimits) -> PlannedSpec:
+    features = [_plan_feature(f) for f in spec.features]
+    if spec.content is None:  # then the wire model holds a signature
+        message = "signature sources are not supported; send the image as content"
+        unsupported = rpc_status(RpcCode.UNIMPLEMENTED, message)
+        return PlannedSpec(index, features, ImageInput(index), unsupported)
+    image = _image(index, spec.content, limits)
     error = item_status(image.error) if image.error else None
-    return Spec(index, features, image, error)
+    return PlannedSpec(index, features, image, error)
 
 
-def parse_body(body: Any, limits: BodyLimits) -> list[Spec]:
-    if not isinstance(body, dict):
-        raise _invalid("request body must be a JSON object")
-    folder = body.get("folderId")
-    if folder is not None and (not isinstance(folder, str) or len(folder) > MAX_FOLDER_ID):
-        raise _invalid(f"folderId must be a string of at most {MAX_FOLDER_ID} characters")
-    specs = _list_field(body, "analyzeSpecs", "", 1, MAX_SPECS)
-    return [_parse_spec(i, raw, limits) for i, raw in enumerate(specs)]
+def parse_body(body: Any, limits: BodyLimits) -> list[PlannedSpec]:
+    request = wire.parse_request(body)
+    return [_plan_spec(i, spec, limits) for i, spec in enumerate(request.analyze_specs)]
 
 
 def _vertices(polygon: list[list[float]]) -> dict[str, Any]:
@@ -174,11 +152,11 @@ def text_detection(ocr: dict[str, Any]) -> dict[str, Any]:
     return {"pages": pages}
 
 
-async def _run_ocr(request: Request, specs: list[Spec]) -> int:
+async def _run_ocr(request: Request, specs: list[PlannedSpec]) -> int:
     """OCR every (spec, feature) that needs it, grouped by language set; returns how many specs
     failed before inference (refunded)."""
     pipeline = services(request).pipeline
-    groups: dict[tuple[str, ...] | None, list[tuple[Spec, int]]] = {}
+    groups: dict[tuple[str, ...] | None, list[tuple[PlannedSpec, int]]] = {}
     for spec in specs:
         if spec.error is None:
             for j, feature in enumerate(spec.features):
@@ -201,7 +179,7 @@ async def _run_ocr(request: Request, specs: list[Spec]) -> int:
     return len(failed_intake | {s.index for s in specs if s.error is not None})
 
 
-def _apply(spec: Spec, feature: int, result: ItemResult, failed_intake: set[int]) -> None:
+def _apply(spec: PlannedSpec, feature: int, result: ItemResult, failed_intake: set[int]) -> None:
     if result.image is None:
         spec.error = item_status(result.errors[0])
         failed_intake.add(spec.index)
@@ -211,7 +189,7 @@ def _apply(spec: Spec, feature: int, result: ItemResult, failed_intake: set[int]
         spec.features[feature].error = item_status(result.errors[0])
 
 
-def _spec_result(spec: Spec) -> dict[str, Any]:
+def _spec_result(spec: PlannedSpec) -> dict[str, Any]:
     if spec.error is not None:
         return {"error": spec.error}
     feature_results = []
@@ -221,6 +199,15 @@ def _spec_result(spec: Spec) -> dict[str, Any]:
         else:
             feature_results.append(spec.outputs[j])
     return {"results": feature_results}
+
+
+def check_json_body(headers: Mapping[str, str]) -> None:
+    """The body must be JSON; a client that names no Content-Type is taken to mean JSON."""
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise BatchVisionError(
+            ErrorCode.UNSUPPORTED_FORMAT, "Content-Type must be application/json"
+        )
 
 
 def yandex_token(headers: Mapping[str, str]) -> str | None:
@@ -237,6 +224,7 @@ async def _batch_analyze(request: Request) -> JSONResponse:
         max_images=MAX_SPECS,
         max_field_bytes=settings.max_json_field_bytes,
     )
+    check_json_body(request.headers)
     check_content_length(request.headers, limits)
     specs = parse_body(await read_json(request.stream(), limits), limits)
     async with metered_request(request, principal, len(specs)) as meter:
