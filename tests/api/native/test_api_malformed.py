@@ -231,6 +231,7 @@ JSON_BAD_ITEMS: dict[str, tuple[Any, str]] = {
     "data_not_string": ({"data": 12345}, "invalid_request"),
     "url_not_string": ({"url": ["a"]}, "invalid_request"),
     "not_an_object": (17, "invalid_request"),
+    "filename_not_string": ({"data": _b64(coco_image(GOOD)), "filename": 3}, "invalid_request"),
     "base64_of_text": ({"data": _b64(b"just some text")}, "image_decode_failed"),
     "base64_empty": ({"data": ""}, "image_decode_failed"),
     "base64_oversized": ({"data": _b64(coco_image(BIG))}, "image_too_large"),
@@ -425,7 +426,66 @@ def test_bad_image_ids(client: httpx.Client) -> None:
         response = checked(
             client.post("/v1/analyze", json={"images": [{"data": image, "id": bad_id}]})
         )
-        error_of(response, 400, "invalid_request")
+        assert error_of(response, 400, "invalid_request").startswith("images.0.id: ")
+    at_limit = {"images": [{"data": image, "id": "x" * 256}, {"data": image, "id": 7}]}
+    ok = checked(client.post("/v1/analyze", json=at_limit))
+    assert [r["id"] for r in ok.json()["results"]] == ["x" * 256, "7"]  # integers as their text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"images": [{"id": True}]}, 400, "images.0.id: must be a string or an integer"),
+        ({"tasks": [{"params": {}}]}, 400, "tasks.0.skill: Field required"),
+        ({"tasks": [{"skill": 3}]}, 400, "tasks.0.skill: Input should be a valid string"),
+        ({"tasks": [42]}, 400, "tasks.0: must be a skill name or {skill, params}"),
+        ({"tasks": {"skill": "detect"}}, 400, "tasks: Input should be a valid list"),
+        ({"tasks": ["detect", {"skill": "metadata", "params": 1}]}, 422, "tasks.1.params: "),
+        ({"images": "x.jpg"}, 400, "images: Input should be a valid list"),
+    ],
+)
+def test_request_errors_name_the_field_and_the_reason(
+    client: httpx.Client, body: dict[str, Any], status: int, message: str
+) -> None:
+    request = {"images": [_b64(coco_image("000000001503.jpg"))], **body}
+    response = checked(client.post("/v1/analyze", json=request))
+    code = "invalid_parameter" if status == 422 else "invalid_request"
+    assert message in error_of(response, status, code)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"data": 12345}, "data: Input should be a valid string"),
+        ({"id": "x"}, "image: needs exactly one of 'data' or 'url'"),
+        (17, "image: must be a base64 string or an object"),
+    ],
+)
+def test_image_errors_name_the_field_and_the_reason(
+    client: httpx.Client, entry: Any, message: str
+) -> None:
+    response = checked(client.post("/v1/analyze", json={"images": [entry]}))
+    assert response.status_code == 200, response.text
+    assert assert_item_error(response.json()["results"][0], "invalid_request") == message
+
+
+@pytest.mark.parametrize(
+    ("tasks", "status", "code", "message"),
+    [
+        ('[{"skill": "detect"', 400, "invalid_request", "tasks: is not valid JSON"),
+        ("[42]", 400, "invalid_request", "tasks.0: must be a skill name or {skill, params}"),
+        ('[{"skill": "\\ud800"}]', 400, "invalid_request", "unpaired surrogate escape"),
+        ('[{"skill": "detect", "params": [1]}]', 422, "invalid_parameter", "tasks.0.params: "),
+    ],
+)
+def test_tasks_form_field_errors(
+    client: httpx.Client, tasks: str, status: int, code: str, message: str
+) -> None:
+    """The multipart `tasks` text goes through the same model as the JSON body's; an escaped
+    lone surrogate in it is refused like one in a JSON body (it used to reach the response
+    encoder as an unknown skill name: a 500)."""
+    response = post_files(client, [(GOOD, coco_image(GOOD))], tasks)
+    assert message in error_of(response, status, code)
 
 
 def test_malformed_multipart(client: httpx.Client) -> None:

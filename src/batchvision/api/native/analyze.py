@@ -1,20 +1,48 @@
-"""The native API: `/v1/analyze`, `/v1/skills`, `/v1/models`, `/healthz`, `/readyz`."""
+"""The native API: `/v1/analyze`, `/v1/skills`, `/v1/models`, `/healthz`, `/readyz`.
+
+`POST /v1/analyze` takes multipart (`images` repeated, `tasks` a form field) or JSON
+(`{images, tasks}`), read with the limits enforced while the bytes arrive and then checked by
+the pydantic models below. Choices (in the README's "Using it" and "Errors"):
+- `images` entries are base64 strings (or data: URIs) or `{data | url, id?, filename?}`. A
+  malformed entry (not an object, neither or both of data/url, a field of the wrong type) fails
+  only that image, `invalid_request` in its `errors`; an `id` that is not a string or an
+  integer (integers come back as their text) or is over 256 characters fails the request, as
+  the image could not be reported under it.
+- `tasks` is `[{skill, params}]`, a list of skill names, or text: "detect,metadata" or a JSON
+  task list (what the multipart field carries); not sent means `detect`. `params` that are not
+  an object are 422 `invalid_parameter`, like the skills' own checks; every other problem is
+  400 `invalid_request`. Unknown fields are ignored.
+- Messages name each field and why, "tasks.0.skill: Field required"; more than
+  `max_images_per_request` images is 413 `too_many_images` before any image is decoded.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import analyze_metered, native_principal
+from batchvision.api.bodies import Model, json_object, refusal
 from batchvision.api.native.outputs import native_outputs
 from batchvision.api.surface import services
-from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
 from batchvision.intake.body import (
     BodyLimits,
@@ -22,6 +50,7 @@ from batchvision.intake.body import (
     image_from_base64,
     read_json,
     read_multipart,
+    refuse_unpaired_surrogates,
     too_many_images,
 )
 from batchvision.pipeline import PreparedTask
@@ -91,46 +120,125 @@ def _invalid(message: str) -> BatchVisionError:
     return BatchVisionError(ErrorCode.INVALID_REQUEST, message)
 
 
-def parse_tasks(raw: Any) -> list[Task]:
-    """Tasks as `[{skill, params}]`, `["detect", ...]`, or the string "detect,metadata"."""
-    if raw is None:
-        return [Task("detect")]
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("["):
-            try:
-                raw = json.loads(text)
-            except ValueError:
-                raise _invalid("tasks is not valid JSON") from None
-        else:
-            return [Task(name.strip()) for name in text.split(",") if name.strip()]
-    if not isinstance(raw, list):
-        raise _invalid("tasks must be a list")
-    return [_parse_task(entry) for entry in raw]
+# --- the request as pydantic models ---------------------------------------------------------
 
 
-def _parse_task(entry: Any) -> Task:
+def _task_text(value: Any) -> Any:
+    """Tasks as text (the multipart field, or a JSON string): a JSON task list, or skill names
+    separated by commas."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text.startswith("["):
+        return [name.strip() for name in text.split(",") if name.strip()]
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        raise PydanticCustomError("json_invalid", "is not valid JSON") from None
+    try:  # a JSON body was checked as a whole; the text of a form field was not
+        refuse_unpaired_surrogates(parsed)
+    except BatchVisionError:
+        raise PydanticCustomError("surrogate", "contains an unpaired surrogate escape") from None
+    return parsed
+
+
+def _named_task(entry: Any) -> Any:
+    """A bare skill name is that skill with its default params."""
     if isinstance(entry, str):
-        return Task(entry)
-    if not isinstance(entry, dict) or not isinstance(entry.get("skill"), str):
-        raise _invalid("each task needs a 'skill' name")
-    params = entry.get("params", {})
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise BatchVisionError(ErrorCode.INVALID_PARAMETER, "task params must be an object")
-    return Task(entry["skill"], params)
+        return {"skill": entry}
+    if not isinstance(entry, dict):
+        raise PydanticCustomError("task_type", "must be a skill name or {skill, params}")
+    return entry
 
 
-def _client_id(value: Any) -> str | None:
-    if value is None:
-        return None
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    skill: StrictStr
+    params: dict[str, Any] | None = None  # checked by the skill; null means its defaults
+
+    def task(self) -> Task:
+        return Task(self.skill, self.params or {})
+
+
+Tasks = Annotated[
+    list[Annotated[TaskSpec, BeforeValidator(_named_task)]], BeforeValidator(_task_text)
+]
+
+
+class AnalyzeTasks(BaseModel):
+    """The tasks of a request: `[{skill, params}]`, `["detect", ...]` or "detect,metadata"."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tasks: Tasks | None = None  # not sent: detect
+
+    def core_tasks(self) -> list[Task]:
+        return [Task("detect")] if self.tasks is None else [spec.task() for spec in self.tasks]
+
+
+class AnalyzeJson(AnalyzeTasks):
+    # Entries are checked one by one (`_json_image`): a malformed one fails only itself.
+    images: list[Any]
+
+
+def _image_id(value: Any) -> Any:
+    """An image id is a string or an integer (kept as its text); a boolean is neither."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _invalid("image id must be a string or an integer")
-    text = str(value)
-    if len(text) > _MAX_ID_LENGTH:
-        raise _invalid(f"image id is longer than {_MAX_ID_LENGTH} characters")
-    return text
+        raise PydanticCustomError("image_id", "must be a string or an integer")
+    return str(value)
+
+
+ImageId = Annotated[str, Field(max_length=_MAX_ID_LENGTH), BeforeValidator(_image_id)]
+_IMAGE_ID: TypeAdapter[str | None] = TypeAdapter(ImageId | None)
+
+
+class JsonImage(BaseModel):
+    """An object in the JSON `images` list (its `id` is checked on its own, by `_client_id`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    data: StrictStr | None = None  # base64 or a data: URI
+    url: StrictStr | None = None
+    filename: StrictStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, entry: Any) -> Any:
+        if not isinstance(entry, dict):
+            raise PydanticCustomError("image_type", "must be a base64 string or an object")
+        return entry
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.data is None) == (self.url is None):
+            raise PydanticCustomError("image_source", "needs exactly one of 'data' or 'url'")
+        return self
+
+
+# --- reading the request --------------------------------------------------------------------
+
+
+def _problem_code(exc: ValidationError) -> ErrorCode:
+    # Params that are not an object are a parameter problem, like the skills' own checks.
+    if all("params" in error["loc"] for error in exc.errors()):
+        return ErrorCode.INVALID_PARAMETER
+    return ErrorCode.INVALID_REQUEST
+
+
+def _parse(model: type[Model], body: Any) -> Model:
+    try:
+        return model.model_validate(json_object(body))
+    except ValidationError as exc:
+        raise refusal(exc, _problem_code(exc)) from None
+
+
+def _client_id(index: int, entry: Any) -> str | None:
+    """A bad id fails the request: the image could not be reported under it."""
+    try:
+        return _IMAGE_ID.validate_python(entry.get("id") if isinstance(entry, dict) else None)
+    except ValidationError as exc:
+        raise refusal(exc, where=f"images.{index}.id") from None
 
 
 def _refused(index: int, message: str, client_id: str | None = None) -> ImageInput:
@@ -144,23 +252,25 @@ def _json_image(index: int, entry: Any, limits: BodyLimits) -> ImageInput:
     A malformed entry fails only itself."""
     if isinstance(entry, str):
         return image_from_base64(index, entry, limits)
-    if not isinstance(entry, dict):
-        return _refused(index, "image must be an object")
-    client_id = _client_id(entry.get("id"))
-    data, url = entry.get("data"), entry.get("url")
-    if (data is None) == (url is None):
-        return _refused(index, "image needs exactly one of 'data' or 'url'", client_id)
-    if data is not None and not isinstance(data, str):
-        return _refused(index, "'data' must be a string", client_id)
-    if url is not None and not isinstance(url, str):
-        return _refused(index, "'url' must be a string", client_id)
-    if isinstance(data, str):
-        item = image_from_base64(index, data, limits, client_id=client_id)
+    client_id = _client_id(index, entry)
+    try:
+        image = JsonImage.model_validate(entry)
+    except ValidationError as exc:
+        return _refused(index, describe_problems(exc.errors(), where="image"), client_id)
+    if image.data is not None:
+        item = image_from_base64(index, image.data, limits, client_id=client_id)
     else:
-        item = ImageInput(index, client_id=client_id, url=url)
-    filename = entry.get("filename")
-    item.filename = filename if isinstance(filename, str) else None
+        item = ImageInput(index, client_id=client_id, url=image.url)
+    item.filename = image.filename
     return item
+
+
+async def _read_json(request: Request, limits: BodyLimits) -> tuple[list[ImageInput], list[Task]]:
+    body = _parse(AnalyzeJson, await read_json(request.stream(), limits))
+    if len(body.images) > limits.max_images:
+        raise too_many_images(limits.max_images)
+    inputs = [_json_image(i, entry, limits) for i, entry in enumerate(body.images)]
+    return inputs, body.core_tasks()
 
 
 async def read_analyze_request(
@@ -171,18 +281,9 @@ async def read_analyze_request(
     media_type = content_type.split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         form = await read_multipart(request.stream(), content_type, limits)
-        return form.images, parse_tasks(form.field("tasks"))
+        return form.images, _parse(AnalyzeTasks, {"tasks": form.field("tasks")}).core_tasks()
     if media_type == "application/json":
-        body = await read_json(request.stream(), limits)
-        if not isinstance(body, dict):
-            raise _invalid("request body must be a JSON object")
-        images = body.get("images")
-        if not isinstance(images, list):
-            raise _invalid("'images' must be a list")
-        if len(images) > limits.max_images:
-            raise too_many_images(limits.max_images)
-        inputs = [_json_image(i, entry, limits) for i, entry in enumerate(images)]
-        return inputs, parse_tasks(body.get("tasks"))
+        return await _read_json(request, limits)
     raise BatchVisionError(
         ErrorCode.UNSUPPORTED_FORMAT, "Content-Type must be multipart/form-data or application/json"
     )

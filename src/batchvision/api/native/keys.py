@@ -10,13 +10,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from batchvision.accounts.keys import MAX_CREDITS, MAX_RATE_PER_MINUTE, AccountError, KeyInfo
 from batchvision.accounts.scoping import Principal, not_found
 from batchvision.api.access import native_principal
+from batchvision.api.bodies import Model, parse_body
 from batchvision.api.surface import services
-from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.intake.body import BodyLimits, read_json
 
 router = APIRouter(tags=["accounts"])
@@ -58,14 +59,10 @@ def _require_key(principal: Principal) -> int:
     return principal.key_id
 
 
-async def _body(request: Request, model: type[BaseModel]) -> Any:
+async def _body(request: Request, model: type[Model]) -> Model:
     limits = BodyLimits.from_settings(services(request).settings)
-    try:
-        return model.model_validate(await read_json(request.stream(), limits))
-    except ValidationError as exc:
-        raise BatchVisionError(
-            ErrorCode.INVALID_PARAMETER, describe_problems(exc.errors())
-        ) from None
+    body = await read_json(request.stream(), limits)
+    return parse_body(model, body, ErrorCode.INVALID_PARAMETER)
 
 
 async def _visible_key(request: Request, principal: Principal, key_id: int) -> KeyInfo:
@@ -113,7 +110,7 @@ async def get_key(request: Request, principal: Authorized, key_id: int) -> dict[
 async def create_key(request: Request, principal: Authorized) -> JSONResponse:
     """Create a key (admin only). The secret is in this response and nowhere else, ever."""
     _require_admin(principal)
-    spec: NewKeyRequest = await _body(request, NewKeyRequest)
+    spec = await _body(request, NewKeyRequest)
     accounts = services(request).accounts
     try:
         created = await accounts.run(
@@ -141,7 +138,7 @@ async def revoke_key(request: Request, principal: Authorized, key_id: int) -> di
 async def add_credits(request: Request, principal: Authorized, key_id: int) -> dict[str, Any]:
     _require_admin(principal)
     key = await _visible_key(request, principal, key_id)
-    change: CreditsRequest = await _body(request, CreditsRequest)
+    change = await _body(request, CreditsRequest)
     accounts = services(request).accounts
     try:
         updated = await accounts.run(accounts.keys.add_credits, key.name, change.amount)

@@ -365,7 +365,6 @@ def test_bad_threshold_in_json_is_400(
     [
         ({"latitude": "56.8", "country": "USA"}, "longitude"),
         ({"longitude": "9.9", "country": "USA"}, "longitude"),
-        ({"latitude": "56.8", "longitude": "9.9"}, "country"),
         ({"country": "Atlantis"}, "Atlantis"),
         ({"latitude": "90.5", "longitude": "9.9", "country": "USA"}, "latitude"),
         ({"latitude": "north", "longitude": "9.9", "country": "USA"}, "latitude"),
@@ -384,12 +383,84 @@ def test_invalid_form_fields_are_400(
 
 @pytest.mark.parametrize(
     "fields",
-    [{"country": 840}, {"classify": "on"}, {"metadata": 2}, {"latitude": 1.0, "longitude": 2.0}],
+    [
+        {"country": 840},
+        {"classify": "on"},
+        {"metadata": 2},
+        {"latitude": True, "longitude": 2.0},
+        {"latitude": 1.0, "country": "USA"},
+    ],
 )
 def test_invalid_json_fields_are_400(
     client: httpx.Client, auth: dict[str, str], fields: dict[str, Any]
 ) -> None:
     error_of(post_json(client, [png()], auth, **fields), 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("send", "message"),
+    [
+        ({"threshold": "abc"}, "threshold: Input should be a valid number"),
+        ({"threshold": "0.995"}, "threshold: Input should be less than or equal to 0.99"),
+        ({"classify": "yes"}, "classify: must be true, false, 1 or 0"),
+        ({"latitude": "north", "longitude": "200"}, "latitude: Input should be a valid number"),
+        ({"latitude": "north", "longitude": "200"}, "longitude: Input should be less than"),
+        ({"latitude": "1", "country": "USA"}, "latitude and longitude must be sent together"),
+    ],
+)
+def test_errors_name_the_field_and_the_reason(
+    client: httpx.Client, auth: dict[str, str], send: dict[str, str], message: str
+) -> None:
+    assert message in error_of(
+        post_form(client, [("a.png", png())], send, auth), 400, "invalid_request"
+    )
+    as_json = post_json(client, [png()], auth, **send)
+    assert message in error_of(as_json, 400, "invalid_request")
+
+
+def test_json_images_must_be_base64_strings(client: httpx.Client, auth: dict[str, str]) -> None:
+    response = client.post(BATCH, json={"images": [b64(png()), 7]}, headers=auth)
+    assert error_of(response, 400, "invalid_request") == "images.1: Input should be a valid string"
+    missing = client.post(BATCH, json={"threshold": 0.5}, headers=auth)
+    assert error_of(missing, 400, "invalid_request") == "images: Field required"
+
+
+@pytest.mark.parametrize(
+    ("fields", "sent"),
+    [
+        ({"latitude": "56.8", "longitude": "9.9"}, "latitude and longitude"),
+        ({"latitude": "56.8"}, "latitude"),
+        ({"longitude": "-9.9"}, "longitude"),
+    ],
+)
+def test_area_hint_without_country_is_ignored_with_a_note(
+    client: httpx.Client, auth: dict[str, str], fields: dict[str, str], sent: str
+) -> None:
+    """The page: latitude/longitude are "used only when ... `country` [is] also present".
+    Without a country they change nothing, are no error, and `info.notes` says why."""
+    image = coco_image()
+    plain = ok(post_form(client, [("a.jpg", image)], {}, auth))
+    hinted = ok(post_form(client, [("a.jpg", image)], fields, auth))
+    (note,) = hinted["info"]["notes"]
+    assert note.startswith(f"{sent} ignored: ") and "country" in note
+    assert "notes" not in plain["info"]
+    assert hinted["info"]["country_processed"] is None and "geofence" not in hinted["info"]
+    assert labels(hinted["results"][0]) == labels(plain["results"][0])
+    numbers = {name: float(value) for name, value in fields.items()}
+    assert ok(post_json(client, [image], auth, **numbers))["info"]["notes"] == [note]
+    stored = ok(client.get(f"{BATCH}/{hinted['id']}", headers=auth))
+    assert stored["info"]["notes"] == [note]
+
+
+@pytest.mark.parametrize(
+    ("fields", "word"),
+    [({"latitude": "north"}, "latitude"), ({"longitude": "181", "latitude": "1"}, "longitude")],
+)
+def test_an_unused_area_hint_must_still_be_a_point(
+    client: httpx.Client, auth: dict[str, str], fields: dict[str, str], word: str
+) -> None:
+    response = post_form(client, [("a.png", png())], fields, auth)
+    assert word in error_of(response, 400, "invalid_request")
 
 
 @pytest.mark.parametrize(

@@ -5,15 +5,24 @@ at `GET /api/v1/batch-detect/{id}`.
 Wire rules from the page: `Authorization: Bearer <key>`; multipart/form-data (`images` repeated,
 the other fields as form fields) or JSON (`images`: base64 strings, the rest as JSON values);
 1-10 images; combined raw image size at most 10 MB; `threshold` 0.01-0.99 (default 0.2);
-`latitude`/`longitude` together and only with `country`; 1 credit per image.
+`latitude`/`longitude` "must be sent together and only have effect when `country` is also
+present"; 1 credit per image.
 
 Choices where the page is silent (for the README):
 - Errors use batchvision's `{"error": {"code", "message"}}`. Every validation error is 400
   `invalid_request` (the page lists 400 for validation), including what the native API answers
   with 422 or a count-based 413: 0 or 11+ images, a threshold outside 0.01-0.99 or not a number,
-  a bad boolean, latitude without longitude (or the reverse), latitude/longitude without
-  country, an unknown country, a wrong Content-Type. Combined raw image bytes over the route's
-  limit is 413 `payload_too_large`, refused from Content-Length or while the body arrives.
+  a bad boolean, a latitude or longitude that is not a number or out of range (checked even when
+  it is not used), latitude without longitude (or the reverse) when a country is sent, an
+  unknown country, a wrong Content-Type. The message names each field and its problem
+  (`threshold: Input should be less than or equal to 0.99`). Combined raw image bytes over the
+  route's limit is 413 `payload_too_large`, refused from Content-Length or while the body
+  arrives.
+- Latitude/longitude without `country` have no effect, as the page says, and are no error: the
+  batch `info` gets `notes` (an extra list of strings, only when there is something to say)
+  saying they were ignored. Half a point without a country is ignored the same way; with a
+  country it is 400, as the page says they "must be sent together" and the client meant the
+  hint to be used.
 - Sizes are MiB: batch-detect 10 MiB (`animaldetect_max_batch_bytes`), batch-detect-urban
   5 MiB (`animaldetect_urban_max_batch_bytes`). JSON bodies are allowed the base64 size of that.
 - Form values are strings: booleans `true`/`false`/`1`/`0` (any case), numbers as decimal text.
@@ -61,7 +70,9 @@ from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import analyze_metered, native_principal
+from batchvision.api.bodies import parse_body
 from batchvision.api.compat.animaldetect.store import DetectResultStore, NewResult
+from batchvision.api.compat.animaldetect.wire import BatchFields, JsonBatch
 from batchvision.api.surface import services
 from batchvision.core.db import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
@@ -85,10 +96,6 @@ MAX_IMAGES = 10
 # Room for the form fields and part headers around the images, so the body cap stops an
 # oversize upload while it arrives without refusing one that is just under the image limit.
 _ENVELOPE_BYTES = 256 * 1024
-# Request problems the native API answers with 422 or 413; this page calls them validation (400).
-_TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
-_NUMBERS = ("threshold", "latitude", "longitude")
-_BOOLEANS = ("classify", "smooth_herd")
 _EXIF_FIELDS = ("capture_time", "camera_make", "camera_model")
 
 
@@ -110,8 +117,7 @@ URBAN = Route("batch-detect-urban", "urban")
 @dataclass
 class BatchRequest:
     images: list[ImageInput]
-    params: dict[str, Any]  # animals params as sent (validated by the skill)
-    metadata: bool
+    fields: BatchFields  # the rest of the request, checked for its form; the skill checks params
 
 
 def _invalid(message: str) -> BatchVisionError:
@@ -119,45 +125,6 @@ def _invalid(message: str) -> BatchVisionError:
 
 
 # --- reading the request -----------------------------------------------------------------
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool):  # bool is an int to Python, never a number to a client
-        raise _invalid(f"{name} must be a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit JSON integer
-        raise _invalid(f"{name} must be a number") from None
-    return number  # nan and inf fail the skill's range checks
-
-
-def _boolean(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower() if isinstance(value, str | int) else None
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise _invalid(f"{name} must be true, false, 1 or 0")
-
-
-def parse_options(fields: Mapping[str, Any], profile: str) -> tuple[dict[str, Any], bool]:
-    """The animals params and the metadata flag from form or JSON values."""
-    sent = {name: value for name, value in fields.items() if value is not None and value != ""}
-    params: dict[str, Any] = {"profile": profile}
-    for name in _NUMBERS:
-        if name in sent:
-            params[name] = _number(name, sent[name])
-    for name in _BOOLEANS:
-        if name in sent:
-            params[name] = _boolean(name, sent[name])
-    if "country" in sent:
-        if not isinstance(sent["country"], str):
-            raise _invalid("country must be a string (CCA2, CCA3 or country name)")
-        params["country"] = sent["country"]
-    metadata = _boolean("metadata", sent["metadata"]) if "metadata" in sent else False
-    return params, metadata
 
 
 def body_limits(settings: Settings, max_bytes: int, media_type: str) -> BodyLimits:
@@ -171,25 +138,23 @@ def body_limits(settings: Settings, max_bytes: int, media_type: str) -> BodyLimi
     )
 
 
-async def _read_multipart(request: Request, limits: BodyLimits, profile: str) -> BatchRequest:
+async def _read_multipart(request: Request, limits: BodyLimits) -> BatchRequest:
     content_type = request.headers.get("content-type", "")
     form = await read_multipart(request.stream(), content_type, limits)
-    params, metadata = parse_options({name: form.field(name) for name in form.fields}, profile)
-    return BatchRequest(form.images, params, metadata)
+    fields = parse_body(BatchFields, {name: form.field(name) for name in form.fields})
+    return BatchRequest(form.images, fields)
 
 
-async def _read_json(request: Request, limits: BodyLimits, profile: str) -> BatchRequest:
-    body = await read_json(request.stream(), limits)
-    if not isinstance(body, dict):
-        raise _invalid("request body must be a JSON object")
-    images = body.get("images")
-    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-        raise _invalid("'images' must be an array of base64 strings")
-    if len(images) > MAX_IMAGES:
-        raise _invalid(f"at most {MAX_IMAGES} images per batch, got {len(images)}")
-    params, metadata = parse_options(body, profile)
-    inputs = [image_from_base64(i, text, limits) for i, text in enumerate(images)]
-    return BatchRequest(inputs, params, metadata)
+async def _read_json(request: Request, limits: BodyLimits) -> BatchRequest:
+    body = parse_body(JsonBatch, await read_json(request.stream(), limits))
+    _check_count(len(body.images))  # before any decoding
+    images = [image_from_base64(i, text, limits) for i, text in enumerate(body.images)]
+    return BatchRequest(images, body)
+
+
+def _check_count(count: int) -> None:
+    if not 1 <= count <= MAX_IMAGES:
+        raise _invalid(f"images must hold 1-{MAX_IMAGES} images, got {count}")
 
 
 def check_batch_size(images: list[ImageInput], max_bytes: int) -> None:
@@ -215,11 +180,10 @@ async def read_batch(request: Request, route: Route) -> BatchRequest:
     limits = body_limits(settings, max_bytes, media_type)
     check_content_length(request.headers, limits)
     if media_type == "application/json":
-        batch = await _read_json(request, limits, route.profile)
+        batch = await _read_json(request, limits)
     else:
-        batch = await _read_multipart(request, limits, route.profile)
-    if not 1 <= len(batch.images) <= MAX_IMAGES:
-        raise _invalid(f"images must hold 1-{MAX_IMAGES} images, got {len(batch.images)}")
+        batch = await _read_multipart(request, limits)
+    _check_count(len(batch.images))
     check_batch_size(batch.images, max_bytes)
     return batch
 
@@ -329,9 +293,9 @@ def response_body(
 # --- the routes ----------------------------------------------------------------------------
 
 
-def _prepare(pipeline: Pipeline, batch: BatchRequest) -> list[PreparedTask]:
-    tasks = [Task("animals", batch.params)]
-    if batch.metadata:
+def _prepare(pipeline: Pipeline, batch: BatchRequest, route: Route) -> list[PreparedTask]:
+    tasks = [Task("animals", batch.fields.animals_params(route.profile))]
+    if batch.fields.metadata:
         tasks.append(Task("metadata"))
     return pipeline.prepare_tasks(tasks)
 
@@ -346,7 +310,7 @@ def _expiry(settings: Settings) -> tuple[dt.datetime, dt.datetime]:
 async def _batch_detect(request: Request, principal: Principal, route: Route) -> JSONResponse:
     batch = await read_batch(request, route)
     pipeline = services(request).pipeline
-    tasks = _prepare(pipeline, batch)
+    tasks = _prepare(pipeline, batch, route)
     info = model_info(tasks[0])
     start = time.perf_counter()
     results = await analyze_metered(request, principal, pipeline, batch.images, tasks)
@@ -356,6 +320,7 @@ async def _batch_detect(request: Request, principal: Principal, route: Route) ->
     result_id = str(uuid.uuid4())
     body = response_body(result_id, expires, items, info, total_ms)
     _add_geofence_note(body, results)
+    _add_notes(body, batch.fields.notes())
     stored = NewResult(result_id, route.name, created, expires, body)
     await asyncio.to_thread(_store(request).save, principal, stored)
     return JSONResponse(body)
@@ -374,23 +339,29 @@ def _add_geofence_note(body: dict[str, Any], results: list[ItemResult]) -> None:
             return
 
 
+def _add_notes(body: dict[str, Any], notes: list[str]) -> None:
+    """An extra `info.notes` when something sent had no effect (latitude/longitude without
+    country): the page ignores them silently, a note tells the client why nothing changed."""
+    if notes:
+        body["info"]["notes"] = notes
+
+
 def _store(request: Request) -> DetectResultStore:
     return DetectResultStore(services(request).database)
 
 
 def _params_doc() -> dict[str, Any]:
-    text = {"type": "string"}
-    properties: dict[str, Any] = {
+    """The request body in OpenAPI, from the wire models (form fields are all text)."""
+    form: dict[str, Any] = {
         "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        **{name: text for name in (*_NUMBERS, *_BOOLEANS, "country", "metadata")},
+        **{name: {"type": "string"} for name in BatchFields.model_fields},
     }
-    json_properties = {**properties, "images": {"type": "array", "items": text}}
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "multipart/form-data": {"schema": {"type": "object", "properties": properties}},
-                "application/json": {"schema": {"type": "object", "properties": json_properties}},
+                "multipart/form-data": {"schema": {"type": "object", "properties": form}},
+                "application/json": {"schema": JsonBatch.model_json_schema()},
             },
         }
     }
