@@ -87,7 +87,7 @@ def _unit(value: float) -> float:
 
 def normalized_xyxy(box: Sequence[float], width: int, height: int) -> list[float]:
     """A pixel box as fractions of the image (0..1, clamped): the convention of surfaces whose
-    clients draw on images of any size (Moondream, batchvision's `box_normalized`)."""
+    clients draw on images of any size (batchvision's `box_normalized`, some compat surfaces)."""
     x1, y1, x2, y2 = box
     return [_unit(x1 / width), _unit(y1 / height), _unit(x2 / width), _unit(y2 / height)]
 
