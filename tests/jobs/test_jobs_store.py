@@ -78,6 +78,27 @@ def test_pages_cover_every_job_once_newest_first(engine, principals) -> None:
     assert created == sorted(created, reverse=True)
 
 
+def test_a_cursor_the_listing_did_not_hand_out_is_refused(engine, principals) -> None:
+    alice, bob, _ = principals
+    store = JobStore(engine)
+    hers = store.create(alice, surface="native", chunk_lines=10).id
+    other_surface = store.create(bob, surface="other", chunk_lines=10).id
+    his = store.create(bob, surface="native", chunk_lines=10).id
+    answers = []
+    for cursor in ("nope", hers, other_surface):
+        with pytest.raises(BatchVisionError) as caught:
+            store.page(bob, cursor=cursor, surface="native")
+        assert caught.value.code == ErrorCode.INVALID_REQUEST
+        answers.append(str(caught.value))
+    assert len(set(answers)) == 1  # another key's job reads as an unknown id
+    assert store.page(bob, cursor=his, surface="native") == ([], None)
+    # without a surface filter every job of the caller's is a cursor
+    listed = [j.id for j in store.page(bob)[0]]
+    assert sorted(listed) == sorted([his, other_surface])
+    after = [j.id for j in store.page(bob, cursor=listed[0])[0]]
+    assert after == listed[1:]
+
+
 def _chunk(index: int, ok: int = 8, failed: int = 2) -> ChunkResult:
     return ChunkResult(index, index * 10, ok + failed, ok, failed, ok + failed, f"r/{index}.jsonl")
 
