@@ -158,7 +158,8 @@ class JobStore:
             query = query.where(Job.surface == surface)
         with Session(self.engine) as session:
             if cursor is not None:
-                last = session.get(Job, cursor)
+                # Only what could be an id reaches the database (PostgreSQL refuses a NUL).
+                last = session.get(Job, cursor) if cursor.isascii() and cursor.isalnum() else None
                 if last is None or not principal.owns(last.owner_key_id):
                     raise invalid_cursor()
                 if surface is not None and last.surface != surface:

@@ -3,8 +3,10 @@
 Follows ../shared/seeds/002 (the Moondream Batch page): its Python client flow nearly verbatim
 (mpu-create → parts in CHUNK_SIZE pieces → mpu-complete → poll → download every output), the
 response shapes it shows, its batch-level and per-line error codes, S3-style multipart rules
-(parts in any order, the last copy of a part wins, etags checked at completion), listing with
-cursors, and tenant isolation with `X-Moondream-Auth` keys.
+(parts in any order, the last copy of a part wins, etags checked at completion, a bad partNumber
+is 400), ids of any JSON type echoed unchanged, typed line fields with their messages, listing
+with cursors (one a listing did not hand out is 400), and tenant isolation with
+`X-Moondream-Auth` keys.
 """
 
 from __future__ import annotations
