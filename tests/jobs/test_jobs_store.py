@@ -18,6 +18,7 @@ from batchvision.core.db import Base, make_engine, migrate
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
 from batchvision.jobs.store import ChunkResult, JobStore
+from pg_server import running_postgres
 
 
 @pytest.fixture
@@ -76,6 +77,45 @@ def test_pages_cover_every_job_once_newest_first(engine, principals) -> None:
     assert len(seen) == len(set(seen)) == 7
     created = [store.get(alice, i).created_at for i in seen]
     assert created == sorted(created, reverse=True)
+
+
+def test_a_cursor_the_listing_did_not_hand_out_is_refused(engine, principals) -> None:
+    alice, bob, _ = principals
+    store = JobStore(engine)
+    hers = store.create(alice, surface="native", chunk_lines=10).id
+    other_surface = store.create(bob, surface="other", chunk_lines=10).id
+    his = store.create(bob, surface="native", chunk_lines=10).id
+    answers = []
+    for cursor in ("nope", hers, other_surface):
+        with pytest.raises(BatchVisionError) as caught:
+            store.page(bob, cursor=cursor, surface="native")
+        assert caught.value.code == ErrorCode.INVALID_REQUEST
+        answers.append(str(caught.value))
+    assert len(set(answers)) == 1  # another key's job reads as an unknown id
+    assert store.page(bob, cursor=his, surface="native") == ([], None)
+    # without a surface filter every job of the caller's is a cursor
+    listed = [j.id for j in store.page(bob)[0]]
+    assert sorted(listed) == sorted([his, other_surface])
+    after = [j.id for j in store.page(bob, cursor=listed[0])[0]]
+    assert after == listed[1:]
+
+
+def test_a_cursor_that_cannot_be_an_id_is_refused_on_postgresql_too(tmp_path: Path) -> None:
+    # PostgreSQL refuses a NUL in text outright; the cursor must never reach it as a query.
+    with running_postgres() as server:
+        settings = Settings(data_dir=tmp_path, database_url=server.create_database("cursors"))
+        engine = make_engine(settings)
+        try:
+            migrate(engine)
+            store, anyone = JobStore(engine), Principal.anonymous()
+            job = store.create(anyone, surface="native", chunk_lines=10).id
+            for cursor in ("\x00", "a\x00b", "ü" * 40, "x" * 5000):
+                with pytest.raises(BatchVisionError) as caught:
+                    store.page(anyone, cursor=cursor)
+                assert caught.value.code == ErrorCode.INVALID_REQUEST
+            assert store.page(anyone, cursor=job) == ([], None)
+        finally:
+            engine.dispose()
 
 
 def _chunk(index: int, ok: int = 8, failed: int = 2) -> ChunkResult:

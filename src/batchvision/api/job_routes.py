@@ -25,7 +25,8 @@ def base_url(request: Request) -> str:
 def page_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    # ASCII digits only, and few of them: int() also reads "٣" and refuses 5,000 digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_PAGE:
         raise BatchVisionError(
             ErrorCode.INVALID_REQUEST, f"limit must be an integer from 1 to {MAX_PAGE}"
         )
@@ -59,10 +60,14 @@ async def list_page(
     limit: str | None,
     cursor: str | None,
 ) -> dict[str, Any]:
-    """One page of the caller's jobs of one surface: `{<field>: [...], next_cursor, has_more}`."""
+    """One page of the caller's jobs of one surface: `{<field>: [...], next_cursor, has_more}`.
+
+    `cursor` is a `next_cursor` this listing handed out; an empty one means the first page.
+    Any other (unknown, another key's job, a job of another surface) is 400 invalid_request,
+    the same answer for each, so a cursor never tells whether an id exists."""
     jobs = services(request).jobs
     page, next_cursor = await jobs.page(
-        principal, limit=page_limit(limit), cursor=cursor, surface=surface
+        principal, limit=page_limit(limit), cursor=cursor or None, surface=surface
     )
     return {
         field: [jobs.view(job, base_url(request)) for job in page],

@@ -24,6 +24,7 @@ from batchvision.accounts.keys import usage_upsert
 from batchvision.accounts.scoping import Principal, get_owned, owned_by
 from batchvision.accounts.tables import ApiKey
 from batchvision.core.db import utcnow
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.tables import Job, JobChunk
 
 ACTIVE_STATES = ("chunking", "processing")
@@ -39,6 +40,14 @@ class ChunkResult:
     failed_lines: int
     images: int
     result_key: str
+
+
+def invalid_cursor() -> BatchVisionError:
+    """One answer for every cursor a listing did not hand out, so it reveals no other job."""
+    return BatchVisionError(
+        ErrorCode.INVALID_REQUEST,
+        "cursor is not valid: pass the next_cursor of an earlier page, or no cursor for the first",
+    )
 
 
 def new_job_id() -> str:
@@ -142,20 +151,25 @@ class JobStore:
         surface: str | None = None,
     ) -> tuple[list[JobView], str | None]:
         """Newest first. The cursor is the last job id of the previous page (keyset paging on
-        (created_at, id), so pages stay stable while jobs are added)."""
+        (created_at, id), so pages stay stable while jobs are added). A cursor that is no job
+        of this listing (unknown, another key's, another surface's) is `invalid_cursor`."""
         query = select(Job).where(owned_by(principal, Job.owner_key_id))
         if surface is not None:
             query = query.where(Job.surface == surface)
         with Session(self.engine) as session:
             if cursor is not None:
-                last = session.get(Job, cursor)
-                if last is not None and principal.owns(last.owner_key_id):
-                    query = query.where(
-                        or_(
-                            Job.created_at < last.created_at,
-                            and_(Job.created_at == last.created_at, Job.id < last.id),
-                        )
+                # Only what could be an id reaches the database (PostgreSQL refuses a NUL).
+                last = session.get(Job, cursor) if cursor.isascii() and cursor.isalnum() else None
+                if last is None or not principal.owns(last.owner_key_id):
+                    raise invalid_cursor()
+                if surface is not None and last.surface != surface:
+                    raise invalid_cursor()
+                query = query.where(
+                    or_(
+                        Job.created_at < last.created_at,
+                        and_(Job.created_at == last.created_at, Job.id < last.id),
                     )
+                )
             rows = session.scalars(
                 query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
             ).all()

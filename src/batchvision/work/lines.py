@@ -2,8 +2,12 @@
 
 Line rules (`parse_line`'s decisions):
 
-- `id` is optional: a string or an integer (integers become their decimal string), at most
-  256 characters; `null` is the same as no id. Anything else is `invalid_request`.
+- `id` is optional; `null` is the same as no id. Which values a line may carry is the surface's
+  `check_id` (`id_problem` here); the default, `string_or_integer_id`, takes a string or an
+  integer of at most 256 characters, and a surface may take any JSON value. A refused id is
+  `invalid_request`. `sent_id` is the id exactly as parsed (echoed in the result line);
+  `client_id` / `JobLine.id` is its text: a string as is, any other value its JSON text
+  (`42` → "42", `{"a": 1}` → '{"a": 1}').
 - `skill` is required, a non-empty string; with `skills=` given, a name outside it is
   `unknown_skill`.
 - Exactly one of `image` (a base64 string or `data:` URI), `images` (a non-empty list of
@@ -39,7 +43,7 @@ RESERVED_KEYS = frozenset({"id", "skill", "image", "images", "image_url"})
 @dataclass(frozen=True)
 class JobLine:
     index: int  # 0-based line index
-    id: str | None  # the client's id (string or integer in JSON → str; ≤ 256 chars)
+    id: str | None  # the client's id as text: a string as is, any other JSON value as JSON
     skill: str
     images: list[ImageInput]  # from image, images or image_url
     params: dict[str, Any]  # every other key of the line

@@ -3,8 +3,10 @@
 Follows ../shared/seeds/002 (the Moondream Batch page): its Python client flow nearly verbatim
 (mpu-create → parts in CHUNK_SIZE pieces → mpu-complete → poll → download every output), the
 response shapes it shows, its batch-level and per-line error codes, S3-style multipart rules
-(parts in any order, the last copy of a part wins, etags checked at completion), listing with
-cursors, and tenant isolation with `X-Moondream-Auth` keys.
+(parts in any order, the last copy of a part wins, etags checked at completion, a bad partNumber
+is 400), ids of any JSON type echoed unchanged, typed line fields with their messages, listing
+with cursors (one a listing did not hand out is 400), and tenant isolation with
+`X-Moondream-Auth` keys.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import re
@@ -22,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from batchvision.accounts.keys import KeyStore
 from batchvision.core.db import make_engine
@@ -99,6 +103,11 @@ def auth(store: KeyStore, name: str) -> Headers:
     return {"X-Moondream-Auth": store.create(name).secret}
 
 
+def bearer(headers: Headers) -> Headers:
+    """The same key as the native API takes it."""
+    return {"Authorization": f"Bearer {headers['X-Moondream-Auth']}"}
+
+
 # --- client helpers -----------------------------------------------------------------------------
 
 
@@ -171,6 +180,36 @@ def submit(client: httpx.Client, data: bytes, headers: Headers | None = None) ->
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def submit_in_parts(
+    client: httpx.Client, data: bytes, headers: Headers | None = None
+) -> dict[str, Any]:
+    """A file of any size, in parts of the largest size the server takes (as the page does)."""
+    file_id, upload_id = create(client, headers)
+    parts = []
+    for number, start in enumerate(range(0, len(data), PART_LIMIT), start=1):
+        piece = data[start : start + PART_LIMIT]
+        etag = etag_of(put_part(client, file_id, upload_id, number, piece, headers))
+        parts.append({"partNumber": number, "etag": etag})
+    response = complete(client, file_id, upload_id, parts, headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def strict_lines(client: httpx.Client, status: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every result line, parsed as strict JSON: `Infinity` / `NaN` would fail the test."""
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in a result line is not JSON")
+
+    lines = []
+    for output in status["outputs"]:
+        response = client.get(output["url"])
+        assert response.status_code == 200, response.text
+        lines += [json.loads(line, parse_constant=refuse) for line in response.text.splitlines()]
+    return lines
 
 
 def wait_done(
@@ -488,6 +527,170 @@ def test_output_links_are_signed(seed_flow: dict[str, Any], live: LiveServer) ->
         assert client.get(other).status_code == 403  # a link signs one file only
 
 
+# --- 1b. ids are "any" ---------------------------------------------------------------------------
+
+
+def small_png() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), (10, 120, 200)).save(buffer, format="PNG")
+    return b64(buffer.getvalue())
+
+
+def big_nested_id() -> dict[str, Any]:
+    """About 1 MB of nested JSON: well inside the 10 MB line limit."""
+    rows = [{"i": i, "tags": ["t", i % 7 == 0, None, {"x": [i, [i / 8]]}]} for i in range(20_000)]
+    return {"dataset": "coco", "rows": rows, "deep": [[[[[{"leaf": True}]]]]]}
+
+
+# Every JSON type, edge values of each, and a ~1 MB nested object (the page: `id` is "any").
+ANY_IDS: list[Any] = [
+    "img_001",
+    "",
+    "ünïcødé €",
+    0,
+    -7,
+    12345678901234567890123456789,  # beyond 64-bit integers
+    1.5,
+    -0.25,
+    6.02e23,
+    True,
+    False,
+    [],
+    {},
+    [1, "a", None, {"b": [True, 2.5]}],
+    {"file": "a.jpg", "meta": {"frame": 3, "ok": False}},
+    big_nested_id(),
+]
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON text: True is not 1, 1.0 is not 1, key order counts."""
+    return json.dumps(a, ensure_ascii=False) == json.dumps(b, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("line_kind", ["ok", "invalid_request", "unknown_skill"])
+def test_any_json_id_comes_back_unchanged(client: httpx.Client, line_kind: str) -> None:
+    png = small_png()
+    body = {
+        "ok": {"skill": "detect", "image": png, "object": "person"},
+        "invalid_request": {"skill": "detect", "image": png},  # no object
+        "unknown_skill": {"skill": "segment", "image": png},
+    }[line_kind]
+    data = jsonl(*({"id": sent, **body} for sent in ANY_IDS))
+    assert len(data) > 10 * PART_LIMIT  # the big id needs many parts
+    status = wait_done(client, submit_in_parts(client, data)["id"])
+    assert status["status"] == "completed", status
+    lines = strict_lines(client, status)
+    assert [line["line_index"] for line in lines] == list(range(len(ANY_IDS)))
+    for line, sent in zip(lines, ANY_IDS, strict=True):
+        assert same_json(line["id"], sent), (line["id"], sent)
+        if line_kind == "ok":
+            assert line["status"] == "ok" and line["result"] == {"objects": []}, line
+        else:
+            assert line["error"]["code"] == line_kind, line
+
+
+def test_a_null_id_is_no_id_and_an_infinite_number_is_refused(client: httpx.Client) -> None:
+    png = small_png()
+    data = (
+        jsonl({"id": None, "skill": "detect", "image": png, "object": "car"})
+        + b'{"id": 1e400, "skill": "detect", "image": "'
+        + png.encode()
+        + b'", "object": "car"}\n'
+        + b'{"id": [1, {"x": -1e999}], "skill": "detect", "image": "'
+        + png.encode()
+        + b'"}\n'
+        + jsonl({"id": 1e300, "skill": "detect", "image": png, "object": "car"})
+    )
+    status, _ = run_batch(client, data)
+    lines = strict_lines(client, status)
+    assert lines[0]["id"] is None and lines[0]["status"] == "ok", lines[0]
+    for refused in lines[1:3]:
+        # 1e400 parses as infinity, which JSON cannot echo: the line is refused, not mangled
+        assert refused["id"] is None
+        assert refused["error"]["code"] == "invalid_request", refused
+        assert "'id'" in refused["error"]["message"]
+    assert lines[3]["id"] == 1e300 and lines[3]["status"] == "ok", lines[3]
+
+
+def test_native_jobs_keep_the_string_or_integer_id_rule(client: httpx.Client) -> None:
+    png = small_png()
+    data = jsonl(
+        {"id": {"a": 1}, "skill": "metadata", "image": png},
+        {"id": 7, "skill": "metadata", "image": png},
+    )
+    response = client.post("/v1/jobs", content=data)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/jobs/{job_id}").json()["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in client.get(f"/v1/jobs/{job_id}/results").iter_lines()]
+    assert lines[0]["status"] == "error" and lines[0]["id"] is None
+    assert "string or an integer" in lines[0]["error"]["message"]
+    assert lines[1]["status"] == "ok" and lines[1]["id"] == 7
+
+
+# --- 1c. typed lines ----------------------------------------------------------------------------
+
+# (line fields besides id and image, expected code, fragments its message must hold)
+TYPED_LINES: list[tuple[dict[str, Any], str, list[str]]] = [
+    (
+        {"skill": "caption", "length": "huge", "settings": {"temperature": "hot", "max_tokens": 0}},
+        "invalid_request",
+        [
+            "caption: ",
+            "'length' must be one of 'short', 'normal', 'long'",
+            "'settings.temperature' must be a number from 0 to 2 (got a string)",
+            "'settings.max_tokens' must be an integer from 1 to 4096",
+        ],
+    ),
+    (
+        {"skill": "query", "question": None, "reasoning": "yes"},
+        "invalid_request",
+        ["missing required field 'question'", "'reasoning' must be true or false (got a string)"],
+    ),
+    (
+        {"skill": "query", "question": "?", "settings": [0.7]},
+        "invalid_request",
+        ["'settings' must be an object"],
+    ),
+    (
+        {"skill": "detect", "object": "car", "settings": {"temperature": 0.5}},
+        "invalid_request",
+        ["'settings' is only supported by caption and query"],
+    ),
+    ({"skill": "point", "object": "x" * 501}, "invalid_request", ["longer than 500 characters"]),
+    ({"skill": "detect", "object": 5}, "invalid_request", ["'object' must be a non-empty string"]),
+    ({"skill": "Caption"}, "unknown_skill", ["'Caption'", "caption, detect, point, query"]),
+    # valid lines: null fields are absent, unknown keys and settings keys are ignored
+    ({"skill": "detect", "object": "person", "settings": None, "length": 5}, "ok", []),
+    ({"skill": "caption", "length": None, "settings": {"seed": 1}, "extra": []}, NO_VLM, []),
+    ({"skill": "query", "question": "?", "settings": {"top_p": 1, "temperature": 2}}, NO_VLM, []),
+]  # fmt: skip
+
+
+def test_typed_lines_over_http(client: httpx.Client) -> None:
+    png = small_png()
+    data = jsonl(
+        *({"id": n, "image": png, **fields} for n, (fields, _, _) in enumerate(TYPED_LINES))
+    )
+    status, lines = run_batch(client, data)
+    assert status["status"] == "completed", status
+    for line, (fields, expected, fragments) in zip(lines, TYPED_LINES, strict=True):
+        if expected == "ok":
+            assert line["status"] == "ok", (fields, line)
+            continue
+        code, message = line["error"]["code"], line["error"]["message"]
+        if expected == NO_VLM:
+            assert code == "processing_error" and NO_VLM in message, (fields, line)
+            continue
+        assert code == expected, (fields, line)
+        for fragment in fragments:
+            assert fragment in message, (fields, message)
+
+
 # --- 2. multipart rules -------------------------------------------------------------------------
 
 
@@ -629,6 +832,57 @@ def test_abort_then_everything_is_404(client: httpx.Client) -> None:
     assert abort(client, file_id, upload_id).status_code == 404
 
 
+BAD_PART_NUMBERS = ["0", "-1", "10001", "99999", "abc", "1.5", "1e3", "", " 1", "+1", "٣", "²"]
+
+
+@pytest.mark.parametrize("number", [*BAD_PART_NUMBERS, "9" * 5000, None])
+def test_a_bad_part_number_is_400_and_leaves_the_upload_open(
+    client: httpx.Client, number: str | None
+) -> None:
+    # S3 answers a missing or malformed partNumber with 400 InvalidArgument, not 422.
+    file_id, upload_id = create(client)
+    etag = etag_of(put_part(client, file_id, upload_id, 1, tiny("kept")))
+    query = f"uploadId={upload_id}" + ("" if number is None else f"&partNumber={number}")
+    response = client.put(
+        f"{BASE}/{file_id}?action=mpu-uploadpart&{query}", headers=OCTET, content=tiny("no")
+    )
+    assert response.status_code == 400, response.text
+    assert error(response)["code"] == "invalid_request"
+    assert "partNumber" in error(response)["message"]
+    assert "10000" in error(response)["message"]
+    done = complete(client, file_id, upload_id, [{"partNumber": 1, "etag": etag}])
+    assert done.status_code == 200, done.text
+    status = wait_done(client, done.json()["id"])
+    assert [line["id"] for file in download(client, status) for line in file] == ["kept"]
+
+
+def test_part_numbers_1_and_10000_and_leading_zeros_are_taken(client: httpx.Client) -> None:
+    file_id, upload_id = create(client)
+    first = etag_of(put_part(client, file_id, upload_id, 1, tiny("a")))
+    last = client.put(
+        f"{BASE}/{file_id}?action=mpu-uploadpart&uploadId={upload_id}&partNumber=010000",
+        headers=OCTET,
+        content=tiny("z"),
+    )
+    assert last.json()["partNumber"] == 10000, last.text
+    parts = [{"partNumber": 1, "etag": first}, {"partNumber": 10000, "etag": etag_of(last)}]
+    done = complete(client, file_id, upload_id, parts)
+    assert done.status_code == 200, done.text
+    status = wait_done(client, done.json()["id"])
+    assert [line["id"] for file in download(client, status) for line in file] == ["a", "z"]
+
+
+@pytest.mark.parametrize("number", [0, -1, 10001, "1", 1.0, True, None])
+def test_a_bad_part_number_at_completion_is_400(client: httpx.Client, number: Any) -> None:
+    file_id, upload_id = create(client)
+    etag = etag_of(put_part(client, file_id, upload_id, 1, tiny("a")))
+    response = complete(client, file_id, upload_id, [{"partNumber": number, "etag": etag}])
+    assert response.status_code == 400, response.text
+    assert error(response)["code"] == "invalid_request"
+    assert "partNumber" in error(response)["message"]
+    assert complete(client, file_id, upload_id, [{"partNumber": 1, "etag": etag}]).is_success
+
+
 # --- 3. batch-level errors ----------------------------------------------------------------------
 
 
@@ -752,7 +1006,7 @@ def test_list_pages_newest_first(keyed: tuple[LiveServer, KeyStore]) -> None:
         assert everything["has_more"] is False
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "abc", "-1", "2.5"])
+@pytest.mark.parametrize("limit", ["0", "101", "abc", "-1", "2.5", "", "٣", "²", "9" * 5000])
 def test_list_limit_out_of_range_is_400(client: httpx.Client, limit: str) -> None:
     response = client.get(BASE, params={"limit": limit})
     assert response.status_code == 400, response.text
@@ -762,6 +1016,55 @@ def test_list_limit_out_of_range_is_400(client: httpx.Client, limit: str) -> Non
 def test_list_limit_bounds_are_taken(client: httpx.Client) -> None:
     for limit in ("1", "100"):
         assert client.get(BASE, params={"limit": limit}).status_code == 200
+
+
+UNKNOWN_CURSORS = ["nope", "0" * 32, "\x00", "ü" * 40, "x" * 5000]
+
+
+def _list(client: httpx.Client, path: str, headers: Headers, **params: Any) -> httpx.Response:
+    return client.get(path, params=params, headers=headers)
+
+
+@pytest.mark.parametrize("surface", ["moondream", "native"])
+def test_a_cursor_no_listing_handed_out_is_400(
+    keyed: tuple[LiveServer, KeyStore], surface: str
+) -> None:
+    """Unknown ids, another key's job and a job of the other surface are all refused with the
+    same body, so a cursor never tells whether an id exists; an empty cursor is the first page."""
+    live, store = keyed
+    mine, theirs = auth(store, f"{surface}-me"), auth(store, f"{surface}-them")
+    my_bearer, their_bearer = bearer(mine), bearer(theirs)
+    path, field, headers = (
+        (BASE, "batches", mine) if surface == "moondream" else ("/v1/jobs", "jobs", my_bearer)
+    )
+    with live.client() as client:
+        my_batch = submit(client, tiny("a"), mine)["id"]
+        their_batch = submit(client, tiny("b"), theirs)["id"]
+        my_job = client.post("/v1/jobs", content=tiny("c"), headers=my_bearer).json()["id"]
+        their_job = client.post("/v1/jobs", content=tiny("d"), headers=their_bearer).json()["id"]
+        other_surface = my_job if surface == "moondream" else my_batch
+        other_key = their_batch if surface == "moondream" else their_job
+
+        refusals = [
+            _list(client, path, headers, cursor=cursor)
+            for cursor in [*UNKNOWN_CURSORS, other_key, other_surface]
+        ]
+        for response in refusals:
+            assert response.status_code == 400, response.text
+            assert error(response)["code"] == "invalid_request"
+            assert "cursor is not valid" in error(response)["message"]
+            assert error(response) == error(refusals[0])  # one answer for every unknown cursor
+
+        first = _list(client, path, headers, cursor="")
+        assert first.status_code == 200, first.text
+        assert [item["id"] for item in first.json()[field]] == [
+            my_batch if surface == "moondream" else my_job
+        ]
+        own = first.json()[field][0]["id"]
+        after = _list(client, path, headers, cursor=own)  # a real cursor still pages
+        assert after.status_code == 200 and after.json()[field] == [], after.text
+        for batch in (my_batch, their_batch):
+            wait_done(client, batch, mine if batch == my_batch else theirs)
 
 
 # --- 5. tenants ---------------------------------------------------------------------------------
@@ -793,9 +1096,13 @@ def test_tenants_see_only_their_own(keyed: tuple[LiveServer, KeyStore]) -> None:
         mine = submit(client, tiny("his"), bob)["id"]
         listed = client.get(BASE, headers=bob).json()
         assert [b["id"] for b in listed["batches"]] == [mine]
-        # alice's batch id as bob's cursor shows him nothing of hers either
-        paged = client.get(BASE, params={"cursor": batch_id}, headers=bob).json()
-        assert batch_id not in [b["id"] for b in paged["batches"]]
+        # alice's batch id as bob's cursor shows him nothing of hers either: it is refused
+        # exactly as an id that never existed, so bob cannot even learn that it exists
+        paged = client.get(BASE, params={"cursor": batch_id}, headers=bob)
+        never = client.get(BASE, params={"cursor": "0" * 32}, headers=bob)
+        assert paged.status_code == never.status_code == 400, paged.text
+        assert error(paged) == error(never)
+        assert batch_id not in paged.text
         assert batch_id in [b["id"] for b in client.get(BASE, headers=alice).json()["batches"]]
         wait_done(client, mine, bob)
 

@@ -7,23 +7,31 @@ from __future__ import annotations
 import base64
 import io
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pytest
 from PIL import Image
 
+from batchvision.api.compat.moondream.jobs import MoondreamJobs
 from batchvision.api.compat.moondream.lines import (
     MOONDREAM_SKILLS,
+    CaptionLine,
+    DetectLine,
     DetectorPlan,
+    GenerationSettings,
+    MoondreamLine,
+    PointLine,
+    QueryLine,
     coco_class_for,
     moondream_result,
     plan_line,
+    typed_line,
 )
 from batchvision.core.errors import ErrorCode
 from batchvision.core.types import ImageInput, ItemError
 from batchvision.intake.body import BodyLimits
 from batchvision.models.cards import shipped_labels
-from batchvision.work.lines import JobLine, parse_line
+from batchvision.work.lines import JobLine, LineError, parse_line
 
 COCO80 = list(shipped_labels("coco80"))
 LIMITS = BodyLimits(
@@ -300,6 +308,57 @@ def test_field_validation_comes_before_the_missing_model() -> None:
     assert error.code == ErrorCode.INVALID_REQUEST
 
 
+def test_every_bad_field_is_reported_at_once() -> None:
+    settings = {"temperature": 3, "top_p": "high", "max_tokens": 1.0}
+    error = error_of(plan_line(job("caption", length="tiny", settings=settings), COCO80))
+    assert error.message == (
+        "caption: 'length' must be one of 'short', 'normal', 'long'; "
+        "'settings.temperature' must be a number from 0 to 2; "
+        "'settings.top_p' must be a number greater than 0 and at most 1 (got a string); "
+        "'settings.max_tokens' must be an integer from 1 to 4096 (got a float)"
+    )
+
+
+def test_a_message_names_the_wrong_type_never_the_value() -> None:
+    error = error_of(plan_line(job("query", question=["secret-value"]), COCO80))
+    assert error.message == "query: 'question' must be a non-empty string (got an array)"
+
+
+LINE_MODELS = (CaptionLine, QueryLine, DetectLine, PointLine)
+
+
+def test_the_union_covers_exactly_the_four_skills() -> None:
+    tags = {get_args(model.model_fields["skill"].annotation)[0] for model in LINE_MODELS}
+    assert tags == MOONDREAM_SKILLS
+
+
+@pytest.mark.parametrize(
+    ("skill", "params", "expected"),
+    [
+        ("caption", {}, CaptionLine(skill="caption", length="normal", settings=None)),
+        (
+            "caption",
+            {"length": "long", "settings": {"temperature": 1, "max_tokens": None, "seed": 4}},
+            CaptionLine(
+                skill="caption", length="long", settings=GenerationSettings(temperature=1.0)
+            ),
+        ),
+        ("query", {"question": "Why?"}, QueryLine(skill="query", question="Why?", reasoning=True)),
+        (
+            "query",
+            {"question": "Why?", "reasoning": False, "reasoning_effort": "high"},
+            QueryLine(skill="query", question="Why?", reasoning=False),
+        ),
+        ("detect", {"object": " car "}, DetectLine(skill="detect", object=" car ")),
+        ("point", {"object": "dog", "settings": None}, PointLine(skill="point", object="dog")),
+    ],
+)
+def test_typed_lines_carry_defaults_and_drop_nulls_and_extras(
+    skill: str, params: dict[str, Any], expected: MoondreamLine
+) -> None:
+    assert typed_line(job(skill, **params)) == expected
+
+
 # --- plan_line: lines that need a vision-language model ---------------------------------------
 
 VALID_VLM_LINES = [
@@ -438,3 +497,51 @@ def test_coordinates_stay_inside_the_image() -> None:
 def test_results_are_json_serialisable() -> None:
     result = moondream_result(DetectorPlan("detect", "car"), DETECT_OUTPUT, 100, 100)
     assert json.loads(json.dumps(result)) == result
+
+
+# --- ids: "any" on the page -----------------------------------------------------------------
+
+
+def moondream_line(raw: bytes) -> JobLine | LineError:
+    """`raw` as chunk processing parses it for a Moondream batch (its id rule)."""
+    jobs = MoondreamJobs()
+    return parse_line(0, raw, LIMITS, skills=MOONDREAM_SKILLS, id_problem=jobs.check_id)
+
+
+@pytest.mark.parametrize(
+    "raw_id",
+    ["a", "", 0, -3, 2**80, 2.5, True, False, [], {}, [None, {"k": [1.5, "x"]}], {"a": {"b": {}}}],
+    ids=repr,
+)
+def test_any_json_id_is_kept_as_sent(raw_id: Any) -> None:
+    line = moondream_line(json.dumps({"id": raw_id, "skill": "detect", "image": PNG_B64}).encode())
+    assert isinstance(line, JobLine), line
+    assert line.sent_id == raw_id and type(line.sent_id) is type(raw_id)
+    # the text form (ImageInput.client_id) is the string itself, else the id's JSON text
+    expected = raw_id if isinstance(raw_id, str) else json.dumps(raw_id)
+    assert line.id == expected
+    assert line.images[0].client_id == expected
+
+
+def test_a_null_id_is_no_id() -> None:
+    line = moondream_line(json.dumps({"id": None, "skill": "point", "image": PNG_B64}).encode())
+    assert isinstance(line, JobLine)
+    assert (line.id, line.sent_id) == (None, None)
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1e400", '[1, {"a": [2e999]}]'])
+def test_an_id_holding_a_number_beyond_floats_is_refused(text: str) -> None:
+    raw = b'{"id": ' + text.encode() + b', "skill": "detect", "image": "' + PNG_B64.encode() + b'"}'
+    line = moondream_line(raw)
+    assert isinstance(line, LineError), line
+    assert line.code == ErrorCode.INVALID_REQUEST
+    assert "'id'" in line.message
+    assert line.sent_id is None  # nothing unencodable reaches the result line
+
+
+def test_an_unknown_skill_line_still_echoes_its_id() -> None:
+    # The id is read before the skill: an unknown skill still echoes the id.
+    line = moondream_line(json.dumps({"id": {"n": 1}, "skill": "ocr", "image": PNG_B64}).encode())
+    assert isinstance(line, LineError)
+    assert line.code == ErrorCode.UNKNOWN_SKILL
+    assert line.sent_id == {"n": 1}

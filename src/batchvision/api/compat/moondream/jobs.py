@@ -1,5 +1,12 @@
 """The Moondream Batch surface's job hooks: which lines run (see `lines.py`), their result lines
-in Moondream's form, its four per-line error codes, and its batch object."""
+in Moondream's form, its four per-line error codes, and its batch object.
+
+- `check_id`: any JSON value is an id (the page types `id` "any"), echoed unchanged; the native
+  string-or-integer rule does not apply here (see `lines.id_problem`).
+- `plan_line`: the typed line (`lines.typed_line`), then detect / point on a COCO class run on
+  the detector; everything else ends with its error.
+- `line_error`: our finer codes map onto Moondream's four (`LINE_CODES`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from typing import Any
 from batchvision.api.compat.moondream.lines import (
     MOONDREAM_SKILLS,
     DetectorPlan,
+    id_problem,
     moondream_result,
     plan_line,
 )
@@ -18,7 +26,7 @@ from batchvision.jobs.store import JobView
 from batchvision.jobs.views import OutputLinks, iso, job_error
 from batchvision.pipeline import Pipeline
 from batchvision.skills.detect import DEFAULT_DETECT_MODEL
-from batchvision.work.lines import JobLine, LineError, string_or_integer_id
+from batchvision.work.lines import JobLine, LineError
 from batchvision.work.surface import LinePlan
 
 SURFACE = "moondream"
@@ -46,7 +54,8 @@ class MoondreamJobs:
         return MOONDREAM_SKILLS
 
     def check_id(self, raw_id: Any) -> str | None:
-        return string_or_integer_id(raw_id)
+        # The page's `id` is "any" (not the native string-or-integer rule); see `id_problem`.
+        return id_problem(raw_id)
 
     def plan_line(self, line: JobLine, pipeline: Pipeline) -> LinePlan | ItemError:
         names = pipeline.registry.card(DEFAULT_DETECT_MODEL).class_names()

@@ -6,23 +6,52 @@ detector; every other valid line ends with `processing_error` saying why, never 
 answer. Field problems are `invalid_request` and are reported first, so a client learns about a
 malformed line even though the line could not have run anyway.
 
+A line's fields are typed by pydantic models (`typed_line`): `MoondreamLine`, a union
+discriminated by `skill` over `CaptionLine`, `QueryLine`, `DetectLine` and `PointLine`.
+A skill outside the four is `unknown_skill` listing them, before any field is looked at.
 Field rules (from the Moondream Batch API reference, unknown extra fields ignored):
 
 - caption: `length` is "short", "normal" (default) or "long".
 - query: `question` a non-blank string (required); `reasoning` a boolean (default true).
 - detect / point: `object` a non-blank string of at most 500 characters (required).
 - `settings` (caption / query only): an object with optional `temperature` (0..2), `top_p`
-  (0 exclusive..1) and `max_tokens` (integer 1..4096). Booleans are never numbers.
+  (0 exclusive..1) and `max_tokens` (integer 1..4096); other keys in it are ignored. Booleans
+  are never numbers, numeric strings are not numbers, and `256.0` is not an integer.
 - Several images (`images`) only for query.
-- A field whose value is JSON `null` counts as absent, as `parse_line` does for image fields.
+- A field whose value is JSON `null` counts as absent (in `settings` too), as `parse_line` does
+  for image fields.
+
+Messages: `"<skill>: <problem>; <problem>…"`, every bad field at once, each naming its path and
+its rule: `'settings.top_p' must be a number greater than 0 and at most 1`, `missing required
+field 'question'`, `'object' is longer than 500 characters`; a value of the wrong JSON type adds
+which type came (`(got a string)`), never the value itself. The rule is the field's
+`description`, so the model is the one place a rule is written.
+
+`id` (`id_problem`, the surface's `check_id`): the page types it "any", so any JSON value is
+echoed unchanged in the result line; `null` is no id (echoed as `null`). Only a number too large
+for a 64-bit float is refused (see `id_problem`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from batchvision.core.errors import ErrorCode
 from batchvision.core.types import ItemError, normalized_xyxy
@@ -234,23 +263,16 @@ def plan_line(line: JobLine, class_names: Sequence[str]) -> DetectorPlan | ItemE
     `unknown_skill` for a skill outside the four, then `invalid_request` for any field problem,
     then `processing_error` for a valid line that needs the (not yet configured)
     vision-language model. Otherwise the plan to run it on the object detector."""
-    skill = line.skill
-    if skill not in MOONDREAM_SKILLS:
-        available = ", ".join(sorted(MOONDREAM_SKILLS))
-        return ItemError(
-            ErrorCode.UNKNOWN_SKILL, f"unknown skill '{skill[:100]}'; available: {available}"
-        )
-    problem = _field_problem(skill, line)
-    if problem is not None:
-        return ItemError(ErrorCode.INVALID_REQUEST, f"{skill}: {problem}", skill)
-    if skill == "detect":
-        return _detector_plan("detect", line.params["object"], class_names)
-    if skill == "point":
-        return _detector_plan("point", line.params["object"], class_names)
+    fields = typed_line(line)
+    if isinstance(fields, ItemError):
+        return fields
+    if isinstance(fields, DetectLine | PointLine):
+        return _detector_plan(fields.skill, fields.object, class_names)
     return ItemError(
         ErrorCode.PROCESSING_ERROR,
-        f"{skill}: no vision-language model is configured on this server, and {skill} needs one",
-        skill,
+        f"{fields.skill}: no vision-language model is configured on this server, "
+        f"and {fields.skill} needs one",
+        fields.skill,
     )
 
 
@@ -270,75 +292,181 @@ def _detector_plan(
     )
 
 
-def _field_problem(skill: str, line: JobLine) -> str | None:
-    """What is wrong with the line's fields for `skill`, or None; the first problem found."""
-    params = line.params
+# --- typed lines ------------------------------------------------------------------------------
+#
+# A field's `description` is the rule its error message states: "'<path>' must be <description>".
+
+_RULE_ERROR = "moondream_rule"  # a custom error whose message is already the whole sentence
+
+
+class _Fields(BaseModel):
+    """Unknown keys are ignored; a key whose value is JSON null counts as absent."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("blank")
+    return text
+
+
+Number = Annotated[float, Strict()]  # a JSON number (an integer too), never a boolean or a string
+Integer = Annotated[int, Strict()]  # a JSON integer: not 256.0, not true
+NonBlank = Annotated[str, Strict(), AfterValidator(_not_blank)]
+
+
+class GenerationSettings(_Fields):
+    """`settings` of caption and query; other keys (e.g. `seed`) are ignored."""
+
+    temperature: Number | None = Field(None, ge=0, le=2, description="a number from 0 to 2")
+    top_p: Number | None = Field(
+        None, gt=0, le=1, description="a number greater than 0 and at most 1"
+    )
+    max_tokens: Integer | None = Field(
+        None, ge=1, le=MAX_TOKENS, description=f"an integer from 1 to {MAX_TOKENS}"
+    )
+
+
+_SETTINGS_RULE = "an object with optional temperature, top_p and max_tokens"
+
+
+class CaptionLine(_Fields):
+    skill: Literal["caption"]
+    length: Literal["short", "normal", "long"] = Field(
+        "normal", description="one of " + ", ".join(f"'{name}'" for name in CAPTION_LENGTHS)
+    )
+    settings: GenerationSettings | None = Field(None, description=_SETTINGS_RULE)
+
+
+class QueryLine(_Fields):
+    skill: Literal["query"]
+    question: NonBlank = Field(description="a non-empty string")
+    reasoning: Annotated[bool, Strict()] = Field(True, description="true or false")
+    settings: GenerationSettings | None = Field(None, description=_SETTINGS_RULE)
+
+
+def _no_settings(value: Any) -> None:
+    raise PydanticCustomError(_RULE_ERROR, "'settings' is only supported by caption and query")
+
+
+class _ObjectLine(_Fields):
+    object: NonBlank = Field(max_length=MAX_OBJECT_CHARS, description="a non-empty string")
+    settings: Annotated[None, PlainValidator(_no_settings)] = None
+
+
+class DetectLine(_ObjectLine):
+    skill: Literal["detect"]
+
+
+class PointLine(_ObjectLine):
+    skill: Literal["point"]
+
+
+MoondreamLine = Annotated[
+    CaptionLine | QueryLine | DetectLine | PointLine, Field(discriminator="skill")
+]
+_LINE_MODELS: dict[str, type[_Fields]] = {
+    "caption": CaptionLine,
+    "query": QueryLine,
+    "detect": DetectLine,
+    "point": PointLine,
+}
+_LINES: TypeAdapter[MoondreamLine] = TypeAdapter(MoondreamLine)
+
+
+def typed_line(line: JobLine) -> MoondreamLine | ItemError:
+    """The line's skill and fields as their typed model, or the line's error:
+    `unknown_skill` outside the four, else `invalid_request` naming every bad field."""
+    skill = line.skill
+    if skill not in MOONDREAM_SKILLS:
+        available = ", ".join(sorted(MOONDREAM_SKILLS))
+        return ItemError(
+            ErrorCode.UNKNOWN_SKILL, f"unknown skill '{skill[:100]}'; available: {available}"
+        )
     if skill != "query" and len(line.images) > 1:
-        return "only one image is allowed; several images ('images') are only for query"
-    if skill == "caption":
-        return _caption_problem(params) or _settings_problem(params)
-    if skill == "query":
-        return _query_problem(params) or _settings_problem(params)
-    if params.get("settings") is not None:
-        return "'settings' is only supported by caption and query"
-    return _object_problem(params)
+        problem = "only one image is allowed; several images ('images') are only for query"
+        return ItemError(ErrorCode.INVALID_REQUEST, f"{skill}: {problem}", skill)
+    try:
+        return _LINES.validate_python({**line.params, "skill": skill})
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error, _LINE_MODELS[skill]) for error in exc.errors())
+        return ItemError(ErrorCode.INVALID_REQUEST, f"{skill}: {problems}", skill)
 
 
-def _caption_problem(params: Mapping[str, Any]) -> str | None:
-    length = params.get("length")
-    if length is None or (isinstance(length, str) and length in CAPTION_LENGTHS):
-        return None
-    return "'length' must be one of " + ", ".join(f"'{name}'" for name in CAPTION_LENGTHS)
+def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
+    """One pydantic error as "'<field path>' must be <rule>" (or the rule's own sentence)."""
+    path = [str(part) for part in error["loc"][1:]]  # loc[0] is the skill tag
+    name = ".".join(path)
+    kind = error["type"]
+    if kind == _RULE_ERROR:
+        return error["msg"]
+    if kind == "missing":
+        return f"missing required field '{name}'"
+    if kind == "string_too_long":
+        limit = error.get("ctx", {}).get("max_length", MAX_OBJECT_CHARS)
+        return f"'{name}' is longer than {limit} characters"
+    rule = f"'{name}' must be {_rule(model, path)}"
+    if kind.endswith("_type"):  # the wrong JSON type: say which one came
+        rule += f" (got {_json_type(error['input'])})"
+    return rule
 
 
-def _query_problem(params: Mapping[str, Any]) -> str | None:
-    question = params.get("question")
-    if question is None:
-        return "missing required field 'question'"
-    if not isinstance(question, str) or not question.strip():
-        return "'question' must be a non-empty string"
-    reasoning = params.get("reasoning")
-    if reasoning is not None and not isinstance(reasoning, bool):
-        return "'reasoning' must be true or false"
+def _rule(model: type[BaseModel], path: Sequence[str]) -> str:
+    """The `description` of the field at `path`, descending into nested models."""
+    rule = "valid"
+    current: type[BaseModel] | None = model
+    for name in path:
+        field = current.model_fields.get(name) if current else None
+        if field is None:
+            break
+        rule = field.description or rule
+        current = _nested_model(field.annotation)
+    return rule
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model in `Model` or `Model | None`, if any."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
     return None
 
 
-def _object_problem(params: Mapping[str, Any]) -> str | None:
-    target = params.get("object")
-    if target is None:
-        return "missing required field 'object'"
-    if not isinstance(target, str) or not target.strip():
-        return "'object' must be a non-empty string"
-    if len(target) > MAX_OBJECT_CHARS:
-        return f"'object' is longer than {MAX_OBJECT_CHARS} characters"
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def id_problem(raw_id: Any) -> str | None:
+    """The page's `id` is "any": every JSON value (string, number, boolean, array, object, of any
+    size the line limit allows) is echoed unchanged in its result line. The one refusal is a
+    number too large for a 64-bit float (`1e400`): it parses as infinity, which JSON cannot
+    write back, so the line is `invalid_request` rather than echoing something that is not JSON."""
+    pending = [raw_id]
+    while pending:  # a loop, not recursion: the validator allows deep nesting
+        value = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return "'id' holds a number too large to represent; send it as a string"
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
     return None
-
-
-def _settings_problem(params: Mapping[str, Any]) -> str | None:
-    settings = params.get("settings")
-    if settings is None:
-        return None
-    if not isinstance(settings, dict):
-        return "'settings' must be an object"
-    temperature = settings.get("temperature")
-    if temperature is not None and not (_is_number(temperature) and 0 <= temperature <= 2):
-        return "'settings.temperature' must be a number from 0 to 2"
-    top_p = settings.get("top_p")
-    if top_p is not None and not (_is_number(top_p) and 0 < top_p <= 1):
-        return "'settings.top_p' must be a number greater than 0 and at most 1"
-    max_tokens = settings.get("max_tokens")
-    if max_tokens is not None and not (_is_integer(max_tokens) and 1 <= max_tokens <= MAX_TOKENS):
-        return f"'settings.max_tokens' must be an integer from 1 to {MAX_TOKENS}"
-    return None
-
-
-def _is_number(value: object) -> bool:
-    # bool is a subclass of int in Python, but `true` is no number in JSON.
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def moondream_result(

@@ -9,11 +9,19 @@ Choices where the page is silent:
 - The `key` returned by `mpu-create` is `requests/<owner>/<fileId>.jsonl` (informational).
 - Batches created here are listed and read here; native jobs are not (and the reverse).
 - `model` in a batch is the detector that runs detect/point lines.
+- `partNumber` (mpu-uploadpart) is ASCII digits for 1..10000 (leading zeros allowed); missing or
+  anything else is 400 `invalid_request`, as S3 answers 400 InvalidArgument. A bad part number
+  in mpu-complete's `parts` is 400 too: this surface answers no 422.
+- `cursor` (list) is a `next_cursor` this listing handed out; an empty one is the first page.
+  Any other (unknown, another key's batch, a native job) is 400 `invalid_request` with one
+  message for all, so a cursor never reveals that an id exists (`job_routes.list_page`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -25,6 +33,7 @@ from batchvision.api.compat.moondream.jobs import SURFACE
 from batchvision.api.job_routes import base_url, check_part_size, list_page, read_object
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.jobs.uploads import MAX_PART_NUMBER
 from batchvision.work.service import JobOptions
 
 router = APIRouter()
@@ -50,6 +59,32 @@ def _action(request: Request, *allowed: str) -> str:
     return action
 
 
+_PART_NUMBER = re.compile(r"0*([0-9]{1,5})")  # ASCII digits; bounded before int() sees them
+
+
+def _part_number(raw: str | None) -> int:
+    """`partNumber` from the query: 1..10000, else 400 (S3 answers 400 InvalidArgument)."""
+    if raw is None:
+        message = f"missing partNumber (an integer from 1 to {MAX_PART_NUMBER})"
+        raise BatchVisionError(ErrorCode.INVALID_REQUEST, message)
+    digits = _PART_NUMBER.fullmatch(raw)
+    if digits is None or not 1 <= int(digits[1]) <= MAX_PART_NUMBER:
+        message = f"partNumber must be an integer from 1 to {MAX_PART_NUMBER}"
+        raise BatchVisionError(ErrorCode.INVALID_REQUEST, message)
+    return int(digits[1])
+
+
+@contextmanager
+def _s3_argument_errors() -> Iterator[None]:
+    """S3 has no 422: a malformed argument (a part number in the `parts` list) is 400."""
+    try:
+        yield
+    except BatchVisionError as exc:
+        if exc.code is not ErrorCode.INVALID_PARAMETER:
+            raise
+        raise BatchVisionError(ErrorCode.INVALID_REQUEST, exc.message) from None
+
+
 @router.post("/v1/batch")
 async def create_upload(request: Request, principal: Authorized) -> dict[str, Any]:
     _action(request, "mpu-create")
@@ -65,11 +100,10 @@ async def create_upload(request: Request, principal: Authorized) -> dict[str, An
 @router.put("/v1/batch/{file_id}")
 async def upload_part(request: Request, principal: Authorized, file_id: str) -> dict[str, Any]:
     _action(request, "mpu-uploadpart")
+    query = request.query_params
+    part_number = _part_number(query.get("partNumber"))
     jobs = services(request).jobs
     check_part_size(request, jobs.settings.job_max_part_bytes)
-    query = request.query_params
-    number = query.get("partNumber", "")
-    part_number: Any = int(number) if number.isdigit() else number
     part = await jobs.put_part(
         principal, file_id, query.get("uploadId"), part_number, request.stream()
     )
@@ -82,9 +116,10 @@ async def complete_upload(request: Request, principal: Authorized, file_id: str)
     jobs = services(request).jobs
     body = await read_object(request)
     upload_id = request.query_params.get("uploadId")
-    submitted = await jobs.complete_upload(
-        principal, file_id, upload_id, body.get("parts"), JobOptions()
-    )
+    with _s3_argument_errors():
+        submitted = await jobs.complete_upload(
+            principal, file_id, upload_id, body.get("parts"), JobOptions()
+        )
     job = await jobs.get(principal, submitted.job.id)
     # The page answers "chunking": the batch was accepted for validation, even if a small file
     # is already past it by now. Only a batch refused outright (too large) says "failed".
