@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 import batchvision.accounts.tables
 import batchvision.jobs.tables  # noqa: F401 - the ORM tables the migrations must match
@@ -18,6 +19,7 @@ from batchvision.core.db import Base, make_engine, migrate
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
 from batchvision.jobs.store import ChunkResult, JobStore
+from batchvision.jobs.tables import CallbackState, JobState
 from pg_server import running_postgres
 
 
@@ -133,7 +135,7 @@ def test_a_chunk_delivered_twice_counts_once(engine, principals) -> None:
     view = store.get(alice, job.id)
     assert (view.completed_lines, view.failed_lines, view.images) == (18, 2, 20)
     assert [c.index for c in store.done_chunks(job.id)] == [0, 2]
-    assert view.state == "processing"
+    assert view.state is JobState.PROCESSING
     assert view.chunks == 3
 
 
@@ -165,16 +167,57 @@ def test_states_cancel_resume_and_retention(engine, principals) -> None:
     other = store.create(alice, surface="moondream", chunk_lines=10)
     assert {j.id for j in store.unfinished()} == {running.id, other.id}
     assert store.request_cancel(alice, running.id).cancel_requested
-    store.finish(running.id, "cancelled")
-    store.finish(running.id, "completed")  # already final: unchanged
+    assert not store.finish(running.id)  # no end decided yet: nothing changes
+    decided = store.decide_end(running.id, JobState.CANCELLED)
+    assert decided is not None and decided.end_state is JobState.CANCELLED
+    assert decided.state is JobState.PROCESSING  # decided, not yet the state
+    later = store.decide_end(running.id, JobState.FAILED, error_code=ErrorCode.TIMEOUT)
+    assert later is not None and later.end_state is JobState.CANCELLED  # the first one wins
+    assert later.error_code is None
+    assert store.finish(running.id)
+    assert not store.finish(running.id)  # already final: unchanged
+    assert store.decide_end(running.id, JobState.COMPLETED) is None
     done = store.get(alice, running.id)
-    assert done.state == "cancelled"
+    assert done.state is JobState.CANCELLED
     assert done.completed_at is not None
     assert done.expires_at == done.completed_at + dt.timedelta(days=2)
     assert {j.id for j in store.unfinished()} == {other.id}
     assert store.expired(done.completed_at + dt.timedelta(days=1)) == []
     assert [j.id for j in store.expired(done.completed_at + dt.timedelta(days=2))] == [running.id]
     store.mark_expired(running.id)
-    assert store.get(alice, running.id).state == "expired"
-    with pytest.raises(ValueError, match="final"):
-        store.finish(other.id, "processing")
+    assert store.get(alice, running.id).state is JobState.EXPIRED
+    with pytest.raises(ValueError, match="ends in"):
+        store.decide_end(other.id, JobState.PROCESSING)
+    with pytest.raises(ValueError, match="ends in"):
+        store.decide_end(other.id, JobState.EXPIRED)  # only the retention sweep expires a job
+
+
+def test_a_cancel_after_the_end_is_decided_changes_nothing(engine, principals) -> None:
+    alice, _, _ = principals
+    store = JobStore(engine)
+    job = store.create(alice, surface="native", chunk_lines=10)
+    store.start(job.id, input_key="in/a.jsonl", total_lines=5)
+    store.decide_end(job.id, JobState.COMPLETED)
+    store.set_outputs(job.id, 1)
+    assert not store.request_cancel(alice, job.id).cancel_requested
+    assert store.finish(job.id)
+    done = store.get(alice, job.id)
+    assert (done.state, done.output_files, done.cancel_requested) == (JobState.COMPLETED, 1, False)
+
+
+def test_states_are_enums_that_read_and_write_as_their_plain_values(engine, principals) -> None:
+    alice, _, _ = principals
+    store = JobStore(engine)
+    job = store.create(alice, surface="native", chunk_lines=10, callback_url="https://x.test/h")
+    store.decide_end(job.id, JobState.FAILED, error_code=ErrorCode.EMPTY_BATCH, error_message="m")
+    store.finish(job.id)
+    with engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT state, error_code, callback_state FROM jobs WHERE id = :id"),
+            {"id": job.id},
+        ).one()
+    assert tuple(row) == ("failed", "empty_batch", "pending")
+    view = store.get(alice, job.id)
+    assert view.state is JobState.FAILED
+    assert view.error_code is ErrorCode.EMPTY_BATCH
+    assert view.callback_state is CallbackState.PENDING

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from batchvision.core.errors import ErrorCode
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.validate import (
-    BatchErrorCode,
     BatchValidationError,
     JsonlLimits,
     JsonlValidator,
@@ -133,7 +133,7 @@ def test_utf8_content_is_accepted() -> None:
 )
 def test_validation_error_names_the_first_bad_line(data: bytes, number: int, fragment: str) -> None:
     code, message, line_no = failure(data)
-    assert code == BatchErrorCode.VALIDATION_ERROR
+    assert code == ErrorCode.VALIDATION_ERROR
     assert code == "validation_error"
     assert line_no == number
     assert message.startswith(f"line {number}: ")
@@ -159,7 +159,7 @@ def test_first_problem_in_file_order_wins() -> None:
 @pytest.mark.parametrize("data", [b"", BOM], ids=["zero-bytes", "only-bom"])
 def test_empty_batch(data: bytes) -> None:
     code, message, number = failure(data)
-    assert code == BatchErrorCode.EMPTY_BATCH
+    assert code == ErrorCode.EMPTY_BATCH
     assert number is None
     assert "no lines" in message
 
@@ -190,7 +190,7 @@ def test_line_count_at_the_limit_passes() -> None:
 @pytest.mark.parametrize("extra", [b'{"i":5}\n', b"{", b"\n", b"\r\n"])
 def test_line_count_past_the_limit_fails_as_the_next_line_starts(extra: bytes) -> None:
     code, message, number = failure(small_lines(5) + extra, SMALL)
-    assert code == BatchErrorCode.LIMIT_EXCEEDED
+    assert code == ErrorCode.LIMIT_EXCEEDED
     assert number == 6
     assert message == "line 6: the file has more than 5 lines"
 
@@ -209,7 +209,7 @@ def test_total_bytes_at_the_limit_passes_and_one_more_fails() -> None:
     assert len(data) == 40
     assert outcome(data, limits) == ValidationReport(lines=5, bytes=40)
     code, message, number = failure(data + b"{", limits)
-    assert (code, number) == (BatchErrorCode.LIMIT_EXCEEDED, None)
+    assert (code, number) == (ErrorCode.LIMIT_EXCEEDED, None)
     assert message == "file exceeds the limit of 40 bytes"
 
 
@@ -225,7 +225,7 @@ def test_total_bytes_fail_immediately_even_mid_line() -> None:
 
 def test_bom_counts_toward_total_bytes() -> None:
     limits = JsonlLimits(max_bytes=40, max_lines=100, max_line_bytes=100)
-    assert failure(BOM + small_lines(5), limits)[0] == BatchErrorCode.LIMIT_EXCEEDED
+    assert failure(BOM + small_lines(5), limits)[0] == ErrorCode.LIMIT_EXCEEDED
 
 
 def obj_of_size(size: int) -> bytes:
@@ -250,7 +250,7 @@ def test_bom_does_not_count_toward_the_first_line() -> None:
 def test_line_one_byte_over_fails(ending: bytes) -> None:
     data = obj_of_size(40) + b"\n" + obj_of_size(41) + ending
     code, message, number = failure(data, SMALL)
-    assert (code, number) == (BatchErrorCode.LIMIT_EXCEEDED, 2)
+    assert (code, number) == (ErrorCode.LIMIT_EXCEEDED, 2)
     assert message == "line 2: longer than the limit of 40 bytes"
 
 

@@ -1,4 +1,11 @@
-"""One error vocabulary for the whole project; each surface maps codes to its wire form."""
+"""One error vocabulary for the whole project; each surface maps codes to its wire form.
+
+`ErrorCode` holds every code batchvision speaks: request and per-item codes (an `ItemError`, a
+`BatchVisionError`) and the job-level codes a whole job ends with (`JobView.error_code`:
+`validation_error`, `limit_exceeded`, `empty_batch`, `timeout`, `processing_failed`,
+`insufficient_credits`). There is no second enum for jobs: a job's code is the same kind of value,
+and `HTTP_STATUS` gives each one the status a synchronous request failing that way would get.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +36,13 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL_ERROR = "internal_error"
+    # Job-level: how a whole job failed (per-line failures use the codes above). A job's
+    # `processing_failed` (the job broke) differs on the wire from a line's `processing_error`.
+    VALIDATION_ERROR = "validation_error"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    EMPTY_BATCH = "empty_batch"
+    TIMEOUT = "timeout"
+    PROCESSING_FAILED = "processing_failed"
 
 
 HTTP_STATUS: dict[ErrorCode, HTTPStatus] = {
@@ -52,6 +66,11 @@ HTTP_STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
     ErrorCode.METHOD_NOT_ALLOWED: HTTPStatus.METHOD_NOT_ALLOWED,
     ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
+    ErrorCode.VALIDATION_ERROR: HTTPStatus.BAD_REQUEST,
+    ErrorCode.LIMIT_EXCEEDED: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    ErrorCode.EMPTY_BATCH: HTTPStatus.BAD_REQUEST,
+    ErrorCode.TIMEOUT: HTTPStatus.GATEWAY_TIMEOUT,
+    ErrorCode.PROCESSING_FAILED: HTTPStatus.INTERNAL_SERVER_ERROR,
 }
 
 

@@ -4,9 +4,11 @@ The ledger moves a job's counters a chunk at a time (that is what keeps outputs 
 Between commits, `LiveProgress` counts the lines of running chunks, so a status read moves line
 by line. Consistency: a chunk's commit and the removal of its live counts happen under one lock,
 and a status read takes the same lock around its database read, so no read ever counts a chunk
-twice (committed and live) or loses it. Only the event loop thread writes the counts; a chunk
-that is cancelled or fails is forgotten (its lines will run again), so progress never counts a
-line the outputs will not hold.
+twice (committed and live) or loses it. Only the event loop thread writes the counts. A chunk
+stopped because its job is ending keeps its counts until it records the lines it finished (that
+commit drops them, as for a whole chunk), so a cancel never moves progress backwards; a chunk
+cancelled otherwise (the server is closing) or failing is forgotten (its lines will run again),
+so progress never counts a line the outputs will not hold.
 
 In a multi-process deployment each worker only knows its own chunks; status then moves a chunk
 at a time on other replicas, which is still correct.

@@ -7,6 +7,15 @@ they act for the system, never for a client.
 `record_chunk` is the exactly-once point: a chunk's results blob is written first (atomically),
 then the ledger row is inserted; only the insert that wins moves the job's counters. A chunk that
 is delivered twice (a retried worker, a restart after kill -9) finds its row and changes nothing.
+A row may hold fewer lines than its chunk has (a chunk stopped because its job was ending records
+the lines it finished); that only happens once `decide_end` has been written, so those lines'
+chunk never runs again.
+
+A job ends in three writes (the runner's `_end`): `decide_end` (how it ends: the first decision
+wins, the state stays active), `set_outputs` (its result files are assembled) and `finish` (the
+decided state becomes the state). What the runner does between them — assembling the outputs,
+deleting the input and chunk blobs — can be redone after a crash from what they recorded, and a
+client never sees a final state before the job's work files are gone.
 """
 
 from __future__ import annotations
@@ -25,10 +34,14 @@ from batchvision.accounts.scoping import Principal, get_owned, owned_by
 from batchvision.accounts.tables import ApiKey
 from batchvision.core.db import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
-from batchvision.jobs.tables import Job, JobChunk
+from batchvision.jobs.tables import CallbackState, Job, JobChunk, JobState
 
-ACTIVE_STATES = ("chunking", "processing")
-FINAL_STATES = ("completed", "failed", "cancelled", "expired")
+ACTIVE_STATES = frozenset({JobState.CHUNKING, JobState.PROCESSING})
+FINAL_STATES = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED}
+)
+# The states a job ends in; `expired` comes later, from the retention sweep.
+END_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,7 @@ class ChunkResult:
     failed_lines: int
     images: int
     result_key: str
+    invalid_lines: int = 0  # lines refused for what they say (see work/chunks.py)
 
 
 def invalid_cursor() -> BatchVisionError:
@@ -67,9 +81,9 @@ class JobView:
 
     id: str
     owner_key_id: int | None
-    surface: str
-    state: str
-    error_code: str | None
+    surface: str  # a plain string owned by the surface's folder (see work/surface.py)
+    state: JobState
+    error_code: ErrorCode | None
     error_message: str | None
     input_key: str | None
     total_lines: int
@@ -81,12 +95,13 @@ class JobView:
     cancel_requested: bool
     callback_url: str | None
     callback_secret: str | None
-    callback_state: str | None
+    callback_state: CallbackState | None
     output_files: int
     retention_days: int
     created_at: dt.datetime
     completed_at: dt.datetime | None
     expires_at: dt.datetime | None
+    end_state: JobState | None = None  # decided, not yet the state (see the module docstring)
 
     @classmethod
     def of(cls, row: Job) -> JobView:
@@ -119,7 +134,7 @@ class JobStore:
             id=job_id or new_job_id(),
             owner_key_id=principal.key_id,
             surface=surface,
-            state="chunking",
+            state=JobState.CHUNKING,
             chunk_lines=chunk_lines,
             callback_url=callback_url,
             callback_secret=callback_secret,
@@ -181,8 +196,8 @@ class JobStore:
         with self.engine.begin() as connection:
             connection.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.state == "chunking")
-                .values(state="processing", input_key=input_key, total_lines=total_lines)
+                .where(Job.id == job_id, Job.state == JobState.CHUNKING)
+                .values(state=JobState.PROCESSING, input_key=input_key, total_lines=total_lines)
             )
 
     def record_chunk(self, job_id: str, chunk: ChunkResult, *, credits_per_image: int = 0) -> bool:
@@ -244,60 +259,81 @@ class JobStore:
                     r.failed_lines,
                     r.images,
                     r.result_key,
+                    r.invalid_lines,
                 )
                 for r in rows
             ]
 
     def request_cancel(self, principal: Principal, job_id: str) -> JobView:
+        """Flag an active job for cancelling; too late (nothing changes) once its end is decided."""
         with Session(self.engine) as session, session.begin():
             row = get_owned(session, Job, job_id, principal, kind="job")
-            if row.state in ACTIVE_STATES:
+            if row.state in ACTIVE_STATES and row.end_state is None:
                 row.cancel_requested = True
             return JobView.of(row)
 
-    def finish(
+    def decide_end(
         self,
         job_id: str,
-        state: str,
+        state: JobState,
         *,
-        error_code: str | None = None,
+        error_code: ErrorCode | None = None,
         error_message: str | None = None,
-        output_files: int = 0,
-    ) -> bool:
-        """Move an active job to a final state; False (nothing changed) if it already was final.
-        A job with a callback URL gets callback_state 'pending' in the same commit, so a crash
-        before delivery is retried on start."""
-        if state not in FINAL_STATES:
-            raise ValueError(f"{state} is not a final state")
+    ) -> JobView | None:
+        """Record how an active job ends; the first decision wins (a later one changes nothing).
+        The job, with its decision in `end_state`, or None if it is no longer active."""
+        if state not in END_STATES:
+            raise ValueError(f"{state} is not a state a job ends in")
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES), Job.end_state.is_(None))
+                .values(end_state=state, error_code=error_code, error_message=error_message)
+            )
+            row = session.get(Job, job_id)
+            if row is None or row.state not in ACTIVE_STATES:
+                return None
+            return JobView.of(row)
+
+    def set_outputs(self, job_id: str, output_files: int) -> None:
+        """The ending job's result files are assembled (its chunk blobs may go now)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.end_state.is_not(None))
+                .values(output_files=output_files)
+            )
+
+    def finish(self, job_id: str) -> bool:
+        """The decided end becomes the job's state; False (nothing changed) if the job was already
+        final or has no decision. A job with a callback URL gets callback_state 'pending' in the
+        same commit, so a crash before delivery is retried on start."""
         now = utcnow()
         with self.engine.begin() as connection:
             row = connection.execute(
-                select(Job.retention_days, Job.callback_url).where(Job.id == job_id)
+                select(Job.retention_days, Job.callback_url, Job.end_state).where(Job.id == job_id)
             ).one_or_none()
-            if row is None:
+            if row is None or row.end_state is None:
                 return False
             result = connection.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
                 .values(
-                    state=state,
-                    error_code=error_code,
-                    error_message=error_message,
-                    output_files=output_files,
+                    state=row.end_state,
                     completed_at=now,
                     expires_at=now + dt.timedelta(days=row.retention_days),
-                    callback_state="pending" if row.callback_url else None,
+                    callback_state=CallbackState.PENDING if row.callback_url else None,
                 )
             )
             return bool(result.rowcount == 1)
 
-    def set_callback_state(self, job_id: str, state: str) -> None:
+    def set_callback_state(self, job_id: str, state: CallbackState) -> None:
         with self.engine.begin() as connection:
             connection.execute(update(Job).where(Job.id == job_id).values(callback_state=state))
 
     def pending_callbacks(self) -> list[JobView]:
         with Session(self.engine) as session:
-            rows = session.scalars(select(Job).where(Job.callback_state == "pending"))
+            rows = session.scalars(select(Job).where(Job.callback_state == CallbackState.PENDING))
             return [JobView.of(r) for r in rows]
 
     def view(self, job_id: str) -> JobView | None:
@@ -320,12 +356,12 @@ class JobStore:
         """Finished jobs past their retention: the sweeper deletes their results."""
         with Session(self.engine) as session:
             rows = session.scalars(
-                select(Job).where(Job.state.in_(FINAL_STATES[:3]), Job.expires_at <= now)
+                select(Job).where(Job.state.in_(END_STATES), Job.expires_at <= now)
             )
             return [JobView.of(r) for r in rows]
 
     def mark_expired(self, job_id: str) -> None:
         with self.engine.begin() as connection:
             connection.execute(
-                update(Job).where(Job.id == job_id).values(state="expired", output_files=0)
+                update(Job).where(Job.id == job_id).values(state=JobState.EXPIRED, output_files=0)
             )

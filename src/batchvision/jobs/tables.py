@@ -1,15 +1,72 @@
-"""The jobs schema; changes need an Alembic revision in batchvision/migrations/versions."""
+"""The jobs schema; changes need an Alembic revision in batchvision/migrations/versions.
+
+The state columns hold the values of the `StrEnum`s below (stored as plain strings, so the
+schema and every wire value stay what they were); the stores hand them out as enum members.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Dialect, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from batchvision.core.db import Base, utcnow
+from batchvision.core.errors import ErrorCode
 
 OWNER = "api_keys.id"
+
+
+class JobState(StrEnum):
+    """chunking → processing → completed | failed | cancelled; expired once results are purged."""
+
+    CHUNKING = "chunking"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class CallbackState(StrEnum):
+    """A job's webhook: pending (retried on start) → delivered | failed; None without one."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class UploadState(StrEnum):
+    """open → completed | aborted | expired, once."""
+
+    OPEN = "open"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    EXPIRED = "expired"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class EnumText(TypeDecorator[E], Generic[E]):
+    """A `String` column holding a `StrEnum`: its value goes in (never its name, whatever the
+    driver's own enum rule), a member comes out."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int = 16) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 class Upload(Base):
@@ -21,7 +78,7 @@ class Upload(Base):
     owner_key_id: Mapped[int | None] = mapped_column(ForeignKey(OWNER), index=True)
     upload_id: Mapped[str] = mapped_column(String(64))
     surface: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16), default="open")  # open|completed|aborted
+    state: Mapped[UploadState] = mapped_column(EnumText(UploadState), default=UploadState.OPEN)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     size: Mapped[int | None] = mapped_column(BigInteger, default=None)
@@ -46,9 +103,14 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner_key_id: Mapped[int | None] = mapped_column(ForeignKey(OWNER), index=True)
     surface: Mapped[str] = mapped_column(String(16))
-    # chunking -> processing -> completed | failed | cancelled | expired
-    state: Mapped[str] = mapped_column(String(16), default="chunking", index=True)
-    error_code: Mapped[str | None] = mapped_column(String(32), default=None)
+    state: Mapped[JobState] = mapped_column(
+        EnumText(JobState), default=JobState.CHUNKING, index=True
+    )
+    # How the runner decided the job ends (a final JobState), written before anything it cannot
+    # redo (partial chunks recorded, work files deleted) and copied to `state` last; a server that
+    # restarts with it set finishes the job that way. See work/runner.py.
+    end_state: Mapped[JobState | None] = mapped_column(EnumText(JobState), default=None)
+    error_code: Mapped[ErrorCode | None] = mapped_column(EnumText(ErrorCode, 32), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     input_key: Mapped[str | None] = mapped_column(String(512), default=None)
     total_lines: Mapped[int] = mapped_column(Integer, default=0)
@@ -60,8 +122,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     callback_url: Mapped[str | None] = mapped_column(Text, default=None)
     callback_secret: Mapped[str | None] = mapped_column(String(64), default=None)
-    # None (no callback) | pending | delivered | failed; pending ones are retried on start
-    callback_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    callback_state: Mapped[CallbackState | None] = mapped_column(
+        EnumText(CallbackState), default=None
+    )
     output_files: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     retention_days: Mapped[int] = mapped_column(Integer, default=7)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -82,5 +145,8 @@ class JobChunk(Base):
     ok_lines: Mapped[int] = mapped_column(Integer)
     failed_lines: Mapped[int] = mapped_column(Integer)
     images: Mapped[int] = mapped_column(BigInteger)
+    # Lines refused for what they say, before any inference (see work/chunks.py): a surface may
+    # fail a job whose every line is one (empty_batch).
+    invalid_lines: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     result_key: Mapped[str] = mapped_column(String(512))
     completed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

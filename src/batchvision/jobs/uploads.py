@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from batchvision.accounts.scoping import Principal, get_owned, not_found
 from batchvision.core.db import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
-from batchvision.jobs.tables import Upload, UploadPart
+from batchvision.jobs.tables import Upload, UploadPart, UploadState
 
 MAX_PART_NUMBER = 10_000  # as in S3
 
@@ -34,7 +34,7 @@ class UploadView:
     owner_key_id: int | None
     upload_id: str
     surface: str
-    state: str
+    state: UploadState
     created_at: dt.datetime
     expires_at: dt.datetime
 
@@ -91,7 +91,7 @@ class UploadStore:
             owner_key_id=principal.key_id,
             upload_id=secrets.token_urlsafe(32),
             surface=surface,
-            state="open",
+            state=UploadState.OPEN,
             created_at=now,
             expires_at=now + ttl,
         )
@@ -105,7 +105,7 @@ class UploadStore:
         or one already completed, aborted or expired (S3's NoSuchUpload)."""
         with Session(self.engine) as session:
             row = get_owned(session, Upload, file_id, principal, kind="upload")
-            if row.state != "open" or not _same_token(upload_id, row.upload_id):
+            if row.state is not UploadState.OPEN or not _same_token(upload_id, row.upload_id):
                 raise not_found("upload", file_id)
             if _aware(row.expires_at) <= utcnow():
                 raise not_found("upload", file_id)
@@ -130,13 +130,13 @@ class UploadStore:
                 r.part_number: PartView(r.part_number, r.etag, r.size, r.blob_key) for r in rows
             }
 
-    def close(self, file_id: str, state: str, *, size: int | None = None) -> bool:
+    def close(self, file_id: str, state: UploadState, *, size: int | None = None) -> bool:
         """open → completed | aborted | expired, once; False if it was no longer open (a
         concurrent complete/abort won)."""
         with self.engine.begin() as connection:
             result = connection.execute(
                 update(Upload)
-                .where(Upload.id == file_id, Upload.state == "open")
+                .where(Upload.id == file_id, Upload.state == UploadState.OPEN)
                 .values(state=state, size=size)
             )
             if result.rowcount == 1:
@@ -146,7 +146,7 @@ class UploadStore:
     def expired(self, now: dt.datetime) -> list[UploadView]:
         with Session(self.engine) as session:
             rows = session.scalars(
-                select(Upload).where(Upload.state == "open", Upload.expires_at <= now)
+                select(Upload).where(Upload.state == UploadState.OPEN, Upload.expires_at <= now)
             )
             return [UploadView.of(r) for r in rows]
 

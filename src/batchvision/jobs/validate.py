@@ -5,7 +5,7 @@ Two stages, with two kinds of failure:
 
 - `JsonlValidator` / `validate_file` check the *file* while its bytes arrive. Anything wrong
   with the file fails the whole batch with a `BatchValidationError` whose `code` is one of the
-  batch-level codes: `validation_error`, `limit_exceeded` or `empty_batch`.
+  job-level `ErrorCode`s `VALIDATION_ERROR`, `LIMIT_EXCEEDED` or `EMPTY_BATCH`.
 - `work/lines.parse_line` turns one line of a validated file into a `JobLine`. Anything wrong
   with that one request (missing skill, no image, bad base64, unknown skill, …) is an `ItemError`
   for that line only; the rest of the batch goes on.
@@ -45,20 +45,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+from batchvision.core.errors import ErrorCode
+
 BOM = b"\xef\xbb\xbf"
 _CR = 0x0D
-
-
-class BatchErrorCode(StrEnum):
-    """Batch-level failures (the whole job fails); compare equal to their string values."""
-
-    VALIDATION_ERROR = "validation_error"
-    LIMIT_EXCEEDED = "limit_exceeded"
-    EMPTY_BATCH = "empty_batch"
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,7 @@ class JsonlLimits:
 class BatchValidationError(Exception):
     """The whole batch fails. `line` is the 1-based line the problem is on, when there is one."""
 
-    def __init__(self, code: BatchErrorCode, message: str, line: int | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, line: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -176,7 +169,7 @@ class JsonlValidator:
                 self._scan(chunk)
             if over:
                 raise BatchValidationError(
-                    BatchErrorCode.LIMIT_EXCEEDED,
+                    ErrorCode.LIMIT_EXCEEDED,
                     f"file exceeds the limit of {self.limits.max_bytes} bytes",
                 )
         except BatchValidationError as exc:
@@ -194,7 +187,7 @@ class JsonlValidator:
                 line, self._partial = self._partial, bytearray()
                 self._complete(line)
             if self._lines == 0:
-                raise BatchValidationError(BatchErrorCode.EMPTY_BATCH, "the file has no lines")
+                raise BatchValidationError(ErrorCode.EMPTY_BATCH, "the file has no lines")
         except BatchValidationError as exc:
             self._error = exc
             raise
@@ -227,7 +220,7 @@ class JsonlValidator:
         while start < end:
             if not partial and self._lines >= limits.max_lines:
                 raise BatchValidationError(
-                    BatchErrorCode.LIMIT_EXCEEDED,
+                    ErrorCode.LIMIT_EXCEEDED,
                     f"line {self._lines + 1}: the file has more than {limits.max_lines} lines",
                     self._lines + 1,
                 )
@@ -261,14 +254,14 @@ class JsonlValidator:
             load_object(line[:size] if size < len(line) else line)
         except BadLine as exc:
             raise BatchValidationError(
-                BatchErrorCode.VALIDATION_ERROR, f"line {number}: {exc}", number
+                ErrorCode.VALIDATION_ERROR, f"line {number}: {exc}", number
             ) from None
         self._lines = number
 
     def _line_too_long(self) -> NoReturn:
         number = self._lines + 1
         raise BatchValidationError(
-            BatchErrorCode.LIMIT_EXCEEDED,
+            ErrorCode.LIMIT_EXCEEDED,
             f"line {number}: longer than the limit of {self.limits.max_line_bytes} bytes",
             number,
         )
@@ -287,7 +280,7 @@ def validate_stream(
     `max_bytes` is refused from the size alone, without reading."""
     if size is not None and size > limits.max_bytes:
         raise BatchValidationError(
-            BatchErrorCode.LIMIT_EXCEEDED, f"file exceeds the limit of {limits.max_bytes} bytes"
+            ErrorCode.LIMIT_EXCEEDED, f"file exceeds the limit of {limits.max_bytes} bytes"
         )
     validator = JsonlValidator(limits)
     while chunk := file.read(chunk_size):

@@ -46,7 +46,8 @@ class OutputLinks:
 
 
 def job_error(job: JobView) -> dict[str, str] | None:
-    """How a job ended badly, `{code, message}`, or None."""
-    if job.error_code is None:
+    """How a job ended badly, `{code, message}`, or None (also while a decided end is still
+    being carried out: the error shows with the final state, not before)."""
+    if job.error_code is None or job.state not in FINAL_STATES:
         return None
     return {"code": job.error_code, "message": job.error_message or job.error_code}

@@ -1,11 +1,33 @@
 """A job's work, cut into chunks, and the one function that does a chunk: `process_chunk`.
 
-`process_chunk(work, job, spec)` is a plain async function of the job and the chunk: it reads
-the chunk's lines from the job's input blob, runs each line through the analyze pipeline,
+`process_chunk(work, job, spec, stop)` is a plain async function of the job and the chunk: it
+reads the chunk's lines from the job's input blob, runs each line through the analyze pipeline,
 writes the chunk's result lines as one blob (atomic), then records the chunk in the job ledger.
 Whoever runs it — the local runner today, another worker process later — gets exactly-once
 outputs from at-least-once delivery: a chunk run twice writes the same blob again and its second
 ledger insert changes nothing.
+
+Stopping a chunk whose job is ending (a cancel, the time limit, credits run out, a failure in
+another chunk): the runner sets the chunk's `stop` event, then cancels its task. The lines still
+running are cancelled; the lines that finished are written as the chunk's result blob, in line
+order, and recorded with their true counts: `lines` is how many finished (fewer than the chunk
+has; they need not be a prefix, lines run concurrently, and each carries its `line_index`), and
+ok, failed, images and so the bill cover those lines only. Every line status has counted is among
+them (a line is counted when its task ends with a result, and the stopped chunk collects every
+such task after all have settled), so progress never goes backwards. Exactly-once still holds
+because the runner stops chunks only after writing the job's decided end (`JobStore.decide_end`):
+from then on the job runs no line again, a restart finishes the job from that decision instead
+of running chunks, and so a partial row is as final as a whole one. Cancelled without `stop` set
+(the server is closing), a chunk records nothing and runs again, whole, when the job resumes.
+
+Invalid lines: a line is *invalid* when it was refused for what it says before any of its images
+reached inference — its error has a client-fault code (4xx in `HTTP_STATUS`: `invalid_request`,
+`invalid_parameter`, `unknown_skill`, `image_decode_failed`, `image_too_large`, `url_not_allowed`,
+…), whether `parse_line`, the surface's `plan_line` or the image intake refused it. A line that
+failed while being processed (`processing_error`, `model_unavailable`: e.g. a caption line
+with no vision-language model here) is a valid request the server could not serve. Each chunk
+records how many of its lines were invalid; a surface may end a job whose every line was
+invalid `failed` with `empty_batch` (`JobSurface.all_invalid_is_empty_batch`).
 
 Blob layout and chunking: `jobs/chunks.py`.
 """
@@ -15,11 +37,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
-from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import HTTP_STATUS, BatchVisionError, ErrorCode
 from batchvision.core.types import ItemError, ItemResult
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import Blobs
@@ -34,7 +56,12 @@ log = logging.getLogger(__name__)
 
 OVERLOAD_PAUSE_S = 0.05
 
-LineOutcome = tuple[dict[str, Any], int]  # the result line, images that reached inference
+
+@dataclass(frozen=True)
+class LineOutcome:
+    line: dict[str, Any]  # the result line
+    images: int  # images that reached inference (what is billed)
+    invalid: bool = False  # refused for what it says (see the module docstring)
 
 
 @dataclass
@@ -54,90 +81,168 @@ class ChunkWork:
 # --- processing one chunk -------------------------------------------------------------------------
 
 
-async def process_chunk(work: ChunkWork, job: JobView, spec: ChunkSpec) -> ChunkResult:
-    """Run the chunk's lines, write their results as one blob, record the chunk once."""
-    done = await _run_lines(work, job, spec)
-    body = b"".join(json.dumps(line, ensure_ascii=False).encode() + b"\n" for line, _ in done)
-    key = chunk_key(job.id, spec.index)
-    await asyncio.to_thread(work.blobs.put_bytes, key, body)
-    failed = sum(1 for line, _ in done if line["status"] == "error")
-    result = ChunkResult(
-        index=spec.index,
-        first_line=spec.first_line,
-        lines=spec.lines,
-        ok_lines=spec.lines - failed,
-        failed_lines=failed,
-        images=sum(images for _, images in done),
-        result_key=key,
-    )
-
-    def record() -> bool:
-        return work.store.record_chunk(job.id, result, credits_per_image=work.credits_per_image)
-
-    await asyncio.to_thread(work.progress.commit, job.id, spec.index, record)
+async def process_chunk(
+    work: ChunkWork, job: JobView, spec: ChunkSpec, stop: asyncio.Event | None = None
+) -> ChunkResult | None:
+    """Run the chunk's lines, write their results as one blob, record the chunk once. Stopped
+    (`stop` set, then the task cancelled), the lines it finished; None if none had."""
+    done = await _run_lines(work, job, spec, stop)
+    if not done:
+        work.progress.forget(job.id, spec.index)
+        return None
+    result = _chunk_result(job.id, spec, done)
+    body = b"".join(json.dumps(o.line, ensure_ascii=False).encode() + b"\n" for o in done)
+    await _uninterrupted(_write_and_record(work, job.id, result, body))
     return result
 
 
-async def _run_lines(work: ChunkWork, job: JobView, spec: ChunkSpec) -> list[LineOutcome]:
-    """Every line of the chunk, in order, at most `line_slots` in flight across all chunks."""
+def _chunk_result(job_id: str, spec: ChunkSpec, done: Sequence[LineOutcome]) -> ChunkResult:
+    failed = sum(1 for outcome in done if outcome.line["status"] == "error")
+    return ChunkResult(
+        index=spec.index,
+        first_line=spec.first_line,
+        lines=len(done),
+        ok_lines=len(done) - failed,
+        failed_lines=failed,
+        images=sum(outcome.images for outcome in done),
+        result_key=chunk_key(job_id, spec.index),
+        invalid_lines=sum(1 for outcome in done if outcome.invalid),
+    )
+
+
+async def _write_and_record(work: ChunkWork, job_id: str, result: ChunkResult, body: bytes) -> None:
+    await asyncio.to_thread(work.blobs.put_bytes, result.result_key, body)
+
+    def record() -> bool:
+        return work.store.record_chunk(job_id, result, credits_per_image=work.credits_per_image)
+
+    await asyncio.to_thread(work.progress.commit, job_id, result.index, record)
+
+
+async def _uninterrupted(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run `coroutine` to its end even when the caller is cancelled meanwhile (then re-raise).
+    A blob write or a ledger commit on a worker thread cannot be stopped anyway; a runner that
+    awaited this chunk must find it recorded, never recorded behind its back a moment later."""
+    task = asyncio.ensure_future(coroutine)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _run_lines(
+    work: ChunkWork, job: JobView, spec: ChunkSpec, stop: asyncio.Event | None
+) -> list[LineOutcome]:
+    """Every line of the chunk, in order, at most `line_slots` in flight across all chunks;
+    stopped, the lines that had finished, in order."""
+    tasks: list[asyncio.Task[LineOutcome]] = []
+    try:
+        await _start_lines(work, job, spec, tasks)
+        return list(await asyncio.gather(*tasks))
+    except asyncio.CancelledError:
+        if stop is None or not stop.is_set():
+            _abandon(work, job.id, spec.index, tasks)
+            raise
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()  # the cancel was the stop, handled here
+        return await _finished(tasks)
+    except BaseException:
+        _abandon(work, job.id, spec.index, tasks)
+        raise
+
+
+async def _start_lines(
+    work: ChunkWork, job: JobView, spec: ChunkSpec, tasks: list[asyncio.Task[LineOutcome]]
+) -> None:
+    """Start a task per line as line slots free up, appending each to `tasks`."""
     surface = work.surfaces[job.surface]
     reader = await asyncio.to_thread(work.blobs.open, input_key(job.id))
-    tasks: list[asyncio.Task[LineOutcome]] = []
     try:
         await asyncio.to_thread(reader.seek, spec.offset)
         for index in range(spec.first_line, spec.first_line + spec.lines):
-            await work.line_slots.acquire()
-            try:
-                raw = await asyncio.to_thread(reader.readline)
-            except BaseException:
-                work.line_slots.release()
-                raise
+            raw = await _read_line(work, reader)
             task = asyncio.create_task(run_line(work, surface, index, raw))
             # A done callback runs even for a task cancelled before it started.
             task.add_done_callback(lambda _: work.line_slots.release())
             task.add_done_callback(lambda done: _count_line(work, job.id, spec.index, done))
             tasks.append(task)
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        work.progress.forget(job.id, spec.index)
-        raise
     finally:
         await asyncio.to_thread(reader.close)
 
 
+async def _read_line(work: ChunkWork, reader: BinaryIO) -> bytes:
+    """The next raw line, once a line slot is free (the slot goes with the line's task)."""
+    await work.line_slots.acquire()
+    try:
+        return await asyncio.to_thread(reader.readline)
+    except BaseException:
+        work.line_slots.release()
+        raise
+
+
+async def _finished(tasks: list[asyncio.Task[LineOutcome]]) -> list[LineOutcome]:
+    """Cancel the lines still running; once every task has settled, the ones that finished."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return [task.result() for task in tasks if not task.cancelled() and task.exception() is None]
+
+
+def _abandon(
+    work: ChunkWork, job_id: str, chunk: int, tasks: list[asyncio.Task[LineOutcome]]
+) -> None:
+    """The chunk will not be recorded by this run: its lines stop and leave the live count."""
+    for task in tasks:
+        task.cancel()
+    work.progress.forget(job_id, chunk)
+
+
 def _count_line(work: ChunkWork, job_id: str, chunk: int, task: asyncio.Task[LineOutcome]) -> None:
     if not task.cancelled() and task.exception() is None:
-        work.progress.line_done(job_id, chunk, task.result()[0]["status"] == "ok")
+        work.progress.line_done(job_id, chunk, task.result().line["status"] == "ok")
 
 
 async def run_line(work: ChunkWork, surface: JobSurface, index: int, raw: bytes) -> LineOutcome:
-    """One result line and the number of images that reached inference (what is billed)."""
+    """One result line, the images that reached inference, and whether the line was invalid."""
     skills = surface.line_skills(work.pipeline)
     line = parse_line(index, raw, work.body_limits, skills=skills, id_problem=surface.check_id)
     if isinstance(line, LineError):
-        return error_line(surface, index, line.sent_id, line), 0
+        return failed_line(surface, index, line.sent_id, line)
     try:
         return await _run_planned(work, surface, line)
     except BatchVisionError as exc:
-        return error_line(surface, index, line.sent_id, ItemError.from_exception(exc)), 0
+        return failed_line(surface, index, line.sent_id, ItemError.from_exception(exc))
     except Exception:
         log.exception("line %d failed", index)
         error = ItemError(ErrorCode.PROCESSING_ERROR, "processing failed for this line")
-        return error_line(surface, index, line.sent_id, error), 0
+        return failed_line(surface, index, line.sent_id, error)
 
 
 async def _run_planned(work: ChunkWork, surface: JobSurface, line: JobLine) -> LineOutcome:
     plan = surface.plan_line(line, work.pipeline)
     if isinstance(plan, ItemError):
-        return error_line(surface, line.index, line.sent_id, plan), 0
+        return failed_line(surface, line.index, line.sent_id, plan)
     results = await _analyze(work, plan)
     images = sum(1 for r in results if r.image is not None)
     failure = _first_error(results)
     if failure is not None:
-        return error_line(surface, line.index, line.sent_id, failure), images
-    return ok_line(line.index, line.sent_id, surface.encode_line(plan, results)), images
+        return failed_line(surface, line.index, line.sent_id, failure, images)
+    fields = surface.encode_line(plan, results)
+    return LineOutcome(ok_line(line.index, line.sent_id, fields), images)
+
+
+def failed_line(
+    surface: JobSurface, index: int, sent_id: Any, error: ItemError, images: int = 0
+) -> LineOutcome:
+    """A failed line; invalid when a client-fault code refused it before any inference."""
+    invalid = images == 0 and HTTP_STATUS[error.code] < 500
+    return LineOutcome(error_line(surface, index, sent_id, error), images, invalid)
 
 
 async def _analyze(work: ChunkWork, plan: LinePlan) -> list[ItemResult]:

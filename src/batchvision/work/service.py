@@ -26,6 +26,7 @@ from batchvision.jobs.callbacks import check_callback_url
 from batchvision.jobs.chunks import chunk_key, input_key, output_key
 from batchvision.jobs.signing import UrlSigner
 from batchvision.jobs.store import FINAL_STATES, JobStore, JobView, new_job_id
+from batchvision.jobs.tables import UploadState
 from batchvision.jobs.uploads import (
     PartView,
     UploadStore,
@@ -34,7 +35,6 @@ from batchvision.jobs.uploads import (
     quote_etag,
     same_etag,
 )
-from batchvision.jobs.validate import BatchErrorCode
 from batchvision.jobs.views import OutputLinks
 from batchvision.pipeline import Pipeline
 from batchvision.work.chunks import ChunkWork
@@ -184,7 +184,7 @@ class JobService:
         if over:
             limit = self.settings.job_max_file_bytes
             message = f"file exceeds the limit of {limit} bytes"
-            await self.runner.end_now(job.id, BatchErrorCode.LIMIT_EXCEEDED.value, message)
+            await self.runner.end_now(job.id, ErrorCode.LIMIT_EXCEEDED, message)
         else:
             self.runner.enqueue(job.id)
         return Submitted(job, size, chosen)
@@ -227,7 +227,9 @@ class JobService:
         stored = await asyncio.to_thread(self.uploads.parts, file_id)
         chosen = _chosen_parts(parts, stored)
         size = sum(part.size for part in chosen)
-        if not await asyncio.to_thread(self.uploads.close, file_id, "completed", size=size):
+        if not await asyncio.to_thread(
+            self.uploads.close, file_id, UploadState.COMPLETED, size=size
+        ):
             raise not_found("upload", file_id)
         job_id = new_job_id()
         over = size > self.settings.job_max_file_bytes
@@ -239,7 +241,7 @@ class JobService:
 
     async def abort_upload(self, principal: Principal, file_id: str, upload_id: str | None) -> None:
         await asyncio.to_thread(self.uploads.get_open, principal, file_id, upload_id)
-        if await asyncio.to_thread(self.uploads.close, file_id, "aborted"):
+        if await asyncio.to_thread(self.uploads.close, file_id, UploadState.ABORTED):
             await asyncio.to_thread(self.blobs.delete_prefix, f"uploads/{file_id}/")
 
     # --- reading jobs ------------------------------------------------------------------------
@@ -274,9 +276,9 @@ class JobService:
             raise BatchVisionError(ErrorCode.NOT_FOUND, "output not found") from None
 
     async def result_lines(self, job: JobView) -> AsyncIterator[bytes]:
-        """Every result line so far, in line order: the output files of an ended job, the
-        recorded chunks of a running one."""
-        if job.state in FINAL_STATES:
+        """Every result line so far, in line order: the output files of an ended job (or of
+        one whose outputs are assembled while it ends), the recorded chunks of a running one."""
+        if job.state in FINAL_STATES or job.output_files:
             keys = [output_key(job.id, i) for i in range(job.output_files)]
         else:
             chunks = await asyncio.to_thread(self.store.done_chunks, job.id)

@@ -10,7 +10,13 @@ goes through these hooks:
 - `plan_line` — a parsed line → the core tasks to run on its images, or that line's error;
 - `encode_line` — the pipeline's results for a planned line → the fields of its ok result line;
 - `line_error` — a per-line `ItemError` → that surface's `{code, message}`;
-- `job_view` — a job → that surface's status object (also the callback body).
+- `job_view` — a job → that surface's status object (also the callback body);
+- `all_invalid_is_empty_batch` — whether a job whose every line was invalid (refused for what it
+  says, before any inference: see `work/chunks.py`) ends `failed` with `empty_batch` rather than
+  `completed` with every line failed. A surface whose page promises the former ("No valid
+  lines in file") sets it; the native surface keeps the latter, since each result line already
+  says what was wrong and a client of `/v1/jobs` reads them either way. Only a job that ran to
+  its end is judged so: a cancelled, timed-out or failed job keeps its own ending.
 
 The line envelope `{line_index, id, status, result | error}` is shared by every surface.
 """
@@ -41,7 +47,10 @@ class LinePlan:
 class JobSurface(Protocol):
     """The job hooks of one surface; see the module docstring."""
 
+    # Surface names are plain strings, each owned by its surface's folder (`SURFACE = "..."`):
+    # a core enum of surfaces would have to name every surface, which the layers forbid.
     name: str
+    all_invalid_is_empty_batch: bool
 
     def line_skills(self, pipeline: Pipeline) -> Collection[str]:
         """The skill names a line may ask for; any other is the line's `unknown_skill`."""

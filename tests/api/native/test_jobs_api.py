@@ -255,9 +255,7 @@ def assert_each_line_once(lines: list[dict[str, Any]], job: dict[str, Any]) -> N
 def test_cancel_stops_promptly_and_keeps_the_finished_lines(serve: Any) -> None:
     with serve(**SMALL, job_max_lines=1000).client() as client:
         job = submit(client, photo_lines(400))
-        # Status counts lines of running chunks (2 in parallel, 5 lines each) that a cancel
-        # discards: past 15, at least 5 lines are committed and must be kept.
-        while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["completed"] < 15:
+        while (seen := client.get(f"/v1/jobs/{job['id']}").json()["progress"]["completed"]) < 15:
             time.sleep(0.05)
         asked = time.monotonic()
         response = client.post(f"/v1/jobs/{job['id']}/cancel")
@@ -266,10 +264,43 @@ def test_cancel_stops_promptly_and_keeps_the_finished_lines(serve: Any) -> None:
         done = wait(client, job["id"])
         assert time.monotonic() - asked < 5.0
         assert done["status"] == "cancelled"
-        assert 5 <= done["progress"]["completed"] < 400
+        assert seen <= done["progress"]["completed"] < 400
         assert_each_line_once(output_lines(client, done), done)
         again = client.post(f"/v1/jobs/{job['id']}/cancel").json()
         assert again["status"] == "cancelled"
+
+
+def test_a_cancel_mid_chunk_keeps_the_lines_that_chunk_finished_and_bills_only_them(
+    serve: Any,
+) -> None:
+    """Chunks of 100 lines, 8 in flight: a cancel after 10 lines lands long before a chunk could
+    be recorded whole, so the kept lines come from chunks that were still running."""
+    live, keys = keyed_server(
+        serve, job_chunk_lines=100, job_output_lines=200, job_lines_in_flight=8, job_max_lines=1000
+    )
+    created = keys.create("dave", credits=1000)
+    with live.client(headers={"Authorization": f"Bearer {created.secret}"}) as client:
+        job = submit(client, photo_lines(240))
+        progress: list[int] = []
+        while not progress or progress[-1] < 10:
+            status = client.get(f"/v1/jobs/{job['id']}").json()
+            progress.append(status["progress"]["completed"] + status["progress"]["failed"])
+            time.sleep(0.02)
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+        while (status := client.get(f"/v1/jobs/{job['id']}").json())["status"] == "processing":
+            progress.append(status["progress"]["completed"] + status["progress"]["failed"])
+            time.sleep(0.01)
+        done = status
+        lines = output_lines(client, done)
+    finished = done["progress"]["completed"] + done["progress"]["failed"]
+    assert done["status"] == "cancelled"
+    assert progress == sorted(progress), progress  # never backwards, the cancel included
+    assert progress[-1] <= finished < 240
+    assert_each_line_once(lines, done)  # each line once, in line order, as many as counted
+    assert all(line["status"] == "ok" for line in lines)
+    # Billed: the photos of the kept lines, not those cancelled in flight.
+    assert done["usage"]["images"] == finished
+    assert keys.by_name("dave").credits == 1000 - finished
 
 
 def test_a_job_past_its_time_limit_fails_with_timeout_keeping_finished_lines(serve: Any) -> None:

@@ -21,6 +21,8 @@ class NativeJobs:
     """`JobSurface` of `/v1/jobs` and `/v1/uploads`."""
 
     name = SURFACE
+    # Every line refused: the job still completes, each result line saying why.
+    all_invalid_is_empty_batch = False
 
     def line_skills(self, pipeline: Pipeline) -> Collection[str]:
         return pipeline.skills.keys()

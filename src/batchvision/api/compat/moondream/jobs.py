@@ -49,6 +49,7 @@ class MoondreamJobs:
     """`JobSurface` of `/v1/batch`."""
 
     name = SURFACE
+    all_invalid_is_empty_batch = True  # the page: empty_batch, "No valid lines in file"
 
     def line_skills(self, pipeline: Pipeline) -> Collection[str]:
         return MOONDREAM_SKILLS
