@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from batchvision.core.settings import Settings
-from batchvision.core.types import ImageInput, ItemResult, Task
+from batchvision.core.types import ItemResult, Task
+from batchvision.intake.files import file_input
 from batchvision.pipeline import Pipeline
 
 
@@ -26,8 +27,9 @@ async def analyze_files(
         pipeline = Pipeline(settings)
         try:
             tasks = pipeline.prepare_tasks([Task(skill, params)])
+            limit = settings.max_image_bytes
             inputs = [
-                ImageInput(index=i, filename=name, data=(images_dir / name).read_bytes())
+                file_input(i, images_dir / name, limit, filename=name)
                 for i, name in enumerate(names)
             ]
             return await pipeline.analyze(inputs, tasks)

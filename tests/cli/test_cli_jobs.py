@@ -126,9 +126,9 @@ def _unused_port() -> int:
         return port
 
 
-def test_unreachable_server_is_one_clear_line() -> None:
+def test_unreachable_server_is_one_clear_line_and_exit_4() -> None:
     result = jobs(f"http://127.0.0.1:{_unused_port()}", "list")
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # a network failure (cli/exits.py)
     assert result.stderr.startswith("error: cannot connect to http://127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == ""
@@ -172,7 +172,7 @@ def test_refused_options_fail_cleanly_and_free_the_uploaded_parts(
     live = serve()
     batch = write_batch(tmp_path / "batch.jsonl", 2)
     refused = jobs(live.url, "submit", str(batch), "--part-size", "0.2", "--retention-days", "999")
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2  # the server's invalid_parameter: a usage error
     assert refused.stderr.splitlines()[-1].startswith("error: invalid_parameter: retention_days")
     assert refused.stdout == ""
     stored = live.settings.data_dir / "blobs" / "uploads"

@@ -107,7 +107,7 @@ def test_pull_missing_from_mirror_fails_clearly(runner: CliRunner, tmp_path: Pat
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     result = _pull(runner, "yolox-nano", tmp_path / "models", mirror)
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # the fetch failed (cli/exits.py)
     assert result.stderr.startswith("error: model 'yolox-nano' is not in the mirror")
     assert str(mirror / YOLOX_FILE) in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)

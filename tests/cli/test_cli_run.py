@@ -208,7 +208,7 @@ def test_refusals_are_clean(
     assert not out.exists()
 
 
-def test_empty_folder_and_missing_model_exit_1(folder: Path, tmp_path: Path) -> None:
+def test_empty_folder_exits_1_and_missing_model_exits_3(folder: Path, tmp_path: Path) -> None:
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "readme.txt").write_text("no photos here")
     empty = runner.invoke(
@@ -230,7 +230,7 @@ def test_empty_folder_and_missing_model_exit_1(folder: Path, tmp_path: Path) -> 
             no_models,
         ],
     )
-    assert missing.exit_code == 1
+    assert missing.exit_code == 3
     assert "batchvision models pull yolox-nano" in missing.output
     assert "Traceback" not in missing.output
 

@@ -1,6 +1,6 @@
 """`batchvision jobs`: submit, watch, list, download and cancel batch jobs on a running server.
 
-A thin HTTP client for the native job API (src/batchvision/api/jobs.py), so it works against any
+A thin HTTP client for the native job API (api/native/jobs.py), so it works against any
 batchvision server, local or remote, and needs none of the server's models or database. Files
 go up through the multipart routes one part at a time, and result files come down in blocks,
 so neither direction ever holds a whole file in memory.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-jobs_app = typer.Typer(
+from batchvision.cli.exits import CliError, ExitStatus, one_line, reported
+from batchvision.core.fsutil import AtomicFile
+
+app = typer.Typer(
     help="Batch jobs on a running server: submit, status, list, download, cancel.",
     no_args_is_help=True,
 )
@@ -52,26 +54,21 @@ AsJson = Annotated[bool, typer.Option("--json", help="print the server's JSON")]
 JobId = Annotated[str, typer.Argument(help="job id")]
 
 
-class CliError(Exception):
-    """A failure worth one line on stderr and exit status 1 (never a traceback)."""
-
-
-class ApiError(CliError):
-    """The server answered with an error: shown as `<code>: <message>` from its error body."""
-
-    @classmethod
-    def of(cls, reply: httpx.Response) -> ApiError:
-        try:
-            error = reply.json()["error"]
-            return cls(f"{error['code']}: {error['message']}")
-        except (ValueError, KeyError, TypeError):
-            return cls(f"http_{reply.status_code}: {reply.reason_phrase or 'unexpected reply'}")
+def _api_error(reply: httpx.Response) -> CliError:
+    """The server's error body as `<code>: <message>`, with the exit status the table gives the
+    code (the server speaks the same ErrorCode vocabulary)."""
+    try:
+        error = reply.json()["error"]
+        return CliError.of_code(str(error["code"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        reason = reply.reason_phrase or "unexpected reply"
+        return CliError(f"http_{reply.status_code}: {reason}")
 
 
 def _checked(reply: httpx.Response) -> dict[str, Any]:
-    """The JSON object of a successful reply; anything else becomes an ApiError."""
+    """The JSON object of a successful reply; anything else becomes a CliError."""
     if reply.is_error:
-        raise ApiError.of(reply)
+        raise _api_error(reply)
     try:
         body = reply.json()
     except ValueError:
@@ -106,38 +103,26 @@ class JobsClient:
         self.http.close()
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _transport_message(url: str, exc: Exception) -> str:
     if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect to {url}: {_one_line(exc)} (is `batchvision serve` running?)"
+        return f"cannot connect to {url}: {one_line(exc)} (is `batchvision serve` running?)"
     if isinstance(exc, httpx.TimeoutException):
         return f"the server at {url} did not answer in time ({type(exc).__name__})"
-    return f"request to {url} failed: {_one_line(exc)}"
+    return f"request to {url} failed: {one_line(exc)}"
 
 
 @contextlib.contextmanager
 def _session(url: str, api_key: str | None) -> Iterator[JobsClient]:
     """A client whose failures (server errors, no connection, local I/O) end the command with
-    one `error: ...` line on stderr and exit status 1."""
-    client = JobsClient(url, api_key)
-    try:
-        yield client
-    except CliError as exc:
-        raise _fail(str(exc)) from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise _fail(_transport_message(url, exc)) from None
-    except OSError as exc:
-        raise _fail(_one_line(exc)) from None
-    finally:
-        client.close()
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
+    one `error: ...` line on stderr and the exit status of the table."""
+    with reported():
+        client = JobsClient(url, api_key)
+        try:
+            yield client
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise CliError(_transport_message(url, exc), ExitStatus.IO) from None
+        finally:
+            client.close()
 
 
 def _emit_json(value: Any) -> None:
@@ -185,7 +170,7 @@ def _details(job: dict[str, Any]) -> list[str]:
 def _exit_for(job: dict[str, Any]) -> None:
     """Scripts chain on the exit status: only a completed job is a success."""
     if job["status"] != "completed":
-        raise typer.Exit(1)
+        raise typer.Exit(ExitStatus.FAILED)
 
 
 # --- submit -----------------------------------------------------------------------------------
@@ -274,7 +259,7 @@ def _wait(client: JobsClient, job: dict[str, Any], poll_s: float) -> dict[str, A
     return job
 
 
-@jobs_app.command("submit")
+@app.command("submit")
 def submit(
     file: Annotated[
         Path, typer.Argument(help="JSONL file, one request per line", exists=True, dir_okay=False)
@@ -324,13 +309,13 @@ def _wait_or_detach(client: JobsClient, job: dict[str, Any], poll_s: float) -> d
         typer.echo(
             f"stopped waiting; the job goes on: batchvision jobs status {job['id']}", err=True
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(130) from None  # 128 + SIGINT, as the shell reports Ctrl-C
 
 
 # --- status, list, cancel ---------------------------------------------------------------------
 
 
-@jobs_app.command("status")
+@app.command("status")
 def status(
     job_id: JobId, url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False
 ) -> None:
@@ -352,7 +337,7 @@ def _all_pages(client: JobsClient, limit: int | None, follow: bool) -> tuple[lis
             return jobs, bool(cursor)
 
 
-@jobs_app.command("list")
+@app.command("list")
 def list_jobs(
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
@@ -375,7 +360,7 @@ def list_jobs(
         typer.echo("more jobs on the server: add --all (or raise --limit)", err=True)
 
 
-@jobs_app.command("cancel")
+@app.command("cancel")
 def cancel(
     job_id: JobId, url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False
 ) -> None:
@@ -391,21 +376,16 @@ def cancel(
 
 def _download(http: httpx.Client, url: str, target: Path) -> None:
     """Stream one result file into place; a partial file never takes the final name."""
-    partial = target.with_name(f".{target.name}.part")
-    try:
-        with http.stream("GET", url) as reply:
-            if reply.is_error:
-                reply.read()
-                raise ApiError.of(reply)
-            with partial.open("wb") as out:
-                for block in reply.iter_bytes(BLOCK):
-                    out.write(block)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    with http.stream("GET", url) as reply:
+        if reply.is_error:
+            reply.read()
+            raise _api_error(reply)
+        with AtomicFile(target) as out:
+            for block in reply.iter_bytes(BLOCK):
+                out.write(block)
 
 
-@jobs_app.command("download")
+@app.command("download")
 def download(
     job_id: JobId,
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="directory for the result files")],

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -34,28 +31,20 @@ from rich.progress import Task as ProgressTask
 from rich.text import Text
 
 from batchvision.api.native.outputs import native_outputs
+from batchvision.cli.exits import CliError, ExitStatus, reported
+from batchvision.cli.options import ModelDirs, build_settings, parse_params
 from batchvision.cli.run_formats import FormatError, Record, RunInfo, check_format, render
-from batchvision.core.errors import BatchVisionError, ErrorCode
-from batchvision.core.fsutil import fsync_dir
+from batchvision.core.errors import ErrorCode
+from batchvision.core.fsutil import write_atomic
 from batchvision.core.settings import Settings
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
+from batchvision.intake.files import file_input
 
 if TYPE_CHECKING:
     from batchvision.pipeline import Pipeline, PreparedTask
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"})
 CHECKPOINT_VERSION = 1
-# Request-shaped mistakes are usage errors (exit 2); anything else (a missing model) exits 1.
-_USAGE_CODES = frozenset(
-    {ErrorCode.UNKNOWN_SKILL, ErrorCode.INVALID_PARAMETER, ErrorCode.INVALID_REQUEST}
-)
-
-
-class RunRefused(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 @dataclass
@@ -94,25 +83,17 @@ def run(
     ] = 500,
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint")] = False,
     batch: Annotated[int, typer.Option(min=1, help="images read and analysed at once")] = 16,
-    model_dir: Annotated[
-        list[Path] | None, typer.Option(help="model directory (repeatable)")
-    ] = None,
+    model_dir: ModelDirs = None,
 ) -> None:
     """Run one skill over every image in FOLDER and write one results file, with checkpoints."""
-    try:
+    with reported():
         spec = _spec(folder, skill, out, format, params, model_dir)
         spec.params.update(_shortcuts(threshold=threshold, country=country))
         spec.checkpoint_every, spec.batch, spec.resume = checkpoint_every, batch, resume
         spec.files = scan_images(folder)
         if not spec.files:
-            raise RunRefused(f"no images found in {folder}", 1)
+            raise CliError(f"no images found in {folder}")
         asyncio.run(_execute(spec))
-    except RunRefused as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(exc.code) from None
-    except BatchVisionError as exc:
-        typer.echo(f"error: {exc.code.value}: {exc.message}", err=True)
-        raise typer.Exit(2 if exc.code in _USAGE_CODES else 1) from None
     typer.echo(f"wrote {len(spec.files)} results to {out}", err=True)
 
 
@@ -128,33 +109,19 @@ def _spec(
     from batchvision.skills import SKILL_TYPES, unknown_skill
 
     if skill not in SKILL_TYPES:
-        raise RunRefused(unknown_skill(skill).message, 2)
+        raise unknown_skill(skill)
     fmt = fmt or ("megadetector" if skill == "animals" else "jsonl")
     try:
         check_format(fmt, skill)
     except FormatError as exc:
-        raise RunRefused(str(exc), 2) from None
-    try:
-        overrides: dict[str, Any] = {"model_dirs": model_dirs} if model_dirs else {}
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        raise RunRefused(f"invalid settings: {exc}", 2) from None
-    return RunSpec(folder, skill, _parse_params(params), fmt, out, settings)
+        raise CliError(str(exc), ExitStatus.USAGE) from None
+    settings = build_settings(model_dirs=model_dirs)
+    return RunSpec(folder, skill, parse_params(params), fmt, out, settings)
 
 
 def _shortcuts(**values: Any) -> dict[str, Any]:
     """--threshold/--country, merged over --params: they are the more specific request."""
     return {name: value for name, value in values.items() if value is not None}
-
-
-def _parse_params(raw: str | None) -> dict[str, Any]:
-    try:
-        parsed = json.loads(raw) if raw else {}
-    except ValueError:
-        raise RunRefused("--params is not valid JSON", 2) from None
-    if not isinstance(parsed, dict):
-        raise RunRefused("--params must be a JSON object", 2)
-    return parsed
 
 
 def scan_images(folder: Path) -> list[str]:
@@ -183,6 +150,7 @@ async def _execute(spec: RunSpec) -> None:
             "format": spec.fmt,
         }
         done = _start_records(spec, identity)
+        spec.out.parent.mkdir(parents=True, exist_ok=True)
         await _process(spec, identity, done, pipeline, prepared)
     finally:
         await pipeline.close()
@@ -247,7 +215,9 @@ class _Recorder:
 
 
 def _read_all(spec: RunSpec, chunk: list[str]) -> list[ImageInput]:
-    return [_read(spec.folder, i, name, spec.settings) for i, name in enumerate(chunk)]
+    """The files' bytes, or item errors the pipeline turns into failure records."""
+    limit = spec.settings.max_image_bytes
+    return [file_input(i, spec.folder / name, limit, filename=name) for i, name in enumerate(chunk)]
 
 
 def _chunks(names: list[str], batch: int, every: int) -> Iterator[list[str]]:
@@ -259,21 +229,6 @@ def _chunks(names: list[str], batch: int, every: int) -> Iterator[list[str]]:
         yield names[start : start + size]
         start += size
         since_save = (since_save + size) % every
-
-
-def _read(folder: Path, index: int, name: str, settings: Settings) -> ImageInput:
-    """The file's bytes, or an item error the pipeline turns into a failure record."""
-    item = ImageInput(index=index, filename=name)
-    path = folder / name
-    try:
-        if path.stat().st_size > settings.max_image_bytes:
-            message = f"image exceeds the limit of {settings.max_image_bytes} bytes"
-            item.error = ItemError(ErrorCode.IMAGE_TOO_LARGE, message)
-        else:
-            item.data = path.read_bytes()
-    except OSError as exc:
-        item.error = ItemError(ErrorCode.IMAGE_DECODE_FAILED, f"cannot read file: {exc.strerror}")
-    return item
 
 
 def to_record(name: str, result: ItemResult, skill: str) -> Record:
@@ -295,10 +250,10 @@ def _start_records(spec: RunSpec, identity: dict[str, Any]) -> dict[str, Record]
             typer.echo(f"no checkpoint at {spec.checkpoint}: starting from the beginning", err=True)
         return {}
     if not spec.resume:
-        raise RunRefused(
+        raise CliError(
             f"a checkpoint exists at {spec.checkpoint}: pass --resume to continue it, "
             "or delete it to start over",
-            2,
+            ExitStatus.USAGE,
         )
     records = load_checkpoint(spec.checkpoint, identity)
     kept = {name: records[name] for name in spec.files if name in records}
@@ -308,17 +263,21 @@ def _start_records(spec: RunSpec, identity: dict[str, Any]) -> dict[str, Record]
 
 def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Record]:
     try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunRefused(f"cannot read checkpoint {path}: {exc}", 2) from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read checkpoint {path}: {exc.strerror}", ExitStatus.IO) from None
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"cannot read checkpoint {path}: {exc}", ExitStatus.USAGE) from None
     if not isinstance(body, dict) or body.get("version") != CHECKPOINT_VERSION:
-        raise RunRefused(f"{path} is not a batchvision run checkpoint", 2)
+        raise CliError(f"{path} is not a batchvision run checkpoint", ExitStatus.USAGE)
     differ = [key for key in identity if body.get(key) != identity[key]]
     if differ:
-        raise RunRefused(
+        raise CliError(
             f"checkpoint {path} was written with a different {', '.join(differ)}; "
             "rerun with the same --skill/--params/--format, or delete it to start over",
-            2,
+            ExitStatus.USAGE,
         )
     records: dict[str, Record] = body["records"]
     return records
@@ -327,23 +286,6 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Record]:
 def _save_checkpoint(spec: RunSpec, identity: dict[str, Any], done: dict[str, Record]) -> None:
     body = {"version": CHECKPOINT_VERSION, **identity, "records": done}
     write_atomic(spec.checkpoint, json.dumps(body, ensure_ascii=False).encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: a reader (or a resumed run after a
-    kill) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 # --- progress ---------------------------------------------------------------------------------

@@ -8,12 +8,12 @@ Keys are "/"-separated strings from a modest alphabet (see :func:`validate_key`)
 plain string prefixes, as in S3 (``"jobs/ab"`` matches ``"jobs/abc/0"``), and listings are sorted
 by key.
 
-Crash safety of the local backend: every write goes to a temporary file named ``.tmp-…`` in the
-target's directory, is fsynced, then renamed over the key with ``os.replace`` (and the directory
-fsynced, best effort). A reader therefore sees the old object or the new one, never a mix, and a
-crash mid-write leaves only a ``.tmp-…`` file that listings ignore and
-:meth:`LocalBlobs.sweep_temp` removes. A failed write (an exception from the chunk source, a size
-limit, a cancellation) removes its temporary file at once.
+Crash safety of the local backend: every write is an ``AtomicFile`` (``core/fsutil.py``): a
+temporary file named ``.tmp-…`` in the target's directory, fsynced, then renamed over the key with
+``os.replace`` (and the directory fsynced, best effort). A reader therefore sees the old object
+or the new one, never a mix, and a crash mid-write leaves only a ``.tmp-…`` file that listings
+ignore and :meth:`LocalBlobs.sweep_temp` removes. A failed write (an exception from the chunk
+source, a size limit, a cancellation) removes its temporary file at once.
 
 ETags are the md5 hex digest of the content, computed while writing. The local backend keeps each
 object's etag in a small sidecar file (``.meta-<name>``) that is only a cache: it records the
@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import AsyncIterable, Iterable, Sequence
@@ -45,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from batchvision.core.fsutil import fsync_dir
+from batchvision.core.fsutil import AtomicFile, fsync_dir, write_atomic
 
 MAX_KEY_LENGTH = 512
 # Leaves room for the ".tmp-"/".meta-" names under the usual 255-byte file name limit.
@@ -187,7 +186,8 @@ def _md5_of(file: BinaryIO) -> str:
 
 
 class _PendingObject:
-    """One write in progress: a ``.tmp-`` file next to the target, hashed as it is written."""
+    """One write in progress: an atomic ``.tmp-`` file next to the target, hashed as it is
+    written."""
 
     def __init__(self, blobs: LocalBlobs, key: str, max_bytes: int | None) -> None:
         self.key = key
@@ -198,7 +198,7 @@ class _PendingObject:
         self._blobs = blobs
         if self.path.is_dir():
             raise BlobError(f"blob key {key} collides with a prefix of other keys")
-        self.temp, self._file = blobs._create_temp(self.path.parent)
+        self._file = blobs._create_temp(self.path)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         _check_limit(self.key, self.size + len(data), self.max_bytes)
@@ -208,27 +208,19 @@ class _PendingObject:
 
     def commit(self) -> BlobInfo:
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            st = os.fstat(self._file.fileno())
-            self._file.close()
+            st = self._file.stat()  # the rename keeps inode, size and mtime: the sidecar's
             etag = self._md5.hexdigest()
             self._blobs._write_meta(self.path, etag, st)
-            try:
-                os.replace(self.temp, self.path)
-            except (IsADirectoryError, NotADirectoryError) as exc:
-                raise BlobError(f"blob key {self.key} collides with other keys' prefix") from exc
-        except BaseException:
+            self._file.commit()
+        except BaseException as exc:
             self.abort()
+            if isinstance(exc, IsADirectoryError | NotADirectoryError):
+                raise BlobError(f"blob key {self.key} collides with other keys' prefix") from exc
             raise
-        fsync_dir(self.path.parent)
         return BlobInfo(self.key, st.st_size, etag, _modified(st))
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self.temp.unlink(missing_ok=True)
+        self._file.abort()
 
 
 class LocalBlobs:
@@ -402,14 +394,13 @@ class LocalBlobs:
             raise ValueError(f"blob key {key!r} resolves outside the blob root")
         return path
 
-    def _create_temp(self, directory: Path) -> tuple[Path, BinaryIO]:
+    def _create_temp(self, path: Path) -> AtomicFile:
         # A concurrent delete may prune the freshly made directory before the temp file exists in
         # it; try again a few times in that case.
         for attempt in range(5):
-            self._make_dirs(directory)
-            temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            self._make_dirs(path.parent)
             try:
-                return temp, temp.open("xb")  # exclusive create; mode follows the umask
+                return AtomicFile(path, temp_prefix=TEMP_PREFIX)  # mode follows the umask
             except FileNotFoundError:
                 if attempt == 4:
                     raise
@@ -436,13 +427,9 @@ class LocalBlobs:
     def _write_meta(self, path: Path, etag: str, st: os.stat_result) -> None:
         """Write the etag sidecar (a cache, so best effort and not fsynced)."""
         record = {"etag": etag, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
-        try:
-            temp.write_text(json.dumps(record), encoding="ascii")
-            os.replace(temp, self._meta_path(path))
-        except OSError:
-            with contextlib.suppress(OSError):
-                temp.unlink(missing_ok=True)
+        data = json.dumps(record).encode("ascii")
+        with contextlib.suppress(OSError):
+            write_atomic(self._meta_path(path), data, temp_prefix=TEMP_PREFIX, durable=False)
 
     def _read_meta(self, path: Path, st: os.stat_result) -> str | None:
         try:

@@ -28,7 +28,7 @@ import stat
 import time
 from pathlib import Path
 
-from batchvision.core.fsutil import fsync_dir
+from batchvision.core.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _is_server_path(path: str) -> bool:
 def load_or_create_secret(key_file: Path) -> bytes:
     """Read the hex secret in ``key_file``; create it (atomically, mode 0600) if it is missing.
 
-    Creation writes a temporary file, fsyncs it and links it into place, so concurrent first
+    Creation is an atomic write that never replaces an existing file, so concurrent first
     starts agree on one secret and nobody ever reads a half-written file. A present but malformed
     file is an error rather than silently replaced, which would invalidate every issued URL.
     """
@@ -122,26 +122,9 @@ def load_or_create_secret(key_file: Path) -> bytes:
     except FileNotFoundError:
         pass
     key_file.parent.mkdir(parents=True, exist_ok=True)
-    temp = key_file.with_name(f".{key_file.name}.tmp-{secrets.token_hex(8)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            os.fchmod(out.fileno(), 0o600)  # whatever the umask
-            out.write(secrets.token_hex(SECRET_BYTES) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(temp, key_file)  # fails if another process created the key first
-        except FileExistsError:
-            pass
-        except OSError:
-            # A file system without hard links: a rename is atomic too, but could replace a
-            # key another process created in the same instant.
-            if not key_file.exists():
-                os.replace(temp, key_file)
-    finally:
-        temp.unlink(missing_ok=True)
-    fsync_dir(key_file.parent)
+    secret = (secrets.token_hex(SECRET_BYTES) + "\n").encode("ascii")
+    # Mode 0600 whatever the umask; overwrite=False: concurrent first starts keep the first key.
+    write_atomic(key_file, secret, mode=0o600, overwrite=False)
     return _read_secret(key_file)
 
 

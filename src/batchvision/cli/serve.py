@@ -1,0 +1,60 @@
+"""`batchvision serve`: the HTTP server, refusing an open bind while auth is disabled."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Annotated
+
+import typer
+
+from batchvision.cli.exits import CliError, ExitStatus, reported
+from batchvision.cli.options import DataDir, ModelDirs, build_settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8080)")] = None,
+    model_dir: ModelDirs = None,
+    data_dir: DataDir = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    insecure: Annotated[
+        bool, typer.Option(help="allow a non-loopback address while auth is disabled")
+    ] = False,
+) -> None:
+    """Run the HTTP server."""
+    import uvicorn
+
+    from batchvision.api.app import create_app
+
+    with reported():
+        settings = build_settings(host=host, port=port, model_dirs=model_dir, data_dir=data_dir)
+        if settings.auth == "disabled" and not is_loopback(settings.host) and not insecure:
+            raise CliError(
+                f"auth is disabled, so binding {settings.host} would open the server to anyone "
+                "who can reach it; bind 127.0.0.1, enable auth, or pass --insecure",
+                ExitStatus.USAGE,
+            )
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if not is_loopback(settings.host):
+        logging.getLogger("batchvision").warning(
+            "listening on %s: reachable from other machines", settings.host
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+    )
