@@ -46,6 +46,12 @@ EXIT_STATUS: dict[ErrorCode, ExitStatus] = {
     ErrorCode.NOT_FOUND: ExitStatus.FAILED,
     ErrorCode.METHOD_NOT_ALLOWED: ExitStatus.FAILED,
     ErrorCode.INTERNAL_ERROR: ExitStatus.FAILED,
+    # How a job ended: a job that did not complete is a failure, whatever the reason.
+    ErrorCode.VALIDATION_ERROR: ExitStatus.FAILED,
+    ErrorCode.LIMIT_EXCEEDED: ExitStatus.FAILED,
+    ErrorCode.EMPTY_BATCH: ExitStatus.FAILED,
+    ErrorCode.TIMEOUT: ExitStatus.FAILED,
+    ErrorCode.PROCESSING_FAILED: ExitStatus.FAILED,
 }
 
 # What each status means besides its codes; the help epilog and the README say both.

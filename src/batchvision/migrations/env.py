@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
-# Importing the table modules registers every table on Base.metadata.
+# Importing the table modules registers every table on Base.metadata; the app lists every
+# surface, and each surface's store imports its own tables.
 import batchvision.accounts.tables
-import batchvision.api.compat.animaldetect.tables
+import batchvision.api.app
 import batchvision.jobs.tables  # noqa: F401
 from batchvision.core.db import Base
 

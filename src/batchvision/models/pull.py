@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import secrets
 from collections.abc import Generator, Iterator
 from pathlib import Path, PurePath
-from typing import BinaryIO
 
 import httpx
 from rich.console import Console
@@ -27,7 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from batchvision.core.fsutil import fsync_dir
+from batchvision.core.fsutil import AtomicFile
 from batchvision.core.settings import Settings
 from batchvision.models.cards import ModelCard
 from batchvision.models.files import sha256_of
@@ -163,22 +160,19 @@ def _with_progress(blocks: Iterator[bytes], total: int | None, label: str, enabl
 
 
 def _install(card: ModelCard, dest: Path, chunks: Chunks) -> None:
-    temp = dest.parent / f".{dest.name}.part-{secrets.token_hex(8)}"
-    out = temp.open("xb")  # exclusive create: never someone else's file; mode follows the umask
+    """Written beside `dest` and renamed into place only once verified (core.fsutil)."""
+    out = AtomicFile(dest, temp_prefix=f".{dest.name}.part-")
     try:
-        with out, contextlib.closing(chunks):
+        with contextlib.closing(chunks):
             digest, size = _write_hashed(card, chunks, out)
-            out.flush()
-            os.fsync(out.fileno())
         _verify(card, digest, size)
-        os.replace(temp, dest)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        out.abort()
         raise
-    fsync_dir(dest.parent)
+    out.commit()
 
 
-def _write_hashed(card: ModelCard, chunks: Iterator[bytes], out: BinaryIO) -> tuple[str, int]:
+def _write_hashed(card: ModelCard, chunks: Iterator[bytes], out: AtomicFile) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     for chunk in chunks:

@@ -1,4 +1,4 @@
-"""AnimalDetect: stored batch-detect responses.
+"""Stored batch-detect responses (the table of a camera-trap compat surface's result store).
 
 Revision ID: 0004_detect_results
 Revises: 0003_job_delivery

@@ -19,6 +19,7 @@ class RpcCode(IntEnum):
     """google.rpc.Code values used here."""
 
     INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
     NOT_FOUND = 5
     PERMISSION_DENIED = 7
     RESOURCE_EXHAUSTED = 8
@@ -51,6 +52,12 @@ RPC_CODES: dict[ErrorCode, RpcCode] = {
     ErrorCode.OVERLOADED: RpcCode.UNAVAILABLE,
     ErrorCode.PROCESSING_ERROR: RpcCode.INTERNAL,
     ErrorCode.INTERNAL_ERROR: RpcCode.INTERNAL,
+    # Job-level codes: batchAnalyze runs no jobs, named so that the table stays complete.
+    ErrorCode.VALIDATION_ERROR: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.LIMIT_EXCEEDED: RpcCode.RESOURCE_EXHAUSTED,
+    ErrorCode.EMPTY_BATCH: RpcCode.INVALID_ARGUMENT,
+    ErrorCode.TIMEOUT: RpcCode.DEADLINE_EXCEEDED,
+    ErrorCode.PROCESSING_FAILED: RpcCode.INTERNAL,
 }
 
 
