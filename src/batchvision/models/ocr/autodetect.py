@@ -1,7 +1,7 @@
 """Which script a page is written in, for `languages: ["*"]` on Tesseract.
 
-Two ways, measured on 41 samples (25 rendered DejaVu lines and pages in en/de/fr/es/pl, ru/uk and
-el, of 2 words to 2 lines, and the 16 one-line evaldata images in 10 scripts), on the 2-core dev
+Two ways, measured on 41 samples (31 rendered DejaVu lines and pages, one word to two lines, in
+en/de/fr/es/pl, ru/uk and el, and the 10 one-line evaldata images in 7 scripts), on the 2-core dev
 machine under load, API objects loaded first:
 
 - Tesseract's orientation and script detection (OSD, Debian's `tesseract-ocr-osd`): right on every
