@@ -258,3 +258,21 @@ def test_star_with_another_code_is_invalid_parameter(live_server: LiveServer) ->
     with live_server.client() as client:
         response = analyze(client, [("a.png", png)], {"languages": ["*", "en"]})
     assert "'*' must be the only entry" in error_of(response, 422, "invalid_parameter")
+
+
+def test_star_with_auto_hands_photos_and_chinese_to_ppocr(live_server: LiveServer) -> None:
+    photo = (EVALDATA / "ocr" / "icdar2015" / "img_8.jpg").read_bytes()
+    chinese = EVALDATA / "ocr" / "multilang_lines" / "rapidocr_test_without_det.jpg"
+    label = json.loads((EVALDATA / "ocr" / "labels.json").read_text())[
+        "multilang_lines/rapidocr_test_without_det.jpg"
+    ]["text"]
+    images = [("img_8.jpg", photo), ("zh.jpg", chinese.read_bytes())]
+    with live_server.client() as client:
+        response = analyze(client, images, {"languages": ["*"]})
+    street, line = ocr_of(response, 0), ocr_of(response, 1)
+    # Tesseract finds no text in the street photo: PP-OCR reads it with `*`.
+    assert (street["engine"], street["languages"]) == ("ppocr", ["en"])
+    assert "NOTHING?" in street["text"].split()
+    # Tesseract finds Han in the line; the auto rule prefers PP-OCR for Chinese.
+    assert (line["engine"], line["languages"]) == ("ppocr", ["zh"])
+    assert line["text"] == label

@@ -322,6 +322,14 @@ def test_star_on_a_short_line_keeps_the_best_reading_per_script(text: str, langu
     assert page.languages[0] == language
 
 
+def test_star_with_the_process_backend_reads_once_per_script() -> None:
+    cli = TesseractEngine("cli")
+    assert cli.status().available, cli.status().detail
+    for text, language in (("Привет мир", "ru"), ("Hello world", "en")):
+        page = cli.recognize(render([text])[0], ["*"])
+        assert (page.text, page.languages) == (text, [language])
+
+
 def test_star_on_evaldata_lines_in_other_scripts() -> None:
     for path, language in (
         ("multilang_lines/rapidocr_arabic.png", "fa"),
