@@ -80,9 +80,16 @@ def check_format(output: dict[str, Any], width: int, height: int) -> list[str]:
             assert 0.0 <= line["confidence"] <= 1.0
             texts.append(line["text"])
             for word in line["words"]:
-                assert set(word) == {"polygon", "text", "confidence", "language"}
+                assert set(word) == {
+                    "polygon",
+                    "text",
+                    "confidence",
+                    "language",
+                    "language_confidence",
+                }
                 check_polygon(word["polygon"], width, height)
                 assert 0.0 <= word["confidence"] <= 1.0
+                assert 0.0 <= word["language_confidence"] <= 1.0
                 assert word["language"] in output["languages"]
     assert output["text"].replace("\n\n", "\n").split("\n") == (texts or [""])
     return texts
@@ -142,9 +149,9 @@ def test_engine_parameter_is_honoured(live_server: LiveServer) -> None:
             output = ocr_of(analyze(client, [("a.png", png)], params))
             assert output["engine"] == expected
             assert output["text"] == lines[0]
-        default = ocr_of(analyze(client, [("a.png", png)], {"languages": ["*"]}))
-        assert (default["engine"], default["languages"]) == ("tesseract", ["en", "ru"])
-        assert default["text"] == lines[0]
+        detected = ocr_of(analyze(client, [("a.png", png)], {"languages": ["*"]}))
+        assert (detected["engine"], detected["languages"]) == ("tesseract", ["en"])
+        assert detected["text"] == lines[0]
 
 
 def test_undecodable_image_fails_alone(live_server: LiveServer) -> None:
@@ -221,3 +228,51 @@ def test_default_language_set(live_server: LiveServer, params: dict[str, Any]) -
     assert output["languages"] == ["en", "ru"]
     words = [w for b in output["pages"][0]["blocks"] for ln in b["lines"] for w in ln["words"]]
     assert [(w["text"], w["language"]) for w in words] == [("Hello", "en"), ("мир", "ru")]
+
+
+@pytest.mark.parametrize(
+    ("lines", "language"),
+    [
+        (RUSSIAN, "ru"),
+        (["Ξεσκεπάζω την ψυχοφθόρα", "βδελυγία της ζωής σας"], "el"),
+        (["Please return the signed contract", "to our office by Friday"], "en"),
+    ],
+)
+def test_star_detects_the_language_over_http(
+    live_server: LiveServer, lines: list[str], language: str
+) -> None:
+    png = render_png(lines)
+    width, height = Image.open(io.BytesIO(png)).size
+    with live_server.client() as client:
+        output = ocr_of(analyze(client, [("page.png", png)], {"languages": ["*"]}))
+    assert check_format(output, width, height) == lines
+    assert output["languages"] == [language]
+    words = [w for b in output["pages"][0]["blocks"] for ln in b["lines"] for w in ln["words"]]
+    assert {w["language"] for w in words} == {language}
+    confidences = [w["language_confidence"] for w in words]
+    assert len(set(confidences)) > 1 and max(confidences) < 1.0
+
+
+def test_star_with_another_code_is_invalid_parameter(live_server: LiveServer) -> None:
+    png = render_png(["hello"])
+    with live_server.client() as client:
+        response = analyze(client, [("a.png", png)], {"languages": ["*", "en"]})
+    assert "'*' must be the only entry" in error_of(response, 422, "invalid_parameter")
+
+
+def test_star_with_auto_hands_photos_and_chinese_to_ppocr(live_server: LiveServer) -> None:
+    photo = (EVALDATA / "ocr" / "icdar2015" / "img_8.jpg").read_bytes()
+    chinese = EVALDATA / "ocr" / "multilang_lines" / "rapidocr_test_without_det.jpg"
+    label = json.loads((EVALDATA / "ocr" / "labels.json").read_text())[
+        "multilang_lines/rapidocr_test_without_det.jpg"
+    ]["text"]
+    images = [("img_8.jpg", photo), ("zh.jpg", chinese.read_bytes())]
+    with live_server.client() as client:
+        response = analyze(client, images, {"languages": ["*"]})
+    street, line = ocr_of(response, 0), ocr_of(response, 1)
+    # Tesseract finds no text in the street photo: PP-OCR reads it with `*`.
+    assert (street["engine"], street["languages"]) == ("ppocr", ["en"])
+    assert "NOTHING?" in street["text"].split()
+    # Tesseract finds Han in the line; the auto rule prefers PP-OCR for Chinese.
+    assert (line["engine"], line["languages"]) == ("ppocr", ["zh"])
+    assert line["text"] == label

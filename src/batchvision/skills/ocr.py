@@ -4,6 +4,10 @@ Engines: the registry's OCR models `tesseract` (Debian packages, in process thro
 `ppocr` (rapidocr's shipped ONNX models), run through the engine like every model (on its bounded
 CPU pool: see `models.ocr.kinds`). `engine: "auto"` picks one from the languages, or the cascade:
 Tesseract, then PP-OCR when Tesseract's page is not trusted (see `batchvision.models.ocr`).
+
+`languages: ["*"]` detects the languages (Tesseract: the page's script, then its installed
+languages; PP-OCR: its model reads all its languages); the output's `languages` are then those the
+words were found in, the most words first. No languages (absent, null, `[]`) is the default set.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import DecodedImage, RGBArray
 from batchvision.models.ocr import (
+    AUTO,
     CASCADE,
+    DETECTED,
     LANGUAGES,
     MAX_LANGUAGES,
     OcrPage,
@@ -26,6 +32,8 @@ from batchvision.models.ocr import (
     better,
     choose_engine,
     default_languages,
+    detected_follow_up,
+    is_auto,
     resolve_languages,
     trusted,
 )
@@ -42,8 +50,9 @@ class OcrParams(BaseModel):
         None,
         max_length=MAX_LANGUAGES,
         description=(
-            "ISO 639-1 codes of the languages to read; ['*'] or empty for the default set "
-            "(en, ru; en, zh with engine ppocr)"
+            "ISO 639-1 codes of the languages to read; ['*'] detects them (the output's "
+            "languages are the ones found); absent or empty for the default set (en, ru; en, zh "
+            "with engine ppocr)"
         ),
     )
     engine: Literal["auto", "tesseract", "ppocr"] = Field(
@@ -66,7 +75,8 @@ class OcrSkill(Skill):
         if params.engine == "auto":
             # The first candidate that is installed; if none is, the preferred one's error
             # (model_unavailable naming what to install) below.
-            installed = [c for c in auto_candidates(languages) if self._installed(c, languages)]
+            candidates = [DETECTED, "ppocr"] if is_auto(languages) else auto_candidates(languages)
+            installed = [c for c in candidates if self._installed(c, languages)]
             engine = installed[0] if installed else engine
         self._require(engine, languages)
         return engine, languages
@@ -108,6 +118,8 @@ class OcrSkill(Skill):
     async def _read(self, pixels: RGBArray, engine: str, languages: list[str]) -> OcrPage:
         infer = self.ctx.engine.infer
         request = OcrRequest(pixels, languages)
+        if engine == DETECTED:
+            return await self._read_detected(pixels)
         if engine != CASCADE:
             page: OcrPage = await infer(engine, request)
             return page
@@ -120,6 +132,18 @@ class OcrSkill(Skill):
             return first  # Tesseract's reading stands when PP-OCR cannot take the image
         return better(first, fallback)
 
+    async def _read_detected(self, pixels: RGBArray) -> OcrPage:
+        """Tesseract detects and reads; PP-OCR reads again where the auto rule prefers it."""
+        page: OcrPage = await self.ctx.engine.infer("tesseract", OcrRequest(pixels, [AUTO]))
+        follow_up = detected_follow_up(page)
+        if follow_up is None or not self._installed("ppocr", follow_up):
+            return page
+        try:
+            fallback: OcrPage = await self.ctx.engine.infer("ppocr", OcrRequest(pixels, follow_up))
+        except BatchVisionError:
+            return page  # Tesseract's reading stands when PP-OCR cannot take the image
+        return better(page, fallback)
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {**super().describe(), **ocr_capabilities()}
@@ -127,7 +151,10 @@ class OcrSkill(Skill):
 
 def models_of(engine: str) -> list[str]:
     """The registry models an engine choice runs: the cascade runs both."""
-    return ["tesseract", "ppocr"] if engine == CASCADE else [engine]
+    if engine == CASCADE:
+        return ["tesseract", "ppocr"]
+    # `*` with auto needs Tesseract; PP-OCR reads again only if it is installed
+    return ["tesseract"] if engine == DETECTED else [engine]
 
 
 @cache

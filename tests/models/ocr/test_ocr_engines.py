@@ -24,7 +24,9 @@ from batchvision.models.ocr import (
     choose_engine,
     resolve_languages,
 )
-from batchvision.models.ocr.languages import infer_language
+from batchvision.models.ocr.autodetect import osd_script, reading_score, script_languages
+from batchvision.models.ocr.base import OcrLine, OcrWord, rect, settle_languages
+from batchvision.models.ocr.languages import infer_language, script_share
 from batchvision.models.ocr.tesseract import visual_to_logical
 from conftest import EVALDATA, bench_module
 
@@ -228,12 +230,22 @@ def test_an_image_ppocr_cannot_take_is_a_clear_error_and_auto_keeps_tesseract() 
 
 def test_languages_resolve_and_reject() -> None:
     assert resolve_languages(None) == ["en", "ru"]
-    assert resolve_languages(["*"]) == ["en", "ru"]
+    assert resolve_languages([]) == ["en", "ru"]
+    assert resolve_languages(["*"]) == ["*"]  # detect them
     assert resolve_languages(["RU", "en", "ru"]) == ["ru", "en"]
+    with pytest.raises(BatchVisionError) as info:
+        resolve_languages(["*", "en"])
+    assert info.value.code is ErrorCode.INVALID_PARAMETER
     with pytest.raises(BatchVisionError) as info:
         resolve_languages(["en", "xx"])
     assert info.value.code is ErrorCode.INVALID_PARAMETER
     assert "'xx'" in info.value.message and "ru" in info.value.message
+
+
+def test_auto_rule_with_star_detects_with_tesseract_first() -> None:
+    assert choose_engine(["*"]) == "tesseract-detect"
+    assert choose_engine(["*"], "tesseract") == "tesseract"
+    assert choose_engine(["*"], "ppocr") == "ppocr"
 
 
 def test_auto_rule() -> None:
@@ -268,3 +280,125 @@ def test_language_inference_by_script() -> None:
     assert infer_language("1234", ["en", "ru"], fallback="ru") == "ru"
     assert infer_language("ひらがな", ["zh", "ja"]) == "ja"
     assert infer_language("中国", ["en", "zh"]) == "zh"
+
+
+# --- languages: ["*"] and measured language confidence ---------------------------------------
+
+GREEK = ["Ξεσκεπάζω την ψυχοφθόρα", "βδελυγία της ζωής σας"]
+STAR_PAGES = [
+    (["The quick brown fox jumps over", "the lazy dog near the river bank"], "en"),
+    (["Съешь же ещё этих мягких", "французских булок, да выпей чаю"], "ru"),
+    (GREEK, "el"),
+]
+
+
+def drop_ink(pixels: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """The rendering with `share` of its ink pixels erased at random (a worn, patchy print)."""
+    out = pixels.copy()
+    ink = out.min(axis=2) < 128
+    out[ink & (np.random.default_rng(seed).random(ink.shape) < share)] = 255
+    return out
+
+
+@pytest.mark.parametrize(("lines", "language"), STAR_PAGES)
+def test_star_on_a_page_reads_with_the_script_osd_detects(lines: list[str], language: str) -> None:
+    pixels, expected = render(lines)
+    page = tesseract().recognize(pixels, ["*"])
+    assert lines_of(page) == lines
+    check_page(page, expected, min_iou=0.6)
+    assert page.languages == [language]
+    assert {w.language for w in words_of(page)} == {language}
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [("Hello world", "en"), ("Grüße aus Köln", "de"), ("Привет мир", "ru"), ("Αθήνα", "el")],
+)
+def test_star_on_a_short_line_keeps_the_best_reading_per_script(text: str, language: str) -> None:
+    # OSD needs 50 characters and answers nothing here: one reading per script decides.
+    pixels, _ = render([text])
+    page = tesseract().recognize(pixels, ["*"])
+    assert page.text == text
+    assert page.languages[0] == language
+
+
+def test_star_with_the_process_backend_reads_once_per_script() -> None:
+    cli = TesseractEngine("cli")
+    assert cli.status().available, cli.status().detail
+    for text, language in (("Привет мир", "ru"), ("Hello world", "en")):
+        page = cli.recognize(render([text])[0], ["*"])
+        assert (page.text, page.languages) == (text, [language])
+
+
+def test_star_on_evaldata_lines_in_other_scripts() -> None:
+    for path, language in (
+        ("multilang_lines/rapidocr_arabic.png", "fa"),
+        ("multilang_lines/rapidocr_devanagari_rec.png", "hi"),
+        ("multilang_lines/rapidocr_te.png", "te"),
+    ):
+        page = tesseract().recognize(evaldata_pixels(path).pixels, ["*"])
+        assert page.languages == [language], path
+        assert cer(page.text, labels()[path]["text"]) < 0.1, (path, page.text)
+
+
+def test_star_on_a_blank_page_finds_no_languages() -> None:
+    page = tesseract().recognize(np.full((120, 400, 3), 255, np.uint8), ["*"])
+    assert page.blocks == [] and page.languages == []
+
+
+def test_ppocr_star_infers_word_languages_among_all_it_reads() -> None:
+    pixels, _ = render(["Alphabetum in mundo hodie"], size=40)
+    page = ppocr().recognize(pixels, ["*"])
+    assert page.text == "Alphabetum in mundo hodie"
+    assert page.languages == ["en"]
+    line = evaldata_pixels("multilang_lines/rapidocr_test_without_det.jpg")
+    assert ppocr().recognize(line.pixels, ["*"]).languages == ["zh"]
+
+
+def test_language_confidence_is_measured_and_lower_on_a_worn_print() -> None:
+    pixels, _ = render(["Hello batch vision", "Invoice number 4711"])
+    clean = [w.language_confidence for w in words_of(tesseract().recognize(pixels, ["en"]))]
+    assert all(0.0 <= v <= 1.0 for v in clean) and len(set(clean)) > 1 and max(clean) < 1.0
+    # A third of the ink erased, four ways (fixed seeds): words still come back, less surely.
+    worn = [
+        w.language_confidence
+        for seed in range(4)
+        for w in words_of(tesseract().recognize(drop_ink(pixels, 0.3, seed), ["en"]))
+    ]
+    assert len(worn) >= 3 * len(clean)
+    assert all(0.0 <= v <= 1.0 for v in worn)
+    assert sum(worn) / len(worn) < sum(clean) / len(clean) - 0.02
+    assert min(worn) < min(clean) - 0.1
+
+
+def test_language_confidence_rests_on_the_script_of_the_letters() -> None:
+    def word(text: str, language: str) -> OcrWord:
+        return OcrWord(text, rect(0, 0, 1, 1), 0.8, language)
+
+    mixed = OcrLine(
+        rect(0, 0, 1, 1), "", [word("Мoсквa", "ru"), word("Hello", "en"), word("7", "en")]
+    )
+    digits = OcrLine(rect(0, 0, 1, 1), "", [word("2024", "ru")])
+    settle_languages([mixed, digits])
+    moskva, hello, seven = mixed.words
+    assert moskva.language_confidence == pytest.approx(0.8 * 4 / 6)  # two Latin look-alikes
+    assert hello.language_confidence == pytest.approx(0.8)
+    assert seven.language == "ru" and seven.language_confidence == pytest.approx(0.4)
+    assert digits.words[0].language_confidence == 0.0
+    assert script_share("ひらがな漢字", "ja") == 1.0 and script_share("ひらがな漢字", "zh") == 1 / 3
+
+
+def test_script_detection_rules() -> None:
+    assert osd_script({"script_name": "Cyrillic", "script_conf": 8.0}) == "cyrillic"
+    assert osd_script({"script_name": "Japanese", "script_conf": 3.0}) == "kana"
+    assert osd_script({"script_name": "Latin", "script_conf": 0.5}) is None  # unsure
+    assert osd_script({"script_name": "Hebrew", "script_conf": 5.0}) is None  # nothing to read it
+    assert osd_script(None) is None
+    look_alikes = [("MpuBeT", 64.0), ("mup", 92.0)]  # "Привет мир" read by the Latin model
+    assert reading_score(look_alikes, "cyrillic") == 0.0
+    assert reading_score([("Привет", 96.0), ("мир", 96.0)], "cyrillic") == pytest.approx(0.96)
+    assert script_languages(["en", "ru", "pl", "el"]) == {
+        "latin": ["en", "pl"],
+        "cyrillic": ["ru"],
+        "greek": ["el"],
+    }

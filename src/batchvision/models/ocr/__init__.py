@@ -15,6 +15,11 @@ README's "OCR" section):
   words F1 0%), where PP-OCR reaches 48%.
 
 When the engine a rule picks is not installed, the next one that can read the languages is used.
+
+`languages: ["*"]` with `auto` is `DETECTED`: Tesseract detects the script and reads the page
+(it is the engine that reads every script), then the rule above runs on the languages it found:
+Chinese or Japanese, or a Latin page it is unsure of, is read again by PP-OCR with those
+languages; a page where Tesseract found no text at all is read by PP-OCR with `*`.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import RGBArray
 from batchvision.models.ocr.base import EngineStatus, OcrEngine, OcrPage
 from batchvision.models.ocr.languages import (
+    AUTO,
     DEFAULT_LANGUAGES,
     LANGUAGES,
     MAX_LANGUAGES,
     PPOCR_LANGUAGES,
+    is_auto,
     resolve_languages,
 )
 from batchvision.models.ocr.ppocr import PpOcrEngine
@@ -36,6 +43,7 @@ from batchvision.models.ocr.tesseract import TesseractEngine
 
 EngineName = Literal["auto", "tesseract", "ppocr"]
 CASCADE = "tesseract+ppocr"
+DETECTED = "tesseract-detect"
 
 # Below this mean word confidence (or with no words) Tesseract's page is not trusted for Latin
 # text and PP-OCR reads the image instead.
@@ -52,7 +60,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
 
 
 def default_languages(engine: EngineName) -> list[str]:
-    """What `languages: ["*"]` (or none) means for an engine choice."""
+    """What no languages (absent, null or []) means for an engine choice."""
     return list(PPOCR_DEFAULT_LANGUAGES if engine == "ppocr" else DEFAULT_LANGUAGES)
 
 
@@ -68,6 +76,8 @@ def auto_candidates(languages: list[str]) -> list[str]:
 
 def choose_engine(languages: list[str], engine: EngineName = "auto") -> str:
     """The preferred engine for validated ISO codes; invalid_parameter if it can't read one."""
+    if is_auto(languages):
+        return DETECTED if engine == "auto" else engine
     if engine == "auto":
         return auto_candidates(languages)[0]
     unsupported = [code for code in languages if code not in SUPPORTED[engine]]
@@ -126,14 +136,26 @@ def trusted(page: OcrPage, min_confidence: float = CASCADE_MIN_CONFIDENCE) -> bo
     return confidence(page) >= min_confidence
 
 
+def detected_follow_up(page: OcrPage) -> list[str] | None:
+    """The languages PP-OCR reads a `DETECTED` page again with, or None to keep Tesseract's."""
+    if not page.blocks:
+        return [AUTO]
+    preferred = auto_candidates(page.languages)[0]
+    if preferred == "ppocr" or (preferred == CASCADE and not trusted(page)):
+        return list(page.languages)
+    return None
+
+
 def better(page: OcrPage, fallback: OcrPage) -> OcrPage:
     """The second engine's page, unless it found nothing where the first found something."""
     return fallback if fallback.blocks or not page.blocks else page
 
 
 __all__ = [
+    "AUTO",
     "CASCADE",
     "DEFAULT_LANGUAGES",
+    "DETECTED",
     "LANGUAGES",
     "MAX_LANGUAGES",
     "PPOCR_LANGUAGES",
@@ -149,6 +171,8 @@ __all__ = [
     "better",
     "choose_engine",
     "default_languages",
+    "detected_follow_up",
+    "is_auto",
     "resolve_languages",
     "trusted",
 ]

@@ -4,16 +4,18 @@ Polygons are four (x, y) vertices, clockwise from top-left, in the pixel frame o
 engine was given; `OcrPage.to_dict` scales them to the original image and rounds to ints.
 Confidences are in [0, 1]. A line's confidence is the mean of its words', a block's the mean of
 its words' over all its lines, for every engine (so the two engines' figures mean the same thing).
+A word's `language_confidence` is set by `settle_languages` (see `languages` for its definition).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchvision.core.types import RGBArray
-from batchvision.models.ocr.languages import script_of
+from batchvision.models.ocr.languages import script_of, script_share
 
 Point = tuple[float, float]
 Polygon = tuple[Point, Point, Point, Point]
@@ -25,6 +27,7 @@ class OcrWord:
     polygon: Polygon
     confidence: float
     language: str
+    language_confidence: float = 0.0  # set with the language by `settle_languages`
 
 
 @dataclass
@@ -55,6 +58,14 @@ class OcrPage:
     blocks: list[OcrBlock] = field(default_factory=list)
 
     @property
+    def words(self) -> list[OcrWord]:
+        return [w for block in self.blocks for line in block.lines for w in line.words]
+
+    def found_languages(self) -> list[str]:
+        """The languages of the page's words, the most words first (what `*` reports)."""
+        return [code for code, _ in Counter(w.language for w in self.words).most_common()]
+
+    @property
     def text(self) -> str:
         return "\n\n".join("\n".join(line.text for line in block.lines) for block in self.blocks)
 
@@ -82,6 +93,7 @@ class OcrPage:
                                 "text": word.text,
                                 "confidence": _conf(word.confidence),
                                 "language": word.language,
+                                "language_confidence": _conf(word.language_confidence),
                             }
                             for word in line.words
                         ],
@@ -133,16 +145,21 @@ class OcrEngine(ABC):
         """OCR one RGB uint8 HxWx3 image; `languages` are validated ISO codes."""
 
 
-def fill_language_gaps(lines: list[OcrLine]) -> None:
-    """Words without letters (numbers, dashes) take the language most of their line's words have."""
+def settle_languages(lines: list[OcrLine]) -> None:
+    """Each word's language confidence; a word without letters (a number, a dash) takes the
+    language most of its line's lettered words have, as sure as that majority is."""
     for line in lines:
         lettered = [w.language for w in line.words if _has_letters(w.text)]
-        if not lettered:
-            continue
-        common = max(lettered, key=lettered.count)
+        common = max(lettered, key=lettered.count) if lettered else None
         for word in line.words:
-            if not _has_letters(word.text):
+            if _has_letters(word.text):
+                share = script_share(word.text, word.language)
+            elif common is not None:
                 word.language = common
+                share = lettered.count(common) / len(lettered)
+            else:
+                share = 0.0  # a line of digits alone says nothing about its language
+            word.language_confidence = word.confidence * share
 
 
 def _has_letters(text: str) -> bool:

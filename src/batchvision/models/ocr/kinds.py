@@ -25,7 +25,8 @@ from batchvision.models.ocr.tesseract import TesseractEngine
 
 # For the memory budget when a card gives no memory_mb: measured RSS growth after reading one
 # page on one thread (Tesseract: one en+ru API object, and one more per thread and language set;
-# PP-OCR: rapidocr with its det, rec and cls sessions).
+# PP-OCR: rapidocr with its det, rec and cls sessions). `languages: ["*"]` can grow a thread's
+# Tesseract objects to ~280 MB (every script's languages and OSD; see tesseract._APIS_PER_THREAD).
 _TESSERACT_MB = 32
 _PPOCR_MB = 370
 

@@ -10,6 +10,17 @@ word's characters: the script most of its letters belong to, then, among the req
 written in that script, one whose distinctive letters occur in the word (ё/ы/э → ru,
 і/ї/є/ґ → uk, ђ/ј/љ/њ/ћ/џ → sr, ä/ö/ü/ß → de, ą/ę/ł/ś/ź/ż → pl, kana → ja, …), else the first
 requested one. A word without letters (digits, punctuation) takes its line's language.
+
+`languages: ["*"]` (`AUTO`) asks the engine to find the languages itself: Tesseract detects the
+script and reads with that script's installed languages (`SCRIPT_LANGUAGES`); PP-OCR's one model
+reads all its languages at once, so it infers each word's language among `PPOCR_AUTO_LANGUAGES`.
+
+A word's language confidence (`language_confidence`) is its recognition confidence times the
+share of its letters written in that language's script (`script_share`): the claim "this word is
+Russian" is only as sure as the reading it rests on, and a word spelled partly in look-alikes of
+another script is less surely in the language. A word without letters carries no evidence of its
+own: it takes its line's language with its confidence times the share of the line's lettered
+words in that language.
 """
 
 from __future__ import annotations
@@ -53,14 +64,36 @@ LANGUAGES: dict[str, Language] = {
     )
 }
 
-# What `languages: ["*"]` or no languages means.
+# What no languages (absent, null or []) means.
 DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "ru")
+
+AUTO = "*"
+
+# The languages `*` reads a script with, most used first (Tesseract tries the first language on
+# each word and the others only where it reads badly, so an English page costs the same with all
+# eight Latin packs loaded as with eng alone, and German, Spanish or Polish letters come back
+# right: "Grüße aus Köln" with eng alone is "GrtiBe aus Koln"). Han is read as Chinese: a page
+# Tesseract's OSD calls Japanese has kana (see `OSD_SCRIPTS` in `models/ocr/autodetect.py`).
+SCRIPT_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "latin": ("en", "de", "fr", "es", "it", "pt", "pl", "la"),
+    "cyrillic": ("ru", "uk", "sr"),
+    "greek": ("el",),
+    "han": ("zh",),
+    "kana": ("ja",),
+    "hangul": ("ko",),
+    "devanagari": ("hi",),
+    "arabic": ("fa",),
+    "telugu": ("te",),
+}
 
 MAX_LANGUAGES = 8
 
 PPOCR_LANGUAGES: frozenset[str] = frozenset(
     {"en", "de", "fr", "es", "it", "pt", "pl", "la", "zh", "ja"}
 )
+
+# PP-OCR's `*`: every language its model reads; an unmarked Latin word is English.
+PPOCR_AUTO_LANGUAGES: tuple[str, ...] = ("en", "zh", "ja", "de", "fr", "es", "it", "pt", "pl", "la")
 
 _BY_TESSERACT = {lang.tesseract: lang.code for lang in LANGUAGES.values()}
 
@@ -94,15 +127,18 @@ _SCRIPT_PREFIXES: tuple[tuple[str, str], ...] = (
 def resolve_languages(
     requested: list[str] | None, default: tuple[str, ...] | list[str] = DEFAULT_LANGUAGES
 ) -> list[str]:
-    """Validated ISO codes in request order, without duplicates; `*`/empty → `default`."""
-    if not requested or requested == ["*"]:
+    """Validated ISO codes in request order, without duplicates; empty → `default`; `["*"]` →
+    `[AUTO]` (the engine detects the languages)."""
+    if not requested:
         return list(default)
+    if [code.strip() for code in requested] == [AUTO]:
+        return [AUTO]
     allowed = frozenset(LANGUAGES)
     codes: list[str] = []
     unknown: list[str] = []
     for raw in requested:
         code = raw.strip().lower()
-        if code == "*":
+        if code == AUTO:
             raise BatchVisionError(
                 ErrorCode.INVALID_PARAMETER, "ocr: '*' must be the only entry of languages"
             )
@@ -171,3 +207,17 @@ def infer_language(text: str, languages: list[str], fallback: str | None = None)
         if fallback in candidates:
             return fallback
     return candidates[0]
+
+
+def is_auto(languages: list[str]) -> bool:
+    return languages == [AUTO]
+
+
+def script_share(text: str, code: str) -> float:
+    """The share of a word's letters written in language `code`'s script (kana counts for ja)."""
+    scripts = [s for s in map(script_of, text) if s is not None]
+    if not scripts:
+        return 0.0
+    own = LANGUAGES[code].script
+    accepted = {own, "kana"} if code == "ja" else {own}
+    return sum(s in accepted for s in scripts) / len(scripts)

@@ -41,10 +41,15 @@ from batchvision.models.ocr.base import (
     Point,
     Polygon,
     bounding_polygon,
-    fill_language_gaps,
     join_words,
+    settle_languages,
 )
-from batchvision.models.ocr.languages import PPOCR_LANGUAGES, infer_language
+from batchvision.models.ocr.languages import (
+    PPOCR_AUTO_LANGUAGES,
+    PPOCR_LANGUAGES,
+    infer_language,
+    is_auto,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +122,16 @@ class PpOcrEngine(OcrEngine):
         return self._ocr
 
     def recognize(self, pixels: RGBArray, languages: list[str]) -> OcrPage:
+        """`["*"]`: its model reads every language it has at once, so each word's language is
+        inferred among them all and the page reports the languages found."""
         self.require(languages)
+        if is_auto(languages):
+            page = self._recognize(pixels, list(PPOCR_AUTO_LANGUAGES))
+            page.languages = page.found_languages()
+            return page
+        return self._recognize(pixels, languages)
+
+    def _recognize(self, pixels: RGBArray, languages: list[str]) -> OcrPage:
         bgr = np.ascontiguousarray(pixels[:, :, ::-1])
         engine = self._engine()
         try:
@@ -159,7 +173,7 @@ class PpOcrEngine(OcrEngine):
                 )
             )
         lines = _merge_rows(lines)
-        fill_language_gaps(lines)
+        settle_languages(lines)
         page.blocks = _group_blocks(lines)
         return page
 

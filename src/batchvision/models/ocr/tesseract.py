@@ -7,6 +7,10 @@ must not be shared between threads; it reports the language that recognised each
 process backend (`cli`) runs `tesseract stdin stdout tsv` and infers each word's language from its
 script (see `languages.infer_language`). Both use page segmentation mode 3 (automatic layout) and
 the LSTM recogniser, and return Tesseract's own blocks, lines and words.
+
+`languages: ["*"]` detects the script (`autodetect`: OSD when `osd.traineddata` is installed and
+the backend is `api`, else, or when OSD has no answer, one reading per script, the best kept) and
+reads with that script's installed languages; the page reports the languages its words are in.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from PIL import Image
 
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import RGBArray
+from batchvision.models.ocr.autodetect import osd_script, reading_score, script_languages
 from batchvision.models.ocr.base import (
     EngineStatus,
     OcrBlock,
@@ -36,14 +41,15 @@ from batchvision.models.ocr.base import (
     OcrPage,
     OcrWord,
     bounding_polygon,
-    fill_language_gaps,
     join_words,
     rect,
+    settle_languages,
 )
 from batchvision.models.ocr.languages import (
     LANGUAGES,
     from_tesseract,
     infer_language,
+    is_auto,
     tesseract_code,
 )
 
@@ -61,7 +67,10 @@ INSTALL_HINT = (
     "(e.g. apt-get install tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus)"
 )
 # API objects kept per worker thread (one per language set); the oldest is closed beyond this.
-_APIS_PER_THREAD = 4
+# `*` may use nine script sets and OSD: measured RSS growth with all ten loaded in one thread is
+# ~280 MB (the eight Latin packs ~95 MB of it), against ~25 MB for one en+ru object.
+_APIS_PER_THREAD = 14
+OSD = "osd"
 _CLI_TIMEOUT_S = 300
 
 
@@ -154,7 +163,8 @@ class TesseractEngine(OcrEngine):
                 ErrorCode.MODEL_UNAVAILABLE,
                 f"ocr engine 'tesseract' is unavailable: {status.detail}",
             )
-        missing = [c for c in languages if c not in status.languages]
+        # `*` reads whatever is installed (probe() refuses an installation with no languages)
+        missing = [c for c in languages if c not in status.languages and not is_auto(languages)]
         if missing:
             packages = " ".join(
                 "tesseract-ocr-" + tesseract_code(c).replace("_", "-") for c in missing
@@ -167,12 +177,54 @@ class TesseractEngine(OcrEngine):
 
     def recognize(self, pixels: RGBArray, languages: list[str]) -> OcrPage:
         self.require(languages)
+        if is_auto(languages):
+            return self._recognize_detected(pixels)
+        return _assemble(self._read(pixels, languages), languages)
+
+    def _read(self, pixels: RGBArray, languages: list[str]) -> list[_Word]:
         lang = "+".join(tesseract_code(c) for c in languages)
         if self.backend == "api":
-            words = self._run_api(pixels, lang)
+            return self._run_api(pixels, lang)
+        return self._run_cli(pixels, lang)
+
+    # -- languages: ["*"] -------------------------------------------------------------------------
+
+    def _recognize_detected(self, pixels: RGBArray) -> OcrPage:
+        by_script = script_languages(self.status().languages)
+        script = self._osd_script(pixels)
+        if script in by_script:
+            languages = by_script[script]
+            words = self._read(pixels, languages)
         else:
-            words = self._run_cli(pixels, lang)
-        return _assemble(words, languages)
+            languages, words = self._best_reading(pixels, by_script)
+        page = _assemble(words, languages)
+        page.languages = page.found_languages()
+        return page
+
+    def _best_reading(
+        self, pixels: RGBArray, by_script: dict[str, list[str]]
+    ) -> tuple[list[str], list[_Word]]:
+        """The reading with the best score among one per script (the first, Latin, on a tie)."""
+        best: tuple[float, list[str], list[_Word]] | None = None
+        for script, languages in by_script.items():
+            words = self._read(pixels, languages)
+            score = reading_score([(w.text, w.confidence) for w in words], script)
+            if best is None or score > best[0]:
+                best = (score, languages, words)
+        assert best is not None  # probe() refuses an installation without languages
+        return best[1], best[2]
+
+    def _osd_script(self, pixels: RGBArray) -> str | None:
+        if self.backend != "api" or not _has_osd(self._setup[2]):
+            return None
+        api = self._api(OSD)
+        try:
+            _set_pixels(api, pixels)
+            return osd_script(api.DetectOrientationScript())
+        except RuntimeError:  # tesserocr's way of saying OSD could not run on this image
+            return None
+        finally:
+            api.Clear()
 
     # -- in process -------------------------------------------------------------------------------
 
@@ -184,11 +236,13 @@ class TesseractEngine(OcrEngine):
             apis = self._local.apis = OrderedDict()
         api = apis.get(lang)
         if api is None:
+            # OSD's model is a legacy (non-LSTM) one, run on its own page mode.
+            osd = lang == OSD
             api = tesserocr.PyTessBaseAPI(
                 path=str(self._setup[2]) + os.sep,
                 lang=lang,
-                psm=tesserocr.PSM.AUTO,
-                oem=tesserocr.OEM.LSTM_ONLY,
+                psm=tesserocr.PSM.OSD_ONLY if osd else tesserocr.PSM.AUTO,
+                oem=tesserocr.OEM.TESSERACT_ONLY if osd else tesserocr.OEM.LSTM_ONLY,
             )
             apis[lang] = api
             while len(apis) > _APIS_PER_THREAD:
@@ -201,10 +255,8 @@ class TesseractEngine(OcrEngine):
         import tesserocr
 
         api = self._api(lang)
-        height, width = pixels.shape[:2]
         try:
-            data = cast(str, pixels.tobytes())  # the stub says str; the binding takes bytes
-            api.SetImageBytes(data, width, height, 3, 3 * width)
+            _set_pixels(api, pixels)
             api.Recognize()
             words: list[_Word] = []
             iterator = api.GetIterator()
@@ -261,6 +313,17 @@ class TesseractEngine(OcrEngine):
         if done.returncode != 0:
             raise RuntimeError(f"tesseract exited {done.returncode}: {done.stderr[-500:]!r}")
         return _parse_tsv(done.stdout.decode("utf-8", errors="replace"))
+
+
+def _set_pixels(api: Any, pixels: RGBArray) -> None:
+    height, width = pixels.shape[:2]
+    data = cast(str, pixels.tobytes())  # the stub says str; the binding takes bytes
+    api.SetImageBytes(data, width, height, 3, 3 * width)
+
+
+@cache
+def _has_osd(tessdata: Path | None) -> bool:
+    return tessdata is not None and (tessdata / f"{OSD}.traineddata").is_file()
 
 
 def _word_text(iterator: Any, level: Any) -> str:
@@ -337,6 +400,6 @@ def _assemble(words: list[_Word], languages: list[str]) -> OcrPage:
             )
             for line_words in block_lines.values()
         ]
-        fill_language_gaps(lines)
+        settle_languages(lines)
         page.blocks.append(OcrBlock(bounding_polygon([ln.polygon for ln in lines]), lines))
     return page

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from yandex_support import ROUTE, assert_rpc_error, b64, ocr_feature, post, render, spec, words_of
@@ -108,6 +109,77 @@ def test_unsupported_language_fails_that_feature_only(live_server: LiveServer) -
     bad, good = response.json()["results"][0]["results"]
     assert_rpc_error(bad["error"], 3)
     assert [w.lower() for w in words_of(good)] == ["words"]
+
+
+def _words_with_languages(result: dict[str, Any]) -> list[tuple[str, str, float]]:
+    (page,) = result["textDetection"]["pages"]
+    return [
+        (word["text"], language["languageCode"], language["confidence"])
+        for block in page["blocks"]
+        for line in block["lines"]
+        for word in line["words"]
+        for language in word["languages"]
+    ]
+
+
+STAR_TEXTS = [
+    ("Съешь же ещё этих мягких", "ru"),
+    ("Ξεσκεπάζω την ψυχοφθόρα", "el"),
+    ("Please sign the contract", "en"),
+]
+
+
+def test_star_language_code_detects_each_image_language(live_server: LiveServer) -> None:
+    body = {"analyzeSpecs": [spec(b64(render(text)), ocr_feature("*")) for text, _ in STAR_TEXTS]}
+    with live_server.client() as client:
+        response = post(client, body)
+    assert response.status_code == 200, response.text
+    for (text, language), result in zip(STAR_TEXTS, response.json()["results"], strict=True):
+        (feature,) = result["results"]
+        assert_documented_shape(feature, 640, 120)
+        words = _words_with_languages(feature)
+        assert " ".join(word for word, _, _ in words) == text
+        assert {code for _, code, _ in words} == {language}
+
+
+def test_star_beside_another_code_fails_that_feature(live_server: LiveServer) -> None:
+    body = {"analyzeSpecs": [spec(b64(render("words")), ocr_feature("*", "en"), ocr_feature("*"))]}
+    with live_server.client() as client:
+        response = post(client, body)
+    assert response.status_code == 200, response.text
+    mixed, alone = response.json()["results"][0]["results"]
+    assert_rpc_error(mixed["error"], 3)
+    assert "'*'" in mixed["error"]["message"]
+    assert words_of(alone) == ["words"]
+
+
+def _worn(png: bytes, seed: int) -> bytes:
+    """The rendering with a third of its ink pixels erased at random (a worn, patchy print)."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).copy()
+    ink = pixels.min(axis=2) < 128
+    pixels[ink & (np.random.default_rng(seed).random(ink.shape) < 0.3)] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_word_language_confidence_is_measured_and_lower_on_a_worn_print(
+    live_server: LiveServer,
+) -> None:
+    clean = render("Invoice number 4711 paid")
+    prints = [clean] + [_worn(clean, seed) for seed in range(4)]
+    body = {"analyzeSpecs": [spec(b64(png), ocr_feature("*")) for png in prints]}
+    with live_server.client() as client:
+        response = post(client, body)
+    assert response.status_code == 200, response.text
+    readings = [_words_with_languages(r["results"][0]) for r in response.json()["results"]]
+    clean_values = [conf for _, _, conf in readings[0]]
+    worn_values = [conf for reading in readings[1:] for _, _, conf in reading]
+    assert [code for _, code, _ in readings[0]] == ["en"] * 4
+    assert len(set(clean_values)) > 1 and max(clean_values) < 1.0
+    assert all(0.0 <= v <= 1.0 for v in clean_values + worn_values)
+    assert len(worn_values) >= 12
+    assert sum(worn_values) / len(worn_values) < sum(clean_values) / len(clean_values) - 0.02
 
 
 def _padded_png(total_bytes: int) -> bytes:

@@ -20,6 +20,11 @@ Choices where the page is silent (documented in the README):
   other types the Vision API has (CLASSIFICATION, FACE_DETECTION, IMAGE_COPY_SEARCH),
   INVALID_ARGUMENT for TYPE_UNSPECIFIED and any name or number the proto does not have.
 - A TEXT_DETECTION feature without `textDetectionConfig` uses the default language set.
+- `languageCodes: ["*"]` detects the language (Yandex's documented meaning; the `ocr` skill's
+  `["*"]`); `*` beside other codes is INVALID_ARGUMENT for that feature.
+- Each word lists one language, the one it was read in, with the skill's measured
+  `language_confidence`: the word's confidence times the share of its letters in that language's
+  script (a word without letters: its line's language, by the share of the line's words in it).
 """
 
 from __future__ import annotations
@@ -120,7 +125,9 @@ def _vertices(polygon: list[list[float]]) -> dict[str, Any]:
 
 def _word(word: dict[str, Any]) -> dict[str, Any]:
     languages = (
-        [{"languageCode": word["language"], "confidence": 1.0}] if word.get("language") else []
+        [{"languageCode": word["language"], "confidence": word["language_confidence"]}]
+        if word.get("language")
+        else []
     )
     return {
         "boundingBox": _vertices(word["polygon"]),
