@@ -202,6 +202,10 @@ def test_errors_carry_the_index_and_the_client_id() -> None:
             "'images[1]' must be a base64 string or a data: URI (got an array)",
         ),
         (
+            {"skill": "q", "images": [PNG_B64, None]},
+            "'images[1]' must be a base64 string or a data: URI (got null)",
+        ),
+        (
             {"skill": "q", "images": ["http://x/y.jpg"]},
             "'images[0]' holds a URL; send URLs as 'image_url'",
         ),

@@ -109,7 +109,7 @@ def parse_line(
         return body
     rules = _Rules(limits, skills, id_problem or string_or_integer_id)
     try:
-        envelope = _Envelope.model_validate(body, context=rules)
+        envelope: _Envelope = _ENVELOPE_VALIDATOR.validate_python(body, context=rules)
     except ValidationError as exc:
         return _line_error(index, body, exc.errors(include_url=False)[0])
     client_id = _id_text(envelope.id)
@@ -138,6 +138,8 @@ def _load_body(index: int, raw: bytes) -> dict[str, Any] | LineError:
 def _id_text(sent_id: Any) -> str | None:
     if sent_id is None or isinstance(sent_id, str):
         return sent_id
+    if type(sent_id) is int:  # json.dumps's own text for an int, ~20x faster (1-3 us a line)
+        return str(sent_id)
     return json.dumps(sent_id, ensure_ascii=False)
 
 
@@ -252,8 +254,8 @@ class _ImageSource(BaseModel):
     def inputs(self, client_id: str | None) -> list[ImageInput]:
         if self.image_url is not None:
             return [ImageInput(index=0, client_id=client_id, url=self.image_url)]
-        datas = self.images or [self.image or b""]  # `_exactly_one` leaves one of the two
-        return [ImageInput(index=i, client_id=client_id, data=d) for i, d in enumerate(datas)]
+        found = [self.image] if self.image is not None else self.images or []
+        return [ImageInput(index=i, client_id=client_id, data=d) for i, d in enumerate(found)]
 
 
 class _Envelope(BaseModel):
@@ -274,6 +276,9 @@ class _Envelope(BaseModel):
         fields["source"] = {key: line[key] for key in IMAGE_KEYS if line.get(key) is not None}
         return fields
 
+
+# The model's own validator: `model_validate` adds ~0.8 us of Python around it, 15% of a line.
+_ENVELOPE_VALIDATOR = _Envelope.__pydantic_validator__
 
 _FIELD_RULES: dict[str, str] = {
     name: field.description or "valid"
@@ -333,6 +338,8 @@ def _path_text(path: list[str | int]) -> str:
 
 
 def _json_type(value: Any) -> str:
+    if value is None:  # only inside a list: a null field is absent
+        return "null"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int):
