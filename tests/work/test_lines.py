@@ -153,7 +153,7 @@ def test_bad_ids(raw_id: Any) -> None:
             {"skill": "q", "image": "data:image/png,abc"}, "must be base64", id="data-uri-plain"
         ),
         pytest.param({"skill": "q", "image": "https://x/y.jpg"}, "'image_url'", id="url-in-image"),
-        pytest.param({"skill": "q", "image_url": 5}, "must be a string", id="url-int"),
+        pytest.param({"skill": "q", "image_url": 5}, "http(s) URL (got an integer)", id="url-int"),
         pytest.param({"skill": "q", "image_url": "ftp://x/y"}, "http(s) URL", id="url-ftp"),
         pytest.param({"skill": "q", "image_url": "https://"}, "http(s) URL", id="url-no-host"),
         pytest.param({"skill": "q", "image_url": "/etc/passwd"}, "http(s) URL", id="url-path"),
@@ -175,6 +175,122 @@ def test_errors_carry_the_index_and_the_client_id() -> None:
         "message": "'image': image data is not valid base64",
         "skill": "detect",
     }
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({"image": PNG_B64}, "missing required field 'skill'"),
+        ({"skill": 3, "image": PNG_B64}, "'skill' must be a non-empty string (got an integer)"),
+        ({"skill": "", "image": PNG_B64}, "'skill' must be a non-empty string"),
+        ({"skill": "q"}, "missing image: send one of 'image', 'images' or 'image_url'"),
+        (
+            {"skill": "q", "image": PNG_B64, "images": [PNG_B64], "image_url": "https://x/y"},
+            "send only one of 'image' and 'images' and 'image_url'",
+        ),
+        (
+            {"skill": "q", "image": True},
+            "'image' must be a base64 string or a data: URI (got a boolean)",
+        ),
+        (
+            {"skill": "q", "images": {"a": 1}},
+            "'images' must be a list of base64 strings (got an object)",
+        ),
+        ({"skill": "q", "images": []}, "'images' must not be empty"),
+        (
+            {"skill": "q", "images": [PNG_B64, [PNG_B64]]},
+            "'images[1]' must be a base64 string or a data: URI (got an array)",
+        ),
+        (
+            {"skill": "q", "images": [PNG_B64, None]},
+            "'images[1]' must be a base64 string or a data: URI (got null)",
+        ),
+        (
+            {"skill": "q", "images": ["http://x/y.jpg"]},
+            "'images[0]' holds a URL; send URLs as 'image_url'",
+        ),
+        ({"skill": "q", "image_url": "x/y.jpg"}, "'image_url' must be an absolute http(s) URL"),
+        (
+            {"skill": "q", "image_url": 1.5},
+            "'image_url' must be an absolute http(s) URL (got a float)",
+        ),
+    ],
+)
+def test_messages_name_the_field_path_and_its_rule(obj: dict[str, Any], message: str) -> None:
+    assert err(obj).message == message
+
+
+@pytest.mark.parametrize(
+    ("obj", "code", "message"),
+    [
+        pytest.param(
+            {"id": 1.5, "skill": 3, "images": 5},
+            ErrorCode.INVALID_REQUEST,
+            "'id' must be a string or an integer",
+            id="id-before-skill",
+        ),
+        pytest.param(
+            {"skill": 3, "images": 5},
+            ErrorCode.INVALID_REQUEST,
+            "'skill' must be a non-empty string (got an integer)",
+            id="skill-before-images",
+        ),
+        pytest.param(
+            {"skill": "caption", "images": 5},
+            ErrorCode.UNKNOWN_SKILL,
+            "unknown skill 'caption'; available: detect",
+            id="unknown-skill-before-images",
+        ),
+        pytest.param(
+            {"skill": "detect", "image": 5, "images": 5},
+            ErrorCode.INVALID_REQUEST,
+            "send only one of 'image' and 'images'",
+            id="several-before-their-types",
+        ),
+        pytest.param(
+            {"skill": "detect", "images": [5, 5, 5, 5]},
+            ErrorCode.TOO_MANY_IMAGES,
+            "too many images in one line; the limit is 3",
+            id="count-before-items",
+        ),
+        pytest.param(
+            {"skill": "detect", "images": ["%%%", 5]},
+            ErrorCode.INVALID_REQUEST,
+            "'images[0]': image data is not valid base64",
+            id="items-in-order",
+        ),
+    ],
+)
+def test_the_first_problem_in_the_order_of_checks_is_the_lines(
+    obj: dict[str, Any], code: ErrorCode, message: str
+) -> None:
+    error = err(obj, skills={"detect"})
+    assert (error.code, error.message) == (code, message)
+
+
+def test_an_error_carries_what_was_valid_before_it() -> None:
+    bad_id = err({"id": [1], "skill": "detect", "image_url": "https://x/y"}, index=2)
+    assert (bad_id.client_id, bad_id.sent_id, bad_id.skill) == (None, None, None)
+    bad_skill = err({"id": 7, "skill": "", "image_url": "https://x/y"})
+    assert (bad_skill.client_id, bad_skill.sent_id, bad_skill.skill) == ("7", 7, None)
+    bad_image = err({"id": "a", "skill": "detect", "image_url": "ftp://x/y"})
+    assert (bad_image.client_id, bad_image.sent_id, bad_image.skill) == ("a", "a", "detect")
+
+
+@pytest.mark.parametrize(
+    ("image", "bad_data"),
+    [
+        ("%%%", True),
+        ("data:image/png,abc", True),
+        (base64.b64encode(b"x" * 5000).decode(), True),
+        (5, False),
+        ("https://x/y.jpg", False),
+    ],
+    ids=["bad-base64", "plain-data-uri", "too-large", "not-a-string", "a-url"],
+)
+def test_bad_image_data_marks_text_that_decodes_to_no_image(image: Any, bad_data: bool) -> None:
+    assert err({"skill": "detect", "image": image}).bad_image_data is bad_data
+    assert err({"skill": "detect", "images": [PNG_B64, image]}).bad_image_data is bad_data
 
 
 def test_image_too_large_and_too_many_images() -> None:
