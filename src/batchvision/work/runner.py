@@ -44,6 +44,7 @@ from typing import Any
 
 from batchvision.core.db import utcnow
 from batchvision.core.errors import ErrorCode
+from batchvision.core.periodic import every
 from batchvision.core.settings import Settings
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.callbacks import CallbackPolicy, deliver_callback
@@ -363,12 +364,7 @@ class JobRunner:
     # --- retention ---------------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.sweep)
-            except Exception:
-                log.exception("retention sweep failed; trying again later")
-            await asyncio.sleep(self.settings.job_sweep_interval_s)
+        await every(self.settings.job_sweep_interval_s, self.sweep, "retention sweep")
 
     def sweep(self, now: dt.datetime | None = None) -> tuple[int, int]:
         """Purge results past retention and uploads left unfinished; (jobs, uploads) swept."""

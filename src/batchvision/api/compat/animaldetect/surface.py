@@ -3,17 +3,13 @@ validation problem at 400, as the page lists; stored responses purged while the 
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from fastapi.responses import Response
 
 from batchvision.api.compat.animaldetect.router import router
 from batchvision.api.compat.animaldetect.store import DetectResultStore
 from batchvision.api.surface import NativeErrors, Services, Surface, WireError
 from batchvision.core.errors import ErrorCode
-
-log = logging.getLogger(__name__)
+from batchvision.core.periodic import every
 
 # What the native API answers with 422 or a count-based 413 is a validation error here.
 _VALIDATION_CODES = frozenset({ErrorCode.INVALID_PARAMETER, ErrorCode.TOO_MANY_IMAGES})
@@ -29,12 +25,8 @@ class AnimalDetectErrors(NativeErrors):
 async def purge_forever(services: Services) -> None:
     """Stored responses past their expiry go even when no new request comes."""
     results = DetectResultStore(services.database)
-    while True:
-        try:
-            await asyncio.to_thread(results.purge_expired)
-        except Exception:
-            log.exception("purging expired detect results failed; trying again later")
-        await asyncio.sleep(services.settings.job_sweep_interval_s)
+    interval = services.settings.job_sweep_interval_s
+    await every(interval, results.purge_expired, "purging expired detect results")
 
 
 def animaldetect_surface() -> Surface:
