@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import NotRequired, TypedDict, cast
 
 import numpy as np
 import zxingcpp
@@ -152,7 +152,24 @@ def _read(
     )
 
 
-def read_barcodes(image: DecodedImage, options: ReadOptions) -> dict[str, Any]:
+class Barcode(TypedDict):
+    format: str
+    symbology: str
+    text: str
+    content_type: str
+    symbology_identifier: str
+    ec_level: str | None
+    orientation: int
+    polygon: list[list[float]]  # four corners in pixels, clockwise from where the text starts
+    box: list[float]  # x1, y1, x2, y2 in pixels
+    bytes_base64: NotRequired[str]  # binary content only
+
+
+class BarcodeOutput(TypedDict):
+    barcodes: list[Barcode]
+
+
+def read_barcodes(image: DecodedImage, options: ReadOptions) -> BarcodeOutput:
     """Decode one image (blocking: run it on the engine's CPU pool)."""
     pixels = np.ascontiguousarray(image.pixels)
     height, width = pixels.shape[:2]
@@ -187,7 +204,7 @@ def _reported_format(barcode: zxingcpp.Barcode, options: ReadOptions) -> Format:
 
 def _describe(
     barcode: zxingcpp.Barcode, sx: float, sy: float, image: DecodedImage, options: ReadOptions
-) -> dict[str, Any]:
+) -> Barcode:
     position = barcode.position
     corners = (position.top_left, position.top_right, position.bottom_right, position.bottom_left)
     polygon = [
@@ -205,7 +222,7 @@ def _describe(
     xs = [x for x, _ in polygon]
     ys = [y for _, y in polygon]
     content_type = barcode.content_type
-    out: dict[str, Any] = {
+    out: Barcode = {
         "format": _reported_format(barcode, options).name,
         "symbology": barcode.symbology.name,
         "text": barcode.text,

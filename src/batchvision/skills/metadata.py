@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NotRequired, TypedDict
+
 from pydantic import BaseModel, ConfigDict
 
 from batchvision.core.types import DecodedImage
@@ -10,6 +12,18 @@ from batchvision.skills.base import Skill, SkillOutput
 
 # Metadata reads headers, so a thumbnail-scale decode is enough to validate the pixel data.
 _THUMBNAIL_SIDE = 64
+
+
+class MetadataOutput(TypedDict):
+    width: int
+    height: int
+    format: str
+    file_size: int
+    # From EXIF, only when the image has them.
+    capture_time: NotRequired[str]  # ISO 8601, with the offset when the camera wrote one
+    camera_make: NotRequired[str]
+    camera_model: NotRequired[str]
+    gps: NotRequired[dict[str, float]]  # latitude, longitude (degrees), altitude (m) if present
 
 
 class MetadataParams(BaseModel):
@@ -25,4 +39,9 @@ class MetadataSkill(Skill):
         return _THUMBNAIL_SIDE
 
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
-        return [{**describe(image), **image.metadata} for image in images]
+        return [self._of(image) for image in images]
+
+    @staticmethod
+    def _of(image: DecodedImage) -> MetadataOutput:
+        found: MetadataOutput = {**describe(image), **image.metadata}  # type: ignore[typeddict-item]
+        return found

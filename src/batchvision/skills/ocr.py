@@ -37,6 +37,7 @@ from batchvision.models.ocr import (
     resolve_languages,
     trusted,
 )
+from batchvision.models.ocr.base import OcrOutput
 from batchvision.models.ocr.kinds import OcrModel, OcrRequest
 from batchvision.skills.base import Skill, SkillOutput
 
@@ -109,7 +110,7 @@ class OcrSkill(Skill):
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         engine, languages = self.plan(cast(OcrParams, params))
 
-        async def one(image: DecodedImage) -> dict[str, Any]:
+        async def one(image: DecodedImage) -> OcrOutput:
             page = await self._read(image.pixels, engine, languages)
             return page.to_dict(image.width, image.height, image.scale)
 

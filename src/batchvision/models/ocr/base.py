@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from batchvision.core.types import RGBArray
 from batchvision.models.ocr.languages import script_of, script_share
@@ -51,6 +51,16 @@ class OcrBlock:
         return _mean([w.confidence for line in self.lines for w in line.words])
 
 
+class OcrOutput(TypedDict):
+    """What the `ocr` skill returns for one image; `pages` holds blocks → lines → words, each
+    with an integer pixel `polygon` and a `confidence` (words: `language` and its confidence)."""
+
+    engine: str
+    languages: list[str]
+    text: str
+    pages: list[dict[str, Any]]
+
+
 @dataclass
 class OcrPage:
     engine: str
@@ -69,8 +79,8 @@ class OcrPage:
     def text(self) -> str:
         return "\n\n".join("\n".join(line.text for line in block.lines) for block in self.blocks)
 
-    def to_dict(self, width: int, height: int, scale: tuple[float, float]) -> dict[str, Any]:
-        """The skill's wire format; `scale` maps engine pixels to the original (width, height)."""
+    def to_dict(self, width: int, height: int, scale: tuple[float, float]) -> OcrOutput:
+        """The skill's output, polygons in pixels: `scale` maps engine pixels to the original."""
         sx, sy = scale
 
         def poly(p: Polygon) -> list[list[int]]:
