@@ -20,7 +20,7 @@ from psycopg import sql
 from sqlalchemy import Engine, inspect, select, text
 
 import batchvision.jobs.tables  # noqa: F401 - tables compared with the migrated schema
-from batchvision.accounts.keys import AccountError, KeyStore
+from batchvision.accounts.keys import AccountError, KeyStore, Usage
 from batchvision.accounts.tables import UsageDay
 from batchvision.core.db import Base, make_engine, migrate
 from conftest import REPO, LiveServer, coco_image, make_settings
@@ -73,6 +73,7 @@ ALL_TABLES = {
     "alembic_version",
     "api_keys",
     "usage_days",
+    "credit_reservations",
     "uploads",
     "upload_parts",
     "jobs",
@@ -103,7 +104,7 @@ def test_migrate_creates_schema_on_empty_database_and_is_idempotent(
         migrate(engine)  # second run: nothing to do, nothing broken
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0005_job_endings",)]
+        assert versions == [("0006_reservations",)]
         assert set(inspect(engine).get_table_names()) == ALL_TABLES
     finally:
         engine.dispose()
@@ -190,7 +191,7 @@ def test_key_round_trip(store: KeyStore) -> None:
     assert revoked.revoked_at is not None and not revoked.active
     assert store.revoke("alice").revoked_at == revoked.revoked_at  # idempotent
     assert store.authenticate(new.secret) is None
-    assert store.reserve(info.id, 1) is False  # a revoked key cannot spend
+    assert store.reserve(info.id, 1) is None  # a revoked key cannot spend
 
     # Listings render UTC with a Z whatever the server's TimeZone (psycopg returns timestamptz
     # in the session's zone).
@@ -243,27 +244,43 @@ def test_concurrent_reservations_never_overdraw(store: KeyStore) -> None:
 
     def reserve(_: int) -> bool:
         barrier.wait()
-        return store.reserve(key.id, 1)
+        return store.reserve(key.id, 1) is not None
 
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(reserve, range(threads)))
     assert results.count(True) == 20
     assert results.count(False) == 30
     assert store.get(key.id).credits == 0  # type: ignore[union-attr]
-    assert store.reserve(key.id, 1) is False
+    assert store.reserve(key.id, 1) is None
 
     store.refund(key.id, 20)
     assert store.get(key.id).credits == 20  # type: ignore[union-attr]
-    assert store.reserve(key.id, 21) is False  # all or nothing
-    assert store.reserve(key.id, 20) is True
+    assert store.reserve(key.id, 21) is None  # all or nothing
+    assert store.reserve(key.id, 20) is not None
     assert store.get(key.id).credits == 0  # type: ignore[union-attr]
 
 
 def test_unlimited_key_reserves_and_refund_is_a_no_op(store: KeyStore) -> None:
     key = store.create("unlimited").info
-    assert store.reserve(key.id, 10**9) is True
+    assert store.reserve(key.id, 10**9) is not None
     store.refund(key.id, 5)
     assert store.get(key.id).credits is None  # type: ignore[union-attr]
+
+
+def test_a_reservation_settles_once_and_start_up_refunds_the_abandoned(store: KeyStore) -> None:
+    """On PostgreSQL too: settling deletes the reservation in the transaction that refunds and
+    bills, so a second settle (the request ending after start-up refunded it) changes nothing."""
+    key = store.create("ledger", credits=10).info
+    served = store.reserve(key.id, 4, "req-served")
+    abandoned = store.reserve(key.id, 3, "req-abandoned")
+    assert served is not None and abandoned is not None
+    assert store.settle(served, refund=1, usage=Usage(1, 3, 3)) is True
+    assert store.settle(served, refund=1, usage=Usage(1, 3, 3)) is False
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    assert store.settle_abandoned(later) == [("req-abandoned", 3)]
+    assert store.settle(abandoned, refund=0, usage=Usage(1, 3, 3)) is False
+    assert store.get(key.id).credits == 7  # type: ignore[union-attr]
+    assert sum(day["credits"] for day in store.usage(key.id)) == 3
 
 
 # --- the real app over HTTP -------------------------------------------------------------------
@@ -323,7 +340,7 @@ def test_concurrent_top_ups_and_reservations_lose_nothing(store: KeyStore) -> No
         if i % 2:
             store.add_credits("busy", 3)
             return True
-        return store.reserve(key.id, 1)
+        return store.reserve(key.id, 1) is not None
 
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(work, range(threads)))

@@ -13,15 +13,15 @@ import hmac
 import re
 import secrets
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, Executable, case, select, update
+from sqlalchemy import Connection, Engine, Executable, case, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from batchvision.accounts.tables import ApiKey, UsageDay, utcnow
+from batchvision.accounts.tables import ApiKey, Reservation, UsageDay, utcnow
 
 _SECRET = re.compile(r"^bv_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$")
@@ -110,6 +110,23 @@ def usage_upsert(dialect: str, key_id: int, requests: int, images: int, credits:
             },
         )
     )
+
+
+class Usage(NamedTuple):
+    """What one settled request adds to its key's usage row."""
+
+    requests: int
+    images: int
+    credits: int
+
+
+def _refund(connection: Connection, key_id: int, amount: int) -> None:
+    if amount > 0:
+        connection.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id, ApiKey.credits.is_not(None))
+            .values(credits=ApiKey.credits + amount)
+        )
 
 
 def hash_secret(secret: str) -> str:
@@ -224,9 +241,10 @@ class KeyStore:
             info = KeyInfo.of(row)
         return info if info.active else None
 
-    def reserve(self, key_id: int, amount: int) -> bool:
-        """Take `amount` credits in one conditional UPDATE, so concurrent reservations can
-        never overdraw: the database serialises them. Unlimited keys always succeed."""
+    def reserve(self, key_id: int, amount: int, request_id: str = "-") -> int | None:
+        """Take `amount` credits and record the reservation in one transaction; its id, or None
+        when the key is short (or revoked). The conditional UPDATE means concurrent reservations
+        can never overdraw: the database serialises them. Unlimited keys always succeed."""
         with self.engine.begin() as connection:
             result = connection.execute(
                 update(ApiKey)
@@ -234,17 +252,52 @@ class KeyStore:
                 .where((ApiKey.credits.is_(None)) | (ApiKey.credits >= amount))
                 .values(credits=ApiKey.credits - amount)
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return None
+            row = {"key_id": key_id, "request_id": request_id, "credits": amount}
+            inserted = connection.execute(
+                insert(Reservation).values(**row, created_at=utcnow()).returning(Reservation.id)
+            )
+            reservation_id: int = inserted.scalar_one()
+            return reservation_id
+
+    def settle(self, reservation_id: int, *, refund: int, usage: Usage | None) -> bool:
+        """End a reservation: hand back `refund` credits and record `usage`, in the transaction
+        that deletes it. False when it was settled already (by start-up, after a crash): then
+        nothing changes, so no request is ever refunded or billed twice."""
+        with self.engine.begin() as connection:
+            held = connection.execute(
+                delete(Reservation)
+                .where(Reservation.id == reservation_id)
+                .returning(Reservation.key_id, Reservation.credits)
+            ).first()
+            if held is None:
+                return False
+            _refund(connection, held.key_id, min(refund, held.credits))
+            if usage is not None:
+                statement = usage_upsert(self.engine.dialect.name, held.key_id, *usage)
+                connection.execute(statement)
+            return True
+
+    def settle_abandoned(self, made_before: dt.datetime) -> list[tuple[str, int]]:
+        """Refund, in full and without usage, every reservation made before `made_before` that
+        never settled: its request died with the process. The (request id, credits) refunded."""
+        with Session(self.engine) as session:
+            stale = session.execute(
+                select(Reservation.id, Reservation.request_id, Reservation.credits)
+                .where(Reservation.created_at < made_before)
+                .order_by(Reservation.id)
+            ).all()
+        return [
+            (request_id, credits)
+            for reservation_id, request_id, credits in stale
+            if self.settle(reservation_id, refund=credits, usage=None)
+        ]
 
     def refund(self, key_id: int, amount: int) -> None:
-        if amount <= 0:
-            return
+        """Hand back credits outside any reservation (none to an unlimited key, none for <= 0)."""
         with self.engine.begin() as connection:
-            connection.execute(
-                update(ApiKey)
-                .where(ApiKey.id == key_id, ApiKey.credits.is_not(None))
-                .values(credits=ApiKey.credits + amount)
-            )
+            _refund(connection, key_id, amount)
 
     def record_usage(self, key_id: int, *, requests: int, images: int, credits: int) -> None:
         statement = usage_upsert(self.engine.dialect.name, key_id, requests, images, credits)

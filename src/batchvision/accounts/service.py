@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -12,14 +14,18 @@ from typing import ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 
-from batchvision.accounts.keys import KeyStore
+from batchvision.accounts.keys import KeyStore, Usage
 from batchvision.accounts.ratelimit import RateLimiter
 from batchvision.accounts.scoping import Principal
+from batchvision.accounts.tables import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.periodic import every
 from batchvision.core.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+log = logging.getLogger(__name__)
 
 
 def unauthorized(message: str) -> BatchVisionError:
@@ -60,6 +66,7 @@ class Accounts:
         # Database calls are short and blocking; a few dedicated threads keep them off the loop
         # and out of the image workers' way.
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="bv-db")
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a blocking store call on the accounts threads."""
@@ -100,18 +107,20 @@ class Accounts:
 
     @asynccontextmanager
     async def metered(
-        self, principal: Principal, *, images: int = 0, videos: int = 0
+        self, principal: Principal, *, request_id: str = "-", images: int = 0, videos: int = 0
     ) -> AsyncIterator[Meter]:
-        """Reserve the request's credits before work starts (402 if short); on exit hand back
-        what `Meter.refund_images` marked and record usage. A failed request is fully refunded."""
+        """Reserve the request's credits durably before work starts (402 if short); on exit
+        hand back what `Meter.refund_images` marked and record usage, in the transaction that
+        ends the reservation. A failed request is fully refunded; one the process died in is
+        refunded at the next start-up (`settle_abandoned`)."""
         per_image = self.settings.credits_per_image
         cost = images * per_image + videos * self.settings.credits_per_video
         meter = Meter(per_image, images + videos, cost)
         if principal.key_id is None:
             yield meter
             return
-        key_id = principal.key_id
-        if not await self.run(self.keys.reserve, key_id, cost):
+        reservation = await self.run(self.keys.reserve, principal.key_id, cost, request_id)
+        if reservation is None:
             raise BatchVisionError(
                 ErrorCode.INSUFFICIENT_CREDITS,
                 f"insufficient credits: this request needs {cost}",
@@ -119,14 +128,29 @@ class Accounts:
         try:
             yield meter
         except BaseException:
-            await asyncio.shield(self.run(self.keys.refund, key_id, cost))
+            await asyncio.shield(self.run(self.keys.settle, reservation, refund=cost, usage=None))
             raise
+        charged = Usage(1, meter.processed_images, cost - meter.refunded_credits)
         refund = meter.refunded_credits
-        await asyncio.shield(self._settle(key_id, refund, meter.processed_images, cost - refund))
+        await asyncio.shield(self.run(self.keys.settle, reservation, refund=refund, usage=charged))
 
-    async def _settle(self, key_id: int, refund: int, images: int, charged: int) -> None:
-        await self.run(self.keys.refund, key_id, refund)
-        await self.run(self.keys.record_usage, key_id, requests=1, images=images, credits=charged)
+    async def start(self) -> None:
+        """Refund the reservations of requests that died with an earlier process, now and, when
+        a grace period is set (replicas sharing the database), every grace period after."""
+        await self.run(self.settle_abandoned)
+        grace = self.settings.credit_reservation_grace_s
+        if grace > 0:
+            self._sweeper = asyncio.create_task(
+                every(grace, self.settle_abandoned, "settling abandoned credit reservations")
+            )
+
+    def settle_abandoned(self) -> None:
+        made_before = utcnow() - dt.timedelta(seconds=self.settings.credit_reservation_grace_s)
+        for request_id, credits in self.keys.settle_abandoned(made_before):
+            log.warning("refunded %d credits held by unfinished request %s", credits, request_id)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         self._pool.shutdown(wait=True)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from batchvision.core.db import Base, utcnow
 
-__all__ = ["ApiKey", "Base", "UsageDay", "utcnow"]
+__all__ = ["ApiKey", "Base", "Reservation", "UsageDay", "utcnow"]
 
 
 class ApiKey(Base):
@@ -39,3 +39,19 @@ class UsageDay(Base):
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     images: Mapped[int] = mapped_column(BigInteger, default=0)
     credits: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Reservation(Base):
+    """Credits taken from a key for one request in flight. Written in the transaction that takes
+    them and deleted in the one that settles them, so a row left over after a crash is exactly
+    a request that never settled (start-up refunds it)."""
+
+    __tablename__ = "credit_reservations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    request_id: Mapped[str] = mapped_column(String(128))  # the X-Request-ID, to trace it in logs
+    credits: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )

@@ -71,7 +71,8 @@ async def metered_request(
     accounts = services(request).accounts
     accounts.limit_images(principal, images)
     request.state.images = images
-    async with accounts.metered(principal, images=images) as meter:
+    request_id = request.state.request_id
+    async with accounts.metered(principal, request_id=request_id, images=images) as meter:
         yield meter
 
 

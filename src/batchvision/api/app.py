@@ -126,6 +126,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = _build_services(settings, pipeline, surfaces)
         app.state.services = services
+        await services.accounts.start()  # refunds credits held by requests a crash cut short
         await services.jobs.start()
         background = [asyncio.create_task(run(services)) for s in surfaces for run in s.background]
         try:

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     auth: Literal["required", "disabled"] = "required"
     credits_per_image: Annotated[int, Field(ge=0)] = 1
     credits_per_video: Annotated[int, Field(ge=0)] = 1
+    credit_reservation_grace_s: Annotated[float, Field(ge=0)] = Field(
+        0.0,
+        description="start-up refunds reservations older than this that never settled; with "
+        "replicas sharing one database, set it above the longest request (then swept that often)",
+    )
 
     # Intake limits, enforced while bytes arrive
     max_image_bytes: PositiveInt = 20 * MB
