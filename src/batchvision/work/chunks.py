@@ -35,19 +35,21 @@ Blob layout and chunking: `jobs/chunks.py`.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from batchvision.core.db import utcnow
 from batchvision.core.errors import HTTP_STATUS, BatchVisionError, ErrorCode
 from batchvision.core.types import ItemError, ItemResult
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.chunks import ChunkSpec, chunk_key, input_key
 from batchvision.jobs.progress import LiveProgress
-from batchvision.jobs.store import ChunkResult, JobStore, JobView
+from batchvision.jobs.store import ChunkResult, FinishedLine, JobStore, JobView
 from batchvision.pipeline import Pipeline
 from batchvision.work.lines import JobLine, LineError, parse_line
 from batchvision.work.surface import JobSurface, LinePlan
@@ -62,6 +64,8 @@ class LineOutcome:
     line: dict[str, Any]  # the result line
     images: int  # images that reached inference (what is billed)
     invalid: bool = False  # refused for what it says (see the module docstring)
+    # When it finished: a key revoked meanwhile pays only for lines finished before its revoke.
+    finished_at: dt.datetime = field(default_factory=utcnow)
 
 
 @dataclass
@@ -92,7 +96,8 @@ async def process_chunk(
         return None
     result = _chunk_result(job.id, spec, done)
     body = b"".join(json.dumps(o.line, ensure_ascii=False).encode() + b"\n" for o in done)
-    await _uninterrupted(_write_and_record(work, job.id, result, body))
+    finished = [FinishedLine(o.finished_at, o.images) for o in done]
+    await _uninterrupted(_write_and_record(work, job.id, result, body, finished))
     return result
 
 
@@ -110,11 +115,19 @@ def _chunk_result(job_id: str, spec: ChunkSpec, done: Sequence[LineOutcome]) -> 
     )
 
 
-async def _write_and_record(work: ChunkWork, job_id: str, result: ChunkResult, body: bytes) -> None:
+async def _write_and_record(
+    work: ChunkWork,
+    job_id: str,
+    result: ChunkResult,
+    body: bytes,
+    finished: Sequence[FinishedLine],
+) -> None:
     await asyncio.to_thread(work.blobs.put_bytes, result.result_key, body)
 
     def record() -> bool:
-        return work.store.record_chunk(job_id, result, credits_per_image=work.credits_per_image)
+        return work.store.record_chunk(
+            job_id, result, credits_per_image=work.credits_per_image, finished=finished
+        )
 
     await asyncio.to_thread(work.progress.commit, job_id, result.index, record)
 
