@@ -7,18 +7,19 @@ Whoever runs it — the local runner today, another worker process later — get
 outputs from at-least-once delivery: a chunk run twice writes the same blob again and its second
 ledger insert changes nothing.
 
-Stopping a chunk whose job is ending (a cancel, the time limit, credits run out, a failure in
-another chunk): the runner sets the chunk's `stop` event, then cancels its task. The lines still
-running are cancelled; the lines that finished are written as the chunk's result blob, in line
-order, and recorded with their true counts: `lines` is how many finished (fewer than the chunk
-has; they need not be a prefix, lines run concurrently, and each carries its `line_index`), and
-ok, failed, images and so the bill cover those lines only. Every line status has counted is among
-them (a line is counted when its task ends with a result, and the stopped chunk collects every
+Stopping a chunk whose job is ending (a cancel, the time limit, credits run out, the key revoked, a
+failure in another chunk): the runner sets the chunk's `stop` event, then cancels its task. The
+lines still running are cancelled; the lines that finished are written as the chunk's result blob,
+in line order, and recorded with their true counts: `lines` is how many finished (fewer than the
+chunk has; they need not be a prefix, lines run concurrently, and each carries its `line_index`),
+and ok, failed, images and so the bill cover those lines only (of a revoked key, only those that
+finished before the revoke: each line carries when it finished). Every line status has counted is
+among them (a line is counted when its task ends with a result, and the stopped chunk collects every
 such task after all have settled), so progress never goes backwards. Exactly-once still holds
 because the runner stops chunks only after writing the job's decided end (`JobStore.decide_end`):
-from then on the job runs no line again, a restart finishes the job from that decision instead
-of running chunks, and so a partial row is as final as a whole one. Cancelled without `stop` set
-(the server is closing), a chunk records nothing and runs again, whole, when the job resumes.
+from then on the job runs no line again, a restart finishes the job from that decision instead of
+running chunks, and so a partial row is as final as a whole one. Cancelled without `stop` set (the
+server is closing), a chunk records nothing and runs again, whole, when the job resumes.
 
 Invalid lines: a line is *invalid* when it was refused for what it says before any of its images
 reached inference — its error has a client-fault code (4xx in `HTTP_STATUS`: `invalid_request`,
