@@ -29,7 +29,8 @@ from batchvision.accounts.keys import KeyStore
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.service import Accounts
 from batchvision.core.db import make_engine, migrate
-from conftest import LiveServer, make_settings
+from conftest import LiveServer, coco_image, make_settings
+from local_http import RouteHandler, serve_routes
 
 
 @pytest.fixture
@@ -297,3 +298,39 @@ def test_a_request_failing_after_its_reservation_is_fully_refunded(tmp_path: Pat
     asyncio.run(scenario())
     assert store.get(key.info.id).credits == 5  # type: ignore[union-attr]
     assert store.usage(key.info.id) == [{"date": today(), "requests": 1, "images": 0, "credits": 0}]
+
+
+# --- revocation -------------------------------------------------------------------------------
+
+
+def test_an_analyze_request_in_flight_when_its_key_is_revoked_finishes_and_is_billed(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """The chosen behaviour (README, Accounts): a request authorized before the revoke finishes
+    and pays; the next one with the key is 401. The image URL answers only after the revoke, so
+    the request is certainly in flight when it lands."""
+    fetched, release = threading.Event(), threading.Event()
+
+    def slow_photo(handler: RouteHandler) -> None:
+        fetched.set()
+        release.wait(30)
+        handler.send(200, coco_image(), Content_Type="image/jpeg")
+
+    with serve_routes({"/photo.jpg": slow_photo}) as base:
+        keyed = keyed_server(serve, url_allow_hosts=["127.0.0.1"])
+        key = keyed.store.create("in-flight", credits=3)
+        body = {"images": [{"url": f"{base}/photo.jpg", "id": "late"}], "tasks": ["metadata"]}
+        with ThreadPoolExecutor(1) as pool, keyed.client() as client:
+            answer = pool.submit(client.post, "/v1/analyze", json=body, headers=bearer(key.secret))
+            assert fetched.wait(30)
+            keyed.store.revoke("in-flight")
+            release.set()
+            response = answer.result(60)
+            after = analyze(client, key.secret)
+    assert response.status_code == 200, response.text
+    assert response.json()["summary"]["succeeded"] == 1
+    assert after.status_code == 401 and error_code(after) == "unauthorized"
+    assert balance(keyed, key.info.id) == 2
+    assert keyed.store.usage(key.info.id) == [
+        {"date": today(), "requests": 1, "images": 1, "credits": 1}
+    ]

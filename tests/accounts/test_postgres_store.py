@@ -3,11 +3,14 @@ concurrency, and the real app over HTTP metering credits in PostgreSQL. No mocks
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import itertools
+import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +30,7 @@ from conftest import REPO, LiveServer, coco_image, make_settings
 from pg_server import PgServer, running_postgres
 
 _databases = itertools.count()
+ACTIVE = ("chunking", "processing")
 SERVER_TIMEZONE = "Pacific/Auckland"  # UTC+12/+13: never equal to UTC
 
 
@@ -346,3 +350,30 @@ def test_concurrent_top_ups_and_reservations_lose_nothing(store: KeyStore) -> No
         results = list(pool.map(work, range(threads)))
     assert all(results)
     assert store.get(key.id).credits == 100 + 20 * 3 - 20  # type: ignore[union-attr]
+
+
+def test_http_job_running_a_key_dry_on_postgres_records_the_credits_taken(
+    serve: Callable[..., LiveServer], pg_url: str, tmp_path: Path
+) -> None:
+    """A job bills each chunk after its work (the key's row locked FOR UPDATE): run past its
+    12 credits, the balance stops at 0 and the usage ledger says 12 credits, not the price."""
+    live = serve(auth="required", database_url=pg_url, job_chunk_lines=5, job_output_lines=20)
+    engine = make_engine(make_settings(tmp_path, database_url=pg_url))
+    try:
+        new = KeyStore(engine).create("jobs", credits=12)
+    finally:
+        engine.dispose()
+    photo = base64.b64encode(coco_image()).decode()
+    body = "".join(
+        json.dumps({"id": i, "skill": "metadata", "image": photo}) + "\n" for i in range(20)
+    )
+    with live.client(headers={"Authorization": f"Bearer {new.secret}"}) as client:
+        job_id = client.post("/v1/jobs", content=body).json()["id"]
+        deadline = time.monotonic() + 60
+        while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] in ACTIVE:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+        report = client.get("/v1/usage").json()
+    assert report["balance"] == 0
+    assert report["totals"]["credits"] == 12
+    assert report["totals"]["images"] == job["usage"]["images"] > 12

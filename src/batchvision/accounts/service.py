@@ -1,4 +1,8 @@
-"""The one accounts entry point every API surface uses: authenticate, rate-limit, meter credits."""
+"""The one accounts entry point every API surface uses: authenticate, rate-limit, meter credits.
+
+A request is authorized once, when it arrives: one already in flight when its key is revoked
+finishes and is billed (its credits were reserved before the revoke, and a request lasts seconds).
+Jobs, which last hours, read the key again before each chunk (see `work/runner.py`)."""
 
 from __future__ import annotations
 

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, or_, select, update
+from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,6 +56,29 @@ class ChunkResult:
     images: int
     result_key: str
     invalid_lines: int = 0  # lines refused for what they say (see work/chunks.py)
+
+
+@dataclass(frozen=True)
+class FinishedLine:
+    """When one line of a chunk finished, and its images that reached inference."""
+
+    at: dt.datetime
+    images: int
+
+
+class Interruption(StrEnum):
+    CANCEL = "cancel"
+    KEY_REVOKED = "key_revoked"
+
+
+def _billable_images(
+    images: int, finished: Sequence[FinishedLine] | None, revoked_at: dt.datetime | None
+) -> int:
+    """The chunk's images to bill: all of them, or for a revoked key those of the lines that
+    finished before the revoke (none when the chunk brings no line times)."""
+    if revoked_at is None:
+        return images
+    return sum(line.images for line in finished or () if line.at < revoked_at)
 
 
 def invalid_cursor() -> BatchVisionError:
@@ -200,8 +225,17 @@ class JobStore:
                 .values(state=JobState.PROCESSING, input_key=input_key, total_lines=total_lines)
             )
 
-    def record_chunk(self, job_id: str, chunk: ChunkResult, *, credits_per_image: int = 0) -> bool:
+    def record_chunk(
+        self,
+        job_id: str,
+        chunk: ChunkResult,
+        *,
+        credits_per_image: int = 0,
+        finished: Sequence[FinishedLine] | None = None,
+    ) -> bool:
         """Insert the ledger row, move the counters and bill the owner, once, in one commit.
+        `finished`: when each of the chunk's lines finished, so that a key revoked meanwhile is
+        billed only for what finished before its revoke (without it, for nothing).
         False if the chunk was already recorded (a redelivery: nothing changes)."""
         try:
             with Session(self.engine) as session, session.begin():
@@ -218,32 +252,60 @@ class JobStore:
                 )
                 owner = session.scalar(select(Job.owner_key_id).where(Job.id == job_id))
                 if owner is not None:
-                    self._bill(session, owner, chunk.images, chunk.images * credits_per_image)
+                    self._bill(session, owner, chunk.images, credits_per_image, finished)
         except IntegrityError:
             return False
         return True
 
-    def _bill(self, session: Session, key_id: int, images: int, cost: int) -> None:
-        # Work already done is billed even when the balance ran short meanwhile: the balance
-        # stops at zero and the runner stops taking chunks (see has_credits).
-        if cost:
+    def _bill(
+        self,
+        session: Session,
+        key_id: int,
+        images: int,
+        credits_per_image: int,
+        finished: Sequence[FinishedLine] | None,
+    ) -> None:
+        """Take the chunk's credits and record, in the usage ledger, the credits really taken.
+
+        Work already done is billed even when the balance ran short meanwhile: the balance stops
+        at zero (the uncharged rest goes unrecorded; the ledger's images still count it) and the
+        runner stops taking chunks (see `owner_refusal`). The key's row is read, then written,
+        inside the transaction that already wrote the chunk row: SQLite holds its one write lock
+        by then, PostgreSQL locks the row (FOR UPDATE), so no reservation slips in between."""
+        key = session.execute(
+            select(ApiKey.credits, ApiKey.revoked_at).where(ApiKey.id == key_id).with_for_update()
+        ).one_or_none()
+        if key is None:
+            return
+        billed = _billable_images(images, finished, _aware(key.revoked_at))
+        cost = billed * credits_per_image
+        taken = cost if key.credits is None else min(cost, key.credits)
+        if taken:
             session.execute(
                 update(ApiKey)
                 .where(ApiKey.id == key_id, ApiKey.credits.is_not(None))
-                .values(credits=case((ApiKey.credits > cost, ApiKey.credits - cost), else_=0))
+                .values(credits=ApiKey.credits - taken)
             )
         dialect = self.engine.dialect.name
-        session.execute(usage_upsert(dialect, key_id, 1 if images else 0, images, cost))
+        session.execute(usage_upsert(dialect, key_id, 1 if images else 0, images, taken))
 
-    def has_credits(self, job_id: str) -> bool:
-        """Whether the job's owner can still pay (unlimited keys and anonymous jobs always)."""
+    def owner_refusal(self, job_id: str) -> ErrorCode | None:
+        """Why the job's owner may run no more of it: `unauthorized` once its key is revoked,
+        `insufficient_credits` once its balance is 0; None while it may (unlimited keys and
+        anonymous jobs always)."""
         with Session(self.engine) as session:
-            credits = session.execute(
-                select(ApiKey.credits)
+            key = session.execute(
+                select(ApiKey.credits, ApiKey.revoked_at)
                 .join(Job, Job.owner_key_id == ApiKey.id)
                 .where(Job.id == job_id)
-            ).scalar_one_or_none()
-        return credits is None or credits > 0
+            ).one_or_none()
+        if key is None:
+            return None
+        if key.revoked_at is not None:
+            return ErrorCode.UNAUTHORIZED
+        if key.credits is not None and key.credits <= 0:
+            return ErrorCode.INSUFFICIENT_CREDITS
+        return None
 
     def done_chunks(self, job_id: str) -> list[ChunkResult]:
         with Session(self.engine) as session:
@@ -342,9 +404,20 @@ class JobStore:
             row = session.get(Job, job_id)
             return None if row is None else JobView.of(row)
 
-    def cancel_requested(self, job_id: str) -> bool:
+    def interruption(self, job_id: str) -> Interruption | None:
+        """What stops the running job from elsewhere: a cancel (its flag, set by any replica),
+        its owner's key revoked; None while neither. One query, polled by the runner."""
         with Session(self.engine) as session:
-            return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+            row = session.execute(
+                select(Job.cancel_requested, ApiKey.revoked_at)
+                .outerjoin(ApiKey, ApiKey.id == Job.owner_key_id)
+                .where(Job.id == job_id)
+            ).one_or_none()
+        if row is None:
+            return None
+        if row.cancel_requested:
+            return Interruption.CANCEL
+        return Interruption.KEY_REVOKED if row.revoked_at is not None else None
 
     def unfinished(self) -> list[JobView]:
         """Jobs a restarted server must resume."""

@@ -7,18 +7,19 @@ Whoever runs it — the local runner today, another worker process later — get
 outputs from at-least-once delivery: a chunk run twice writes the same blob again and its second
 ledger insert changes nothing.
 
-Stopping a chunk whose job is ending (a cancel, the time limit, credits run out, a failure in
-another chunk): the runner sets the chunk's `stop` event, then cancels its task. The lines still
-running are cancelled; the lines that finished are written as the chunk's result blob, in line
-order, and recorded with their true counts: `lines` is how many finished (fewer than the chunk
-has; they need not be a prefix, lines run concurrently, and each carries its `line_index`), and
-ok, failed, images and so the bill cover those lines only. Every line status has counted is among
-them (a line is counted when its task ends with a result, and the stopped chunk collects every
+Stopping a chunk whose job is ending (a cancel, the time limit, credits run out, the key revoked, a
+failure in another chunk): the runner sets the chunk's `stop` event, then cancels its task. The
+lines still running are cancelled; the lines that finished are written as the chunk's result blob,
+in line order, and recorded with their true counts: `lines` is how many finished (fewer than the
+chunk has; they need not be a prefix, lines run concurrently, and each carries its `line_index`),
+and ok, failed, images and so the bill cover those lines only (of a revoked key, only those that
+finished before the revoke: each line carries when it finished). Every line status has counted is
+among them (a line is counted when its task ends with a result, and the stopped chunk collects every
 such task after all have settled), so progress never goes backwards. Exactly-once still holds
 because the runner stops chunks only after writing the job's decided end (`JobStore.decide_end`):
-from then on the job runs no line again, a restart finishes the job from that decision instead
-of running chunks, and so a partial row is as final as a whole one. Cancelled without `stop` set
-(the server is closing), a chunk records nothing and runs again, whole, when the job resumes.
+from then on the job runs no line again, a restart finishes the job from that decision instead of
+running chunks, and so a partial row is as final as a whole one. Cancelled without `stop` set (the
+server is closing), a chunk records nothing and runs again, whole, when the job resumes.
 
 Invalid lines: a line is *invalid* when it was refused for what it says before any of its images
 reached inference — its error has a client-fault code (4xx in `HTTP_STATUS`: `invalid_request`,
@@ -35,19 +36,21 @@ Blob layout and chunking: `jobs/chunks.py`.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from batchvision.core.db import utcnow
 from batchvision.core.errors import HTTP_STATUS, BatchVisionError, ErrorCode
 from batchvision.core.types import ItemError, ItemResult
 from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.chunks import ChunkSpec, chunk_key, input_key
 from batchvision.jobs.progress import LiveProgress
-from batchvision.jobs.store import ChunkResult, JobStore, JobView
+from batchvision.jobs.store import ChunkResult, FinishedLine, JobStore, JobView
 from batchvision.pipeline import Pipeline
 from batchvision.work.lines import JobLine, LineError, parse_line
 from batchvision.work.surface import JobSurface, LinePlan
@@ -62,6 +65,8 @@ class LineOutcome:
     line: dict[str, Any]  # the result line
     images: int  # images that reached inference (what is billed)
     invalid: bool = False  # refused for what it says (see the module docstring)
+    # When it finished: a key revoked meanwhile pays only for lines finished before its revoke.
+    finished_at: dt.datetime = field(default_factory=utcnow)
 
 
 @dataclass
@@ -92,7 +97,8 @@ async def process_chunk(
         return None
     result = _chunk_result(job.id, spec, done)
     body = b"".join(json.dumps(o.line, ensure_ascii=False).encode() + b"\n" for o in done)
-    await _uninterrupted(_write_and_record(work, job.id, result, body))
+    finished = [FinishedLine(o.finished_at, o.images) for o in done]
+    await _uninterrupted(_write_and_record(work, job.id, result, body, finished))
     return result
 
 
@@ -110,11 +116,19 @@ def _chunk_result(job_id: str, spec: ChunkSpec, done: Sequence[LineOutcome]) -> 
     )
 
 
-async def _write_and_record(work: ChunkWork, job_id: str, result: ChunkResult, body: bytes) -> None:
+async def _write_and_record(
+    work: ChunkWork,
+    job_id: str,
+    result: ChunkResult,
+    body: bytes,
+    finished: Sequence[FinishedLine],
+) -> None:
     await asyncio.to_thread(work.blobs.put_bytes, result.result_key, body)
 
     def record() -> bool:
-        return work.store.record_chunk(job_id, result, credits_per_image=work.credits_per_image)
+        return work.store.record_chunk(
+            job_id, result, credits_per_image=work.credits_per_image, finished=finished
+        )
 
     await asyncio.to_thread(work.progress.commit, job_id, result.index, record)
 

@@ -8,13 +8,22 @@ Per job, up to `job_parallel_chunks` chunks run at once; across all jobs, `job_l
 lines (the `ChunkWork.line_slots` semaphore) bound memory whatever the job sizes. The images go
 through the same pipeline and dynamic batchers as interactive requests.
 
-Ending early — a cancel, the job's time limit, the key's credits running out, a failure in a
-chunk — the runner first writes how the job ends (`JobStore.decide_end`), then stops the chunks
-still running, and each records the lines it finished (see `work/chunks.py`): the job keeps
-every line that finished before the end came, progress never goes backwards, and the bill covers
-what ran. A job whose every line was invalid ends `failed` with `empty_batch` on a surface that
-asks for it (`JobSurface.all_invalid_is_empty_batch`); its result files are kept, each line
-saying why it was refused.
+Ending early — a cancel, the job's time limit, the key's credits running out, the key revoked,
+a failure in a chunk — the runner first writes how the job ends (`JobStore.decide_end`), then
+stops the chunks still running, and each records the lines it finished (see `work/chunks.py`):
+the job keeps every line that finished before the end came, progress never goes backwards, and
+the bill covers what ran.
+
+A revoked key's jobs end `failed` with `unauthorized` within one chunk: the runner reads the
+owner's key before it starts each chunk (a job queued or resumed after the revoke runs no line)
+and polls it with the cancel flag every `STORE_POLL_S` while chunks run; the running chunks then
+stop as for a cancel and record the lines they finished. Those lines are kept, and billed only
+if they finished before the key's `revoked_at` (`JobStore.record_chunk`): no credit is taken
+for work done after the revoke.
+
+A job whose every line was invalid ends `failed` with `empty_batch` on a surface that asks for it
+(`JobSurface.all_invalid_is_empty_batch`); its result files are kept, each line saying why it
+was refused.
 
 A job ends in one place, `_end`, in steps a crash may interrupt anywhere:
 
@@ -57,7 +66,7 @@ from batchvision.jobs.chunks import (
     scan_input,
     write_index,
 )
-from batchvision.jobs.store import ACTIVE_STATES, ChunkResult, JobView
+from batchvision.jobs.store import ACTIVE_STATES, ChunkResult, Interruption, JobView
 from batchvision.jobs.tables import CallbackState, JobState, UploadState
 from batchvision.jobs.uploads import UploadStore
 from batchvision.jobs.validate import BatchValidationError, JsonlLimits
@@ -66,7 +75,7 @@ from batchvision.work.chunks import ChunkWork, process_chunk
 log = logging.getLogger(__name__)
 
 TEMP_BLOB_AGE_S = 3600.0
-CANCEL_POLL_S = 1.0
+STORE_POLL_S = 1.0  # how often a running job reads a cancel or a revoke made elsewhere
 NO_VALID_LINES = "no valid lines in file: every line was refused (the result lines say why)"
 
 # The final status body a callback carries, built by the API layer (it knows the URL shapes).
@@ -86,6 +95,12 @@ class Ending:
 
 CANCELLED = Ending(JobState.CANCELLED, None, "cancelled by the client")
 BROKEN = Ending(JobState.FAILED, ErrorCode.PROCESSING_FAILED, "internal processing error")
+REVOKED = Ending(JobState.FAILED, ErrorCode.UNAUTHORIZED, "the job's API key was revoked")
+OUT_OF_CREDITS = Ending(
+    JobState.FAILED, ErrorCode.INSUFFICIENT_CREDITS, "the key ran out of credits"
+)
+# Why the owner may run no more of a job (`JobStore.owner_refusal`) → how the job ends.
+REFUSALS = {ErrorCode.UNAUTHORIZED: REVOKED, ErrorCode.INSUFFICIENT_CREDITS: OUT_OF_CREDITS}
 
 
 class JobEnded(Exception):
@@ -227,7 +242,7 @@ class JobRunner:
         pending = iter([spec for spec in specs if spec.index not in done])
         running: ChunkTasks = {}
         watchers = {
-            asyncio.create_task(self._cancel_requested(job.id)),
+            asyncio.create_task(self._interrupted(job.id)),
             asyncio.create_task(self._deadline(job)),
         }
         try:
@@ -284,21 +299,24 @@ class JobRunner:
     async def _one_chunk(
         self, job: JobView, spec: ChunkSpec, stop: asyncio.Event
     ) -> ChunkResult | None:
-        if not await asyncio.to_thread(self.store.has_credits, job.id):
-            message = "the key ran out of credits"
-            raise JobEnded(Ending(JobState.FAILED, ErrorCode.INSUFFICIENT_CREDITS, message))
+        refusal = await asyncio.to_thread(self.store.owner_refusal, job.id)
+        if refusal is not None:
+            raise JobEnded(REFUSALS[refusal])
         return await process_chunk(self.work, job, spec, stop)
 
-    async def _cancel_requested(self, job_id: str) -> Ending:
-        """Return when a cancel arrives: in this process at once, from another replica (the
-        store's flag) within a second."""
+    async def _interrupted(self, job_id: str) -> Ending:
+        """Return when the job must stop: a cancel in this process at once; a cancel from
+        another replica or its key revoked (the store) within `STORE_POLL_S`."""
         event = self._cancels.get(job_id) or asyncio.Event()
         while not event.is_set():
             try:
-                async with asyncio.timeout(CANCEL_POLL_S):
+                async with asyncio.timeout(STORE_POLL_S):
                     await event.wait()
             except TimeoutError:
-                if await asyncio.to_thread(self.store.cancel_requested, job_id):
+                interruption = await asyncio.to_thread(self.store.interruption, job_id)
+                if interruption is Interruption.KEY_REVOKED:
+                    return REVOKED
+                if interruption is Interruption.CANCEL:
                     break
         return CANCELLED
 

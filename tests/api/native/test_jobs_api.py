@@ -532,3 +532,21 @@ def test_progress_moves_line_by_line_and_never_backwards(serve: Any) -> None:
     assert seen[-1] == 60 and max(seen) == 60
     # Counts between chunk commits (not multiples of 20) show the per-line updates.
     assert any(count % 20 for count in seen), seen
+
+
+def test_a_job_that_runs_a_key_dry_records_only_the_credits_it_took(serve: Any) -> None:
+    """One 20-line chunk on 5 credits: the chunk is billed after its work, the balance stops at
+    0, and the usage ledger says 5 credits (what was taken) for 20 images, not 20 credits."""
+    live, keys = keyed_server(serve, job_chunk_lines=20, job_output_lines=20)
+    created = keys.create("gail", credits=5)
+    headers = {"Authorization": f"Bearer {created.secret}"}
+    lines = [{"id": f"g{i}", "skill": "metadata", "image": tiny_png()} for i in range(20)]
+    with live.client(headers=headers) as client:
+        done = wait(client, submit(client, jsonl(*lines))["id"])
+        report = client.get("/v1/usage").json()
+    assert done["status"] == "completed"
+    assert done["usage"]["images"] == 20
+    assert keys.by_name("gail").credits == 0
+    assert report["totals"]["images"] == 20
+    assert report["totals"]["credits"] == 5
+    assert sum(day["credits"] for day in keys.usage(created.info.id)) == 5
