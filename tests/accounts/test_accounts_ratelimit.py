@@ -109,11 +109,20 @@ def test_images_per_minute(keyed: Keyed) -> None:
     assert keyed.store.get(key.info.id).credits == 95  # type: ignore[union-attr]
 
 
-def test_a_request_bigger_than_the_image_bucket_says_retry_within_a_minute(keyed: Keyed) -> None:
-    key = keyed.store.create("tiny-bucket", images_per_minute=2)
+def test_a_request_bigger_than_the_whole_image_bucket_is_422_and_never_retried(
+    keyed: Keyed,
+) -> None:
+    key = keyed.store.create("tiny-bucket", images_per_minute=2, credits=10)
     with keyed.client() as client:
-        retry_after = assert_rate_limited(analyze(client, key.secret, images=3), 2)
-    assert retry_after <= 60
+        refused = analyze(client, key.secret, images=3)
+        assert refused.status_code == 422, refused.text
+        assert error_code(refused) == "exceeds_rate_limit"
+        assert "retry-after" not in refused.headers  # waiting never makes it fit
+        message = refused.json()["error"]["message"]
+        assert "3 images" in message and "2 images per minute" in message
+        # It took no tokens and no credits: the whole bucket is still there.
+        assert analyze(client, key.secret, images=2).status_code == 200
+    assert keyed.store.get(key.info.id).credits == 8  # type: ignore[union-attr]
 
 
 def test_a_429_consumes_no_credits(keyed: Keyed) -> None:
@@ -133,11 +142,14 @@ def test_a_429_consumes_no_credits(keyed: Keyed) -> None:
 
 
 def test_429_comes_before_402(keyed: Keyed) -> None:
-    """A rate-limited request is refused before credits are looked at."""
-    key = keyed.store.create("broke-and-limited", images_per_minute=1, credits=0)
+    """A rate-limited (or hopelessly large) request is refused before credits are looked at."""
+    key = keyed.store.create("broke-and-limited", requests_per_minute=1, credits=0)
+    hopeless = keyed.store.create("broke-and-oversized", images_per_minute=1, credits=0)
     with keyed.client() as client:
-        assert_rate_limited(analyze(client, key.secret, images=2), 1)
-        assert analyze(client, key.secret, images=1).status_code == 402
+        assert client.get("/v1/skills", headers=bearer(key.secret)).status_code == 200
+        assert_rate_limited(analyze(client, key.secret, images=1), 1)
+        assert error_code(analyze(client, hopeless.secret, images=2)) == "exceeds_rate_limit"
+        assert analyze(client, hopeless.secret, images=1).status_code == 402
 
 
 # --- the bucket with a fake clock -------------------------------------------------------------

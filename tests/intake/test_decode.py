@@ -21,8 +21,8 @@ from PIL import Image, ImageFile, features
 
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import DecodedImage
-from batchvision.intake.decode import decode_image, describe
-from conftest import COCO_IMAGES, coco_image
+from batchvision.intake.decode import MIN_JPEG_BYTES_PER_PIXEL, decode_image, describe
+from conftest import COCO_IMAGES, EVALDATA, coco_image
 
 pillow_heif.register_heif_opener()
 
@@ -693,3 +693,28 @@ def test_draft_of_cmyk_jpeg() -> None:
     assert (image.width, image.height) == (1600, 1200)
     assert image.pixels.shape == (150, 200, 3)
     assert_colour(image.pixels.reshape(-1, 3).mean(axis=0), (255, 0, 0), 25)
+
+
+def test_no_real_jpeg_comes_near_the_data_per_pixel_floor() -> None:
+    """The rule that refuses forged JPEG sizes, measured on every JPEG of the eval data."""
+    ratios = []
+    for path in sorted(p for p in EVALDATA.rglob("*") if p.is_file()):
+        try:
+            with Image.open(path) as image:
+                if image.format not in ("JPEG", "MPO"):
+                    continue
+                width, height = image.size
+        except (OSError, ValueError):
+            continue
+        ratios.append(path.stat().st_size / (width * height))
+    assert len(ratios) >= 150
+    assert min(ratios) > 30 * MIN_JPEG_BYTES_PER_PIXEL  # measured: 0.039 bytes/pixel, 39x
+
+
+def test_a_flat_jpeg_at_the_encoder_floor_still_decodes() -> None:
+    # Pillow's smallest output for an 8000x7999 image (flat gray, optimized Huffman tables) is
+    # 1/256 byte per pixel, 4x the rule; decoded with a draft so the test stays light.
+    data = encode(Image.new("L", (8000, 7999), 128), "JPEG", optimize=True)
+    assert len(data) < 8000 * 7999 / 200
+    image = decode_image(data, max_pixels=64_000_000, target_side=500)
+    assert (image.width, image.height) == (8000, 7999)

@@ -135,25 +135,41 @@ def test_failing_overwrite_keeps_old_object(blobs: LocalBlobs, root: Path) -> No
 
 def test_crash_leftover_is_invisible_and_swept(blobs: LocalBlobs, root: Path) -> None:
     blobs.put_bytes("jobs/j1/results/0", b"done")
-    # What a crash mid-write leaves behind: a temp file next to where the object would go.
+    # What a crash mid-write leaves behind: a temp file next to where the object would go, which
+    # no live process holds. Seconds old, as right after a kill -9 and a restart.
     leftover = root / "jobs" / "j1" / "results" / ".tmp-deadbeefdeadbeef"
     leftover.write_bytes(b"half a chu")
-    fresh = root / "jobs" / "j1" / ".tmp-0123456789abcdef"
-    fresh.write_bytes(b"a write still in progress")
-    old = time.time() - 7200
-    os.utime(leftover, (old, old))
 
     assert [i.key for i in blobs.list_prefix("")] == ["jobs/j1/results/0"]
     assert [i.key for i in blobs.list_prefix("jobs/j1/results/")] == ["jobs/j1/results/0"]
     with pytest.raises(ValueError):
         blobs.info("jobs/j1/results/.tmp-deadbeefdeadbeef")
 
-    assert blobs.sweep_temp(3600) == 1
+    assert blobs.sweep_temp(3600) == 1  # unowned: its age does not matter
     assert not leftover.exists()
-    assert fresh.exists()  # younger than the age limit: may belong to a live write
-    assert blobs.sweep_temp(0) == 1
-    assert not fresh.exists()
     assert read(blobs, "jobs/j1/results/0") == b"done"
+
+
+def test_a_write_in_progress_survives_any_sweep(blobs: LocalBlobs, root: Path) -> None:
+    started, finish = threading.Event(), threading.Event()
+
+    def slow_source() -> Iterator[bytes]:
+        yield b"first half, "
+        started.set()
+        finish.wait(10)
+        yield b"second half"
+
+    writer = threading.Thread(target=blobs.put_stream, args=("uploads/u1/part-1", slow_source()))
+    writer.start()
+    assert started.wait(10)
+    [temp] = temp_files(root)
+    old = time.time() - 7200  # older than any age limit: only its lock keeps it
+    os.utime(root / temp, (old, old))
+    assert blobs.sweep_temp(0) == 0
+    finish.set()
+    writer.join(10)
+    assert read(blobs, "uploads/u1/part-1") == b"first half, second half"
+    assert temp_files(root) == []
 
 
 def test_sweep_removes_orphaned_sidecars(blobs: LocalBlobs, root: Path) -> None:

@@ -63,7 +63,8 @@ class RateLimiter:
             allowed = amount <= bucket.tokens
             if allowed:
                 bucket.tokens -= amount
-            # A take larger than the whole bucket can never succeed: say "a minute", not never.
+            # A take larger than the whole bucket can never succeed (the accounts service refuses
+            # it as exceeds_rate_limit before asking); if asked anyway, say a minute, not never.
             wait = bucket.seconds_until(min(amount, bucket.capacity)) if not allowed else 0.0
             return RateDecision(
                 allowed=allowed,

@@ -99,6 +99,14 @@ class Accounts:
     ) -> dict[str, str]:
         if principal.key_id is None or per_minute is None:
             return {}
+        if amount > per_minute:
+            # Never allowed, however long the client waits: a 429 with Retry-After would
+            # invite retries forever. Checked first, so it takes no tokens.
+            raise BatchVisionError(
+                ErrorCode.EXCEEDS_RATE_LIMIT,
+                f"this request needs {amount} {kind} but the key's limit is {per_minute} "
+                f"{kind} per minute; send at most {per_minute} per request",
+            )
         decision = self.limiter.take(principal.key_id, kind, per_minute, amount)
         if not decision.allowed:
             raise BatchVisionError(

@@ -31,7 +31,9 @@ _STATUS_CODES: dict[int, ErrorCode] = {
     HTTPStatus.SERVICE_UNAVAILABLE: ErrorCode.OVERLOADED,
 }
 # 5xx codes whose message is advice for the client, not internal detail.
-_SAFE_5XX = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.OVERLOADED})
+_SAFE_5XX = frozenset(
+    {ErrorCode.MODEL_UNAVAILABLE, ErrorCode.OVERLOADED, ErrorCode.INSUFFICIENT_STORAGE}
+)
 INTERNAL = WireError(500, ErrorCode.INTERNAL_ERROR, "internal server error")
 _NATIVE = NativeErrors()
 

@@ -43,6 +43,8 @@ EXIT_STATUS: dict[ErrorCode, ExitStatus] = {
     ErrorCode.FORBIDDEN: ExitStatus.FAILED,
     ErrorCode.INSUFFICIENT_CREDITS: ExitStatus.FAILED,
     ErrorCode.RATE_LIMITED: ExitStatus.FAILED,
+    ErrorCode.EXCEEDS_RATE_LIMIT: ExitStatus.USAGE,
+    ErrorCode.INSUFFICIENT_STORAGE: ExitStatus.FAILED,
     ErrorCode.NOT_FOUND: ExitStatus.FAILED,
     ErrorCode.METHOD_NOT_ALLOWED: ExitStatus.FAILED,
     ErrorCode.INTERNAL_ERROR: ExitStatus.FAILED,

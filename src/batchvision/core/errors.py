@@ -35,6 +35,10 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    # A request larger than the key's whole per-minute bucket: waiting never helps (not a 429).
+    EXCEEDS_RATE_LIMIT = "exceeds_rate_limit"
+    # The server's disk is full; the message is generic, the request may succeed later.
+    INSUFFICIENT_STORAGE = "insufficient_storage"
     INTERNAL_ERROR = "internal_error"
     # Job-level: how a whole job failed (per-line failures use the codes above). A job's
     # `processing_failed` (the job broke) differs on the wire from a line's `processing_error`.
@@ -65,6 +69,8 @@ HTTP_STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.RATE_LIMITED: HTTPStatus.TOO_MANY_REQUESTS,
     ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
     ErrorCode.METHOD_NOT_ALLOWED: HTTPStatus.METHOD_NOT_ALLOWED,
+    ErrorCode.EXCEEDS_RATE_LIMIT: HTTPStatus.UNPROCESSABLE_ENTITY,
+    ErrorCode.INSUFFICIENT_STORAGE: HTTPStatus.INSUFFICIENT_STORAGE,
     ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
     ErrorCode.VALIDATION_ERROR: HTTPStatus.BAD_REQUEST,
     ErrorCode.LIMIT_EXCEEDED: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -101,6 +107,20 @@ class BatchVisionError(Exception):
         return f"BatchVisionError({self.code.value!r}, {self.message!r})"
 
 
+# Client text quoted back in a message is cut to this many characters: a 1 MB skill name must
+# not make a 1 MB error body, and 200 characters still show any real name in full.
+ECHO_LIMIT = 200
+
+
+def echo(text: object, limit: int = ECHO_LIMIT) -> str:
+    """Client-sent `text` as it may appear in an error message: at most `limit` characters,
+    with how many were left out."""
+    value = str(text)
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}… ({len(value) - limit} more characters)"
+
+
 def model_unavailable(name: str, reason: str = "is not installed") -> BatchVisionError:
     return BatchVisionError(
         ErrorCode.MODEL_UNAVAILABLE,
@@ -113,6 +133,8 @@ def describe_problems(errors: Iterable[Mapping[str, Any]], *, where: str = "") -
     never the rejected input itself."""
     problems = []
     for error in errors:
-        location = ".".join(str(part) for part in error.get("loc", ())) or where
-        problems.append(f"{location}: {error.get('msg', 'invalid')}")
+        # Locations name client keys (an extra field), so they are echoes too.
+        location = ".".join(echo(part) for part in error.get("loc", ())) or where
+        # A validator's message may quote the value (an unknown country): bounded as well.
+        problems.append(f"{location}: {echo(error.get('msg', 'invalid'), 4 * ECHO_LIMIT)}")
     return "; ".join(problems)

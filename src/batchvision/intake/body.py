@@ -18,7 +18,7 @@ from typing import Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode, echo
 from batchvision.core.settings import Settings
 from batchvision.core.types import ImageInput, ItemError
 
@@ -216,7 +216,7 @@ class _MultipartReader:
             expected = " or ".join(sorted(self.image_fields))
             raise BatchVisionError(
                 ErrorCode.INVALID_REQUEST,
-                f"unexpected file field '{self.part.name}'; send images as '{expected}'",
+                f"unexpected file field '{echo(self.part.name)}'; send images as '{expected}'",
             )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -230,7 +230,7 @@ class _MultipartReader:
         elif not part.is_image and len(part.data) > self.limits.max_field_bytes:
             raise BatchVisionError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
-                f"form field '{part.name}' exceeds {self.limits.max_field_bytes} bytes",
+                f"form field '{echo(part.name)}' exceeds {self.limits.max_field_bytes} bytes",
             )
 
     def on_part_end(self) -> None:

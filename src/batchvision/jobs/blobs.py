@@ -13,7 +13,17 @@ temporary file named ``.tmp-…`` in the target's directory, fsynced, then renam
 ``os.replace`` (and the directory fsynced, best effort). A reader therefore sees the old object
 or the new one, never a mix, and a crash mid-write leaves only a ``.tmp-…`` file that listings
 ignore and :meth:`LocalBlobs.sweep_temp` removes. A failed write (an exception from the chunk
-source, a size limit, a cancellation) removes its temporary file at once.
+source, a size limit, a cancellation, a full disk) removes its temporary file at once.
+
+Each write holds an exclusive ``flock`` on its temporary file until the file is renamed or
+removed; the kernel drops it when the process dies, even by kill -9. A temp file nobody holds is
+therefore a crashed write's leftover, and the sweep removes it whatever its age: the sweep the job
+runner runs at start-up reclaims what a killed server left (a 587 MB direct job body before this,
+kept for an hour), while a slow upload that is still arriving is never touched. A file system
+without ``flock`` falls back to the age rule.
+
+A full disk (``ENOSPC``, ``EDQUOT``) is :func:`out_of_storage`: 507 ``insufficient_storage`` with a
+generic message, after the partial file is removed.
 
 ETags are the md5 hex digest of the content, computed while writing. The local backend keeps each
 object's etag in a small sidecar file (``.meta-<name>``) that is only a cache: it records the
@@ -31,20 +41,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import stat
 import time
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.fsutil import AtomicFile, fsync_dir, write_atomic
+
+log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 512
 # Leaves room for the ".tmp-"/".meta-" names under the usual 255-byte file name limit.
@@ -52,6 +67,8 @@ MAX_SEGMENT_LENGTH = 200
 TEMP_PREFIX = ".tmp-"
 META_PREFIX = ".meta-"
 COPY_BLOCK = 1024 * 1024  # read size for concat and etag recomputation; batch size for async writes
+
+_FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]*", re.ASCII)
 
@@ -169,6 +186,56 @@ class Blobs(Protocol):
         ...
 
 
+def out_of_storage() -> BatchVisionError:
+    return BatchVisionError(
+        ErrorCode.INSUFFICIENT_STORAGE, "the server is out of storage space; try again later"
+    )
+
+
+@contextlib.contextmanager
+def _full_disk_is_507(key: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _FULL_DISK:
+            raise
+        log.error("blob storage full while writing %s: %s", key, exc)
+        raise out_of_storage() from exc
+
+
+def _hold(temp: Path) -> int | None:
+    """A descriptor holding `temp`'s write lock (released when closed, or when the process dies);
+    None where the file system has no flock. Raises FileNotFoundError when a sweep removed the
+    file between its creation and the lock."""
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        return None
+    if os.fstat(fd).st_nlink == 0:
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "temp file swept before it was locked", str(temp))
+    return fd
+
+
+def _owned(path: Path) -> bool | None:
+    """Whether a live write holds `path`'s lock; None where that cannot be told."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # also drops the lock just taken
+    return False
+
+
 def _check_limit(key: str, size: int, max_bytes: int | None) -> None:
     if max_bytes is not None and size > max_bytes:
         raise BlobTooLarge(key, max_bytes)
@@ -198,29 +265,40 @@ class _PendingObject:
         self._blobs = blobs
         if self.path.is_dir():
             raise BlobError(f"blob key {key} collides with a prefix of other keys")
-        self._file = blobs._create_temp(self.path)
+        with _full_disk_is_507(key):
+            self._file, self._lock = blobs._create_temp(self.path)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         _check_limit(self.key, self.size + len(data), self.max_bytes)
-        self._file.write(data)
+        with _full_disk_is_507(self.key):
+            self._file.write(data)
         self._md5.update(data)
         self.size += len(data)
 
     def commit(self) -> BlobInfo:
         try:
-            st = self._file.stat()  # the rename keeps inode, size and mtime: the sidecar's
-            etag = self._md5.hexdigest()
-            self._blobs._write_meta(self.path, etag, st)
-            self._file.commit()
+            with _full_disk_is_507(self.key):
+                st = self._file.stat()  # the rename keeps inode, size and mtime: the sidecar's
+                etag = self._md5.hexdigest()
+                self._blobs._write_meta(self.path, etag, st)
+                self._file.commit()
         except BaseException as exc:
             self.abort()
             if isinstance(exc, IsADirectoryError | NotADirectoryError):
                 raise BlobError(f"blob key {self.key} collides with other keys' prefix") from exc
             raise
+        self._release()
         return BlobInfo(self.key, st.st_size, etag, _modified(st))
 
     def abort(self) -> None:
         self._file.abort()
+        self._release()
+
+    def _release(self) -> None:
+        # Only after the rename or the removal: a sweep must never see the file unlocked.
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
 
 class LocalBlobs:
@@ -348,10 +426,11 @@ class LocalBlobs:
         return count
 
     def sweep_temp(self, older_than_s: float) -> int:
-        """Remove ``.tmp-`` files and orphaned sidecars not modified for ``older_than_s`` seconds.
+        """Remove the ``.tmp-`` files no live write holds (any age), and orphaned sidecars and
+        temp files of unknown ownership not modified for ``older_than_s`` seconds.
 
         Run it at start-up and now and then with an age well above the longest write (an upload of
-        a large part over a slow link); a younger temp file may belong to a write still in progress.
+        a large part over a slow link): it only matters where ownership cannot be told.
         """
         cutoff = time.time() - older_than_s
         removed = 0
@@ -359,20 +438,24 @@ class LocalBlobs:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             directory = Path(dirpath)
             for name in filenames:
-                path = directory / name
-                orphan = (
-                    name.startswith(META_PREFIX)
-                    and not (directory / name.removeprefix(META_PREFIX)).exists()
-                )
-                if not (name.startswith(TEMP_PREFIX) or orphan):
-                    continue
-                try:
-                    if path.lstat().st_mtime <= cutoff:
-                        path.unlink()
+                if self._sweepable(directory, name, cutoff):
+                    with contextlib.suppress(FileNotFoundError):
+                        (directory / name).unlink()
                         removed += 1
-                except FileNotFoundError:
-                    continue
         return removed
+
+    @staticmethod
+    def _sweepable(directory: Path, name: str, cutoff: float) -> bool:
+        if name.startswith(TEMP_PREFIX):
+            owned = _owned(directory / name)
+            if owned is not None:
+                return not owned
+        elif not name.startswith(META_PREFIX) or (directory / name[len(META_PREFIX) :]).exists():
+            return False
+        try:
+            return (directory / name).lstat().st_mtime <= cutoff
+        except FileNotFoundError:
+            return False
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -394,15 +477,23 @@ class LocalBlobs:
             raise ValueError(f"blob key {key!r} resolves outside the blob root")
         return path
 
-    def _create_temp(self, path: Path) -> AtomicFile:
-        # A concurrent delete may prune the freshly made directory before the temp file exists in
-        # it; try again a few times in that case.
+    def _create_temp(self, path: Path) -> tuple[AtomicFile, int | None]:
+        """A temp file for `path` and the descriptor holding its lock. A concurrent delete may
+        prune the freshly made directory before the temp file exists in it, or a sweep remove
+        the file before it is locked; try again a few times in those cases."""
         for attempt in range(5):
             self._make_dirs(path.parent)
             try:
-                return AtomicFile(path, temp_prefix=TEMP_PREFIX)  # mode follows the umask
+                temp = AtomicFile(path, temp_prefix=TEMP_PREFIX)  # mode follows the umask
             except FileNotFoundError:
                 if attempt == 4:
+                    raise
+                continue
+            try:
+                return temp, _hold(temp.temp)
+            except BaseException as exc:
+                temp.abort()
+                if not isinstance(exc, FileNotFoundError) or attempt == 4:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 

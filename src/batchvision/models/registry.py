@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode, echo
 from batchvision.core.settings import Settings
 from batchvision.models.base import AnyModel, Availability
 from batchvision.models.cards import ModelCard, load_cards
@@ -84,7 +84,7 @@ class ModelRegistry:
         except KeyError:
             known = ", ".join(sorted(self.cards))
             raise BatchVisionError(
-                ErrorCode.INVALID_PARAMETER, f"unknown model '{name}'; known models: {known}"
+                ErrorCode.INVALID_PARAMETER, f"unknown model '{echo(name)}'; known models: {known}"
             ) from None
 
     def kind(self, name: str) -> type[AnyModel]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode, echo
 from batchvision.skills.animals import AnimalsSkill
 from batchvision.skills.barcode import BarcodeSkill
 from batchvision.skills.base import Skill, SkillContext
@@ -22,7 +22,9 @@ def build_skills(ctx: SkillContext) -> dict[str, Skill]:
 
 def unknown_skill(name: str) -> BatchVisionError:
     known = ", ".join(sorted(SKILL_TYPES))
-    return BatchVisionError(ErrorCode.UNKNOWN_SKILL, f"unknown skill '{name}'; available: {known}")
+    return BatchVisionError(
+        ErrorCode.UNKNOWN_SKILL, f"unknown skill '{echo(name)}'; available: {known}"
+    )
 
 
 __all__ = ["SKILL_TYPES", "Skill", "SkillContext", "build_skills", "unknown_skill"]

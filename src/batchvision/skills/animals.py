@@ -26,7 +26,7 @@ from typing import Any, Literal, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode, echo
 from batchvision.core.settings import Settings
 from batchvision.core.types import DecodedImage
 from batchvision.models.cards import ModelCard
@@ -205,8 +205,9 @@ def default_classifier(registry: ModelRegistry) -> str | None:
 
 
 def classifier_card(registry: ModelRegistry, params: AnimalsParams) -> ModelCard | None:
-    """The classify card this request runs, if any. An unknown name is `model_unavailable`: no
-    classifier ships with the package, so a name nobody installed is a model not installed."""
+    """The classify card this request runs, if any. A name no card has is `invalid_parameter`
+    (422): retrying cannot help, unlike `model_unavailable` (503), which stays for a card whose
+    files are not installed (the registry says so when the model loads)."""
     if not params.classify or params.classifier == NO_CLASSIFIER:
         return None
     name = params.classifier or default_classifier(registry)
@@ -215,8 +216,8 @@ def classifier_card(registry: ModelRegistry, params: AnimalsParams) -> ModelCard
     card = registry.cards.get(name)
     if card is None:
         raise BatchVisionError(
-            ErrorCode.MODEL_UNAVAILABLE,
-            f"animals: no classifier '{name}' is installed; add its card (*.card.toml with "
+            ErrorCode.INVALID_PARAMETER,
+            f"animals: no classifier '{echo(name)}' is known; add its card (*.card.toml with "
             f'task = "classify"), model file and label list to a model directory',
         )
     if card.task != "classify":

@@ -6,7 +6,7 @@ from typing import TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode, echo
 from batchvision.core.types import DecodedImage
 from batchvision.models.cards import ModelCard
 from batchvision.models.decoders import DecodeParams, Detections
@@ -59,7 +59,7 @@ class DetectSkill(Skill):
         if unknown:
             raise BatchVisionError(
                 ErrorCode.INVALID_PARAMETER,
-                f"detect: unknown classes {unknown} for model '{params.model}'",
+                f"detect: unknown classes {echo(unknown)} for model '{params.model}'",
             )
         return frozenset(index[c.strip().lower()] for c in params.classes)
 

@@ -467,3 +467,25 @@ def test_other_models(live_server: LiveServer, model: str) -> None:
     with live_server.client() as client:
         loaded = client.get("/readyz").json()["loaded_models"]
     assert model in loaded
+
+
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        [{"skill": "s" * 1_000_000}],  # unknown skill
+        detect_task(model="m" * 1_000_000),  # unknown model
+        detect_task(classes=["c" * 1_000_000]),  # unknown class
+        [{"skill": "detect", "params": {"k" * 1_000_000: 1}}],  # unknown parameter
+        [{"skill": "animals", "params": {"classifier": "a" * 1_000_000}}],  # unknown classifier
+    ],
+)
+def test_errors_echo_at_most_200_characters_of_client_text(
+    live_server: LiveServer, tasks: list[dict[str, Any]]
+) -> None:
+    image = {"id": "a", "data": base64.b64encode(coco_image()).decode()}
+    with live_server.client() as client:
+        response = post_json(client, [image], tasks)
+    assert 400 <= response.status_code < 500, response.text[:300]
+    message = response.json()["error"]["message"]
+    assert len(response.content) < 2_000  # was over 1 MB: the whole name, echoed
+    assert "more characters)" in message

@@ -603,3 +603,49 @@ def test_overload_gives_503_with_retry_after(
         assert ready["status"] == "ready"
         response = client.post("/v1/analyze", files=[("images", ("a.jpg", image))] * 2)
         assert response.status_code == 200
+
+
+# --- formats told by decoder, metadata chunks, forged JPEG sizes ------------------------------
+
+
+def forged_jpeg(width: int, height: int) -> bytes:
+    """A real 64x64 JPEG whose SOF0 claims `width`x`height`: ~1 KB of data for megapixels."""
+    data = bytearray(_encode(Image.new("RGB", (64, 64), (90, 120, 30)), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def png_with_chunk(kind: bytes, payload: bytes) -> bytes:
+    png = _encode(Image.new("RGB", (10, 10), (1, 2, 3)), "PNG")
+    return png[:33] + _png_chunk(kind, payload) + png[33:]  # right after IHDR
+
+
+HARDENED_ITEMS: dict[str, tuple[bytes, str, str]] = {
+    # TGA starts 00 00 02 00, CUR's signature: it was refused as "CUR is not supported".
+    "tga": (_encode(Image.new("RGB", (10, 10), (1, 2, 3)), "TGA"), "unsupported_format", "TGA"),
+    "png_ztxt_over_limit": (
+        png_with_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"a" * 2_000_000)),
+        "image_decode_failed",
+        "text or ICC profile chunk",
+    ),
+    "png_iccp_over_limit": (
+        png_with_chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"a" * 2_000_000)),
+        "image_decode_failed",
+        "text or ICC profile chunk",
+    ),
+    # Decoded as 16 MP of gray before (under the module server's 20 MP limit).
+    "jpeg_claiming_4000x4000": (forged_jpeg(4000, 4000), "image_decode_failed", "4000x4000"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HARDENED_ITEMS))
+def test_hardened_items_say_what_they_are(client: httpx.Client, kind: str) -> None:
+    data, code, needle = HARDENED_ITEMS[kind]
+    good = {"data": _b64(coco_image(GOOD)), "id": "good"}
+    body = {"images": [{"data": _b64(data)}, good], "tasks": ["metadata"]}
+    response = checked(client.post("/v1/analyze", json=body))
+    assert response.status_code == 200, response.text
+    bad_result, good_result = response.json()["results"]
+    assert needle in assert_item_error(bad_result, code)
+    assert good_result["status"] == "ok", good_result

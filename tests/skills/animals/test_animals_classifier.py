@@ -293,7 +293,8 @@ def test_classify_false_runs_no_classifier(live: LiveServer) -> None:
     ("classifier", "status", "code", "needle"),
     [
         ("sn-absent", 503, "model_unavailable", "sn-absent"),
-        ("no-such-classifier", 503, "model_unavailable", "no-such-classifier"),
+        # No card has the name: retrying cannot help, so 422, not 503 (which invites retries).
+        ("no-such-classifier", 422, "invalid_parameter", "no-such-classifier"),
         ("yolox-nano", 422, "invalid_parameter", "not a classify model"),
     ],
 )
