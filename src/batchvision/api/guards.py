@@ -89,7 +89,9 @@ class _GuardedRequest:
             return await self._receive()
         began = time.monotonic()
         try:
-            message = await asyncio.wait_for(self._receive(), max(0.0, self.clock.next_wait_s()))
+            # A timeout scope, not wait_for: no extra task per body chunk of a large upload.
+            async with asyncio.timeout(max(0.0, self.clock.next_wait_s())):
+                message = await self._receive()
         except TimeoutError:
             await self._time_out()
             return _DISCONNECT

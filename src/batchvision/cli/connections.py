@@ -8,8 +8,8 @@ for 40 s while asyncio logged "Too many open files" over and over. Here:
 - A connection must finish its request headers within `header_timeout_s` of connecting, or of
   the end of its previous response (keep-alive); past it the connection is closed. A sweep every
   quarter of the deadline (at most 1 s) checks, so a connection lives at most 1.25 times it.
-- At most `max_connections` are open (default: three quarters of the open-file limit, leaving
-  the rest for models, the database, uploads and URL fetches). A new connection past the cap
+- At most `max_connections` are open (default: half the open-file limit, see
+  `default_max_connections`). A new connection past the cap
   first evicts the connection that has waited longest for headers (idle keep-alive or a slow
   client: nothing is lost, the way nginx reuses idle connections); when every connection is busy
   with a request, the new one gets an immediate 503 `overloaded` and is closed.
@@ -43,11 +43,19 @@ OVERLOADED_RESPONSE = (
 )
 
 
+# asyncio accepts up to `backlog` connections per wake-up before any of them reaches the guard;
+# uvicorn's 2,048 let one burst run a 1,024-descriptor server out of them (measured: one EMFILE,
+# after which asyncio stops accepting for a whole second). 128 bounds the overshoot.
+ACCEPT_BACKLOG = 128
+
+
 def default_max_connections() -> int:
+    """Half the open-file limit: the other half holds one accept burst past the cap and the
+    connections it evicts (2 x ACCEPT_BACKLOG), models, the database, uploads and URL fetches."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 65_536
-    return max(16, soft * 3 // 4)
+    return max(16, soft // 2)
 
 
 def waiting_for_headers(connection: asyncio.Protocol) -> bool:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from batchvision.cli.connections import (
+    ACCEPT_BACKLOG,
     ConnectionGuard,
     default_max_connections,
     guarded_protocol,
@@ -67,6 +68,7 @@ def serve(
         access_log=False,
         http=guarded_protocol(connection_guard(settings)),
         timeout_keep_alive=settings.keep_alive_timeout_s,
+        backlog=ACCEPT_BACKLOG,
     )
 
 

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         1024, description="average body rate required once body_timeout_s has passed"
     )
     max_connections: PositiveInt | None = Field(
-        None, description="open connections; default three quarters of the open-file limit"
+        None, description="open connections; default half the open-file limit"
     )
 
     # Storage and models
