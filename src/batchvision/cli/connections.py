@@ -47,6 +47,7 @@ OVERLOADED_RESPONSE = (
 # uvicorn's 2,048 let one burst run a 1,024-descriptor server out of them (measured: one EMFILE,
 # after which asyncio stops accepting for a whole second). 128 bounds the overshoot.
 ACCEPT_BACKLOG = 128
+REFUSED_LINGER_S = 0.5
 
 
 def default_max_connections() -> int:
@@ -81,15 +82,18 @@ class ConnectionGuard:
         self.sweep_every_s = min(1.0, header_timeout_s / 4)
         self.open: dict[asyncio.Protocol, _Watch] = {}
         self._sweeping = False
+        self._lingering = 0
 
-    def admit(self, connection: asyncio.Protocol, transport: asyncio.BaseTransport) -> None:
+    def admit(self, connection: asyncio.Protocol, transport: asyncio.BaseTransport) -> bool:
+        """False when the connection was refused (answered 503 and closing)."""
         if len(self.open) >= self.max_connections and not self._evict_idlest():
-            refuse(transport)
-            return
+            self._refuse(cast(asyncio.Transport, transport))
+            return False
         self.open[connection] = _Watch(transport, None, time.monotonic())
         if not self._sweeping:
             self._sweeping = True
             asyncio.get_running_loop().call_later(self.sweep_every_s, self._tick)
+        return True
 
     def forget(self, connection: asyncio.Protocol) -> None:
         self.open.pop(connection, None)
@@ -126,11 +130,22 @@ class ConnectionGuard:
         if self._sweeping:
             asyncio.get_running_loop().call_later(self.sweep_every_s, self._tick)
 
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """503, then a moment before closing: closing a socket with the request still unread
+        sends a reset, and a client that gets a reset may never read the 503. Lingering
+        connections are bounded too, or a flood would hold descriptors that way."""
+        log.warning("connection refused: open-connection cap reached and every one is busy")
+        transport.write(OVERLOADED_RESPONSE)
+        if self._lingering >= ACCEPT_BACKLOG or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering += 1
+        asyncio.get_running_loop().call_later(REFUSED_LINGER_S, self._close_refused, transport)
 
-def refuse(transport: asyncio.BaseTransport) -> None:
-    log.warning("connection refused: %s", "open-connection cap reached, all busy")
-    cast(asyncio.WriteTransport, transport).write(OVERLOADED_RESPONSE)
-    transport.close()
+    def _close_refused(self, transport: asyncio.Transport) -> None:
+        self._lingering -= 1
+        transport.close()
 
 
 class GuardedConnection(asyncio.Protocol):
@@ -138,9 +153,15 @@ class GuardedConnection(asyncio.Protocol):
 
     guard: ClassVar[ConnectionGuard]
 
+    refused = False
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.guard.admit(self, transport)
+        self.refused = not self.guard.admit(self, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.refused:  # a refused connection's request is read and dropped
+            super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)
