@@ -27,8 +27,9 @@ SLOW_CONNECTIONS = 1_100
 FD_LIMIT = 1_024
 HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 3.0
-# The header sweep runs every quarter deadline; the rest is scheduling on a shared 2-core box.
-CLOSE_WITHIN_S = 1.25 * max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) + 2.0
+# The header sweep runs every quarter deadline; the rest is the wait to be accepted among 1,100
+# and scheduling on a shared 2-core box (measured up to 5.4 s). Today's server: never closed.
+CLOSE_WITHIN_S = 1.25 * max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) + 3.0
 ANSWER_WITHIN_S = 2.0
 PROBE_FOR_S = 10.0
 
