@@ -21,6 +21,7 @@ from batchvision.api.compat.animaldetect.surface import animaldetect_surface
 from batchvision.api.compat.moondream.surface import moondream_surface
 from batchvision.api.compat.yandex.surface import yandex_surface
 from batchvision.api.errors import INTERNAL, install_error_handlers, render
+from batchvision.api.guards import BodyDeadlineGuard
 from batchvision.api.native.surface import native_surface
 from batchvision.api.surface import Services, Surface
 from batchvision.core.db import open_database
@@ -150,6 +151,12 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
     install_error_handlers(app)
     for surface in surfaces:
         app.include_router(surface.router)
+    # Inside the request context, so a body timeout's 408 carries the request id and is logged.
+    app.add_middleware(
+        BodyDeadlineGuard,
+        idle_timeout_s=settings.body_timeout_s,
+        min_rate_bytes_s=settings.min_body_rate_bytes_s,
+    )
     app.add_middleware(RequestContextMiddleware)
     return app
 

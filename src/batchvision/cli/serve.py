@@ -8,8 +8,16 @@ from typing import Annotated
 
 import typer
 
+from batchvision.cli.connections import (
+    ACCEPT_BACKLOG,
+    ConnectionGuard,
+    default_max_connections,
+    guarded_protocol,
+    quiet_repeated_errors,
+)
 from batchvision.cli.exits import CliError, ExitStatus, reported
 from batchvision.cli.options import DataDir, ModelDirs, build_settings
+from batchvision.core.settings import Settings
 
 
 def is_loopback(host: str) -> bool:
@@ -47,6 +55,7 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    quiet_repeated_errors()
     if not is_loopback(settings.host):
         logging.getLogger("batchvision").warning(
             "listening on %s: reachable from other machines", settings.host
@@ -57,4 +66,12 @@ def serve(
         port=settings.port,
         log_level=log_level,
         access_log=False,
+        http=guarded_protocol(connection_guard(settings)),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        backlog=ACCEPT_BACKLOG,
     )
+
+
+def connection_guard(settings: Settings) -> ConnectionGuard:
+    cap = settings.max_connections or default_max_connections()
+    return ConnectionGuard(cap, settings.header_timeout_s)

@@ -25,6 +25,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
 
+    # Slow and idle clients (a connection holds a file descriptor until it is closed)
+    header_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="request headers must be complete this long after connect or reply"
+    )
+    keep_alive_timeout_s: PositiveInt = Field(5, description="idle keep-alive connections close")
+    body_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="longest wait for the next piece of a request body (408 past it)"
+    )
+    min_body_rate_bytes_s: PositiveInt = Field(
+        1024, description="average body rate required once body_timeout_s has passed"
+    )
+    max_connections: PositiveInt | None = Field(
+        None, description="open connections; default half the open-file limit"
+    )
+
     # Storage and models
     data_dir: Path = Path("./data")
     database_url: str | None = Field(
