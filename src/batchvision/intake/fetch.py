@@ -137,6 +137,10 @@ async def _read_capped(response: httpx.Response, max_bytes: int, tally: ByteTall
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
+    # A declared length is taken from the request's tally before the body is read, so that
+    # concurrent fetches of one request do not all get part-way and then all fail together.
+    counted = int(declared) if declared.isdigit() else 0
+    tally.add(counted)
     chunks: list[bytes] = []
     received = 0
     try:
@@ -144,7 +148,9 @@ async def _read_capped(response: httpx.Response, max_bytes: int, tally: ByteTall
             received += len(chunk)
             if received > max_bytes:
                 raise _too_large(max_bytes)
-            tally.add(len(chunk))
+            if received > counted:
+                tally.add(received - counted)
+                counted = received
             chunks.append(chunk)
     except httpx.TimeoutException:
         raise fetch_failed("fetching the URL timed out") from None
