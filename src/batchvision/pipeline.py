@@ -9,9 +9,10 @@ the image's decoding cost (from its header dimensions) in the request's budget
 (`max_decoded_mb_per_request`, waited for without a deadline: only the request's own images hold
 it) and then in the server's (`max_decoded_mb`, waited for up to `decoded_wait_s`, then the image
 gets `overloaded`); an image that could never fit in either gets `image_too_large`. Once decoded,
-the reservation shrinks to the pixels kept. Model batches still form across images, since every
-skill submits its images one by one to the engine's batchers. The `decode` timing includes the
-wait for admission.
+the reservation shrinks to the pixels kept when they were reduced for the tasks' side; at full
+resolution it stays, to cover the working copies full-resolution skills make. Model batches
+still form across images, since every skill submits its images one by one to the engine's
+batchers. The `decode` timing includes the wait for admission.
 """
 
 from __future__ import annotations
@@ -159,8 +160,12 @@ class Pipeline:
         image = await self.engine.run_cpu(
             decode_image, data, max_pixels=intake.max_pixels, target_side=intake.side
         )
-        for reservation in reservations:
-            reservation.shrink(image.pixels.nbytes)
+        if intake.side is not None:
+            for reservation in reservations:
+                reservation.shrink(image.pixels.nbytes)
+        # At full resolution the decoding cost stays reserved: the skills that ask for it work on
+        # copies of their own (zxing-cpp's luminance and binarized matrices take another 246 MB
+        # on a 7900x7900 image, about 4 bytes per pixel beside the 3 of the RGB array).
         return image
 
     async def _run_task(self, task: PreparedTask, image: DecodedImage, result: ItemResult) -> None:
