@@ -21,7 +21,13 @@ from PIL import Image, ImageFile, features
 
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import DecodedImage
-from batchvision.intake.decode import MIN_JPEG_BYTES_PER_PIXEL, decode_image, describe
+from batchvision.intake.decode import (
+    DECODING_BYTES_PER_PIXEL,
+    MIN_JPEG_BYTES_PER_PIXEL,
+    decode_image,
+    decoding_cost,
+    describe,
+)
 from conftest import COCO_IMAGES, EVALDATA, coco_image
 
 pillow_heif.register_heif_opener()
@@ -680,11 +686,34 @@ def test_no_draft_when_already_small() -> None:
     assert decode(data, target_side=400).pixels.shape == (300, 400, 3)
 
 
-def test_draft_only_for_jpeg() -> None:
+def test_other_formats_are_reduced_by_a_whole_factor_that_keeps_the_target_side() -> None:
     data = encode(Image.new("RGB", (2000, 1000), BLUE), "PNG")
     image = decode(data, target_side=416)
-    assert image.pixels.shape == (1000, 2000, 3)
-    assert image.scale == (1.0, 1.0)
+    assert image.pixels.shape == (250, 500, 3)  # 2000 // 416 = 4; 500 px is still >= 416
+    assert (image.width, image.height) == (2000, 1000)
+    assert image.scale == (4.0, 4.0)
+    assert_colour(image.pixels.reshape(-1, 3).mean(axis=0), BLUE, 2)
+
+
+def test_a_reduced_image_keeps_the_orientation_of_its_original() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    buffer = io.BytesIO()
+    Image.new("RGB", (2000, 1000), BLUE).save(buffer, "PNG", exif=exif)
+    image = decode(buffer.getvalue(), target_side=416)
+    assert (image.width, image.height) == (1000, 2000)
+    assert image.pixels.shape == (500, 250, 3)
+
+
+def test_decoding_cost_is_read_from_the_header_and_follows_the_jpeg_draft() -> None:
+    png = encode(Image.new("RGB", (2000, 1000), BLUE), "PNG")
+    assert decoding_cost(png, max_pixels=10**8) == 2000 * 1000 * DECODING_BYTES_PER_PIXEL
+    jpeg = encode(Image.new("RGB", (2000, 1000), BLUE), "JPEG")
+    drafted = decoding_cost(jpeg, max_pixels=10**8, target_side=416)
+    assert drafted == 500 * 250 * DECODING_BYTES_PER_PIXEL
+    with pytest.raises(BatchVisionError) as caught:
+        decoding_cost(png, max_pixels=1000)
+    assert caught.value.code is ErrorCode.IMAGE_TOO_LARGE
 
 
 def test_draft_of_cmyk_jpeg() -> None:

@@ -67,6 +67,20 @@ class Settings(BaseSettings):
     max_image_pixels: PositiveInt = 64_000_000
     max_images_per_request: PositiveInt = 64
     max_json_field_bytes: PositiveInt = 64 * 1024
+    max_fetched_bytes_per_request: PositiveInt = Field(
+        100 * MB, description="URL images of one request together, counted while they stream"
+    )
+
+    # Decoded-pixel memory, admitted from header dimensions before decoding
+    max_decoded_mb: PositiveInt = Field(
+        1536, description="decoded pixels in memory across all requests (server-wide)"
+    )
+    max_decoded_mb_per_request: PositiveInt = Field(
+        1024, description="decoded pixels in memory for one request; its other images wait"
+    )
+    decoded_wait_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="how long an image waits for room in max_decoded_mb (then overloaded)"
+    )
 
     # URL fetching
     fetch_timeout_s: Annotated[float, Field(gt=0)] = 10.0

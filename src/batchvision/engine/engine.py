@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
 from batchvision.engine.batcher import DynamicBatcher
+from batchvision.engine.budget import MB, ByteBudget
 from batchvision.models.base import AnyModel, Pools
 from batchvision.models.registry import ModelRegistry
 
@@ -39,6 +40,9 @@ class Engine:
         self.pools = Pools(cpu=self.cpu_pool, model=self.model_pool)
         self._batchers: dict[str, DynamicBatcher[Any, Any]] = {}
         self._in_flight = 0
+        self.decoded = ByteBudget(
+            settings.max_decoded_mb * MB, name="server's decoded-pixel budget (max_decoded_mb)"
+        )
 
     @property
     def in_flight(self) -> int:

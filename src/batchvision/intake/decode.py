@@ -83,23 +83,30 @@ _PNG_CHUNK_LIMITS = ("MAX_TEXT_CHUNK", "text chunks")
 _WHITE = (255, 255, 255)
 
 
+# What decoding costs in memory per pixel of the (drafted) image, before the result shrinks to
+# its 3 bytes per pixel: Pillow's 4-byte RGBX buffer, plus the array or converted copy made from it.
+DECODING_BYTES_PER_PIXEL = 8
+
+
+def decoding_cost(data: bytes, *, max_pixels: int, target_side: int | None = None) -> int:
+    """Bytes decoding `data` will allocate at its peak, from the header alone: what a memory
+    budget admits before a pixel is decoded. Raises what `decode_image` would for a bad header."""
+    width, height = _opened(data, max_pixels, target_side)[0].size  # the drafted size
+    return width * height * DECODING_BYTES_PER_PIXEL
+
+
 def decode_image(data: bytes, *, max_pixels: int, target_side: int | None = None) -> DecodedImage:
-    """Decode `data`. With `target_side`, a JPEG may be decoded at a reduced scale whose longer
-    side is still at least `target_side` (the model never sees more pixels than that)."""
-    if not data:
-        raise BatchVisionError(ErrorCode.IMAGE_DECODE_FAILED, "image is empty (0 bytes)")
-    image = _open(data)
-    _check_pixels(image, max_pixels)
-    _check_jpeg_data(image, len(data))
-    full_size = image.size
-    if target_side is not None and image.format in ("JPEG", "MPO"):
-        _request_draft(image, target_side)
+    """Decode `data`. With `target_side` the pixels kept are reduced (a JPEG is decoded at a
+    reduced DCT scale, other formats are box-reduced right after loading) to an integer
+    fraction whose longer side is still at least `target_side`: the model never sees more
+    pixels than that, and a 64 MP PNG is not held at full size for a 640 px detector."""
+    image, full_size = _opened(data, max_pixels, target_side)
     # Pixels before any EXIF read. PNG's getexif() decodes the pixels itself when no eXIf chunk
     # precedes them, the EXIF readers swallow its errors, and a second load() then returns the
     # blank, half-filled image without raising (a corrupt PNG decoded as black). And Pillow's TIFF
     # plugin reports the upright size from the start and drops the orientation tag as it loads,
     # so the orientation must be read after loading or the size is swapped twice.
-    pixels = _load_rgb(image)
+    pixels = _load_rgb(image, target_side)
     metadata = extract_metadata(image)
     upright_w, upright_h = _upright_size(full_size, image)
     return DecodedImage(
@@ -110,6 +117,21 @@ def decode_image(data: bytes, *, max_pixels: int, target_side: int | None = None
         file_size=len(data),
         metadata=metadata,
     )
+
+
+def _opened(
+    data: bytes, max_pixels: int, target_side: int | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """The image with its header read and checked (draft requested), and its full size."""
+    if not data:
+        raise BatchVisionError(ErrorCode.IMAGE_DECODE_FAILED, "image is empty (0 bytes)")
+    image = _open(data)
+    _check_pixels(image, max_pixels)
+    _check_jpeg_data(image, len(data))
+    full_size = image.size
+    if target_side is not None and image.format in ("JPEG", "MPO"):
+        _request_draft(image, target_side)
+    return image, full_size
 
 
 def _refuse_known_unsupported(data: bytes) -> None:
@@ -217,12 +239,13 @@ _TRANSPOSE = {
 }
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the orientation `_upright_size` assumed. Not ImageOps.exif_transpose: it re-encodes
+def _upright(image: Image.Image, pixels: Image.Image) -> Image.Image:
+    """Apply to `pixels` (`image` itself or a reduced copy, which has no EXIF of its own) the
+    orientation `_upright_size` assumed from `image`. Not ImageOps.exif_transpose: it re-encodes
     the EXIF it strips the tag from, which raises on malformed EXIF, and it reads the tag with
     different rules (it honours a RATIONAL 6, `_orientation` does not), so sizes could disagree."""
     method = _TRANSPOSE.get(_orientation(image))
-    return image if method is None else image.transpose(method)
+    return pixels if method is None else pixels.transpose(method)
 
 
 def _upright_size(size: tuple[int, int], image: Image.Image) -> tuple[int, int]:
@@ -242,12 +265,22 @@ def _request_draft(image: Image.Image, target_side: int) -> None:
     image.draft(None, wanted)
 
 
-def _load_rgb(image: Image.Image) -> RGBArray:
+def _reduced(image: Image.Image, target_side: int | None) -> Image.Image:
+    factor = max(image.size) // target_side if target_side else 1
+    if factor < 2:
+        return image
+    try:
+        return image.reduce(factor)
+    except ValueError:  # modes reduce() does not take (P, 1) are converted at full size
+        return image
+
+
+def _load_rgb(image: Image.Image, target_side: int | None) -> RGBArray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image.load()
-            return _to_rgb_array(_upright(image))
+            return _to_rgb_array(_upright(image, _reduced(image, target_side)))
     except BatchVisionError:
         raise
     except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError...

@@ -52,6 +52,24 @@ _FETCH_HEADERS = {
 }
 
 
+class ByteTally:
+    """Bytes fetched so far for one request, against its cap: 64 URLs of 20 MB each in a 5 KB
+    body must not make the server hold 1.3 GB (each URL alone is within max_image_bytes)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def add(self, nbytes: int) -> None:
+        self.used += nbytes
+        if self.used > self.limit:
+            raise BatchVisionError(
+                ErrorCode.IMAGE_TOO_LARGE,
+                "the URL images of this request together exceed the "
+                f"{self.limit}-byte limit (max_fetched_bytes_per_request)",
+            )
+
+
 @dataclass(frozen=True)
 class FetchPolicy:
     """Limits for one URL fetch."""
@@ -71,21 +89,21 @@ class FetchPolicy:
         )
 
 
-async def fetch_url(url: str, policy: FetchPolicy) -> bytes:
+async def fetch_url(url: str, policy: FetchPolicy, tally: ByteTally | None = None) -> bytes:
     """Download ``url`` under ``policy``; raises :class:`BatchVisionError` on any failure.
 
     Codes: ``URL_NOT_ALLOWED`` for a bad or forbidden target, ``FETCH_FAILED`` for transport
     problems, non-2xx responses, redirect overflow and the deadline, ``IMAGE_TOO_LARGE`` for a
-    body over ``policy.max_bytes``.
+    body over ``policy.max_bytes`` or one that takes ``tally`` (the request's) past its limit.
     """
     try:
         async with asyncio.timeout(policy.timeout_s):
-            return await _fetch(url, policy)
+            return await _fetch(url, policy, tally or ByteTally(policy.max_bytes))
     except TimeoutError:
         raise fetch_failed("fetching the URL timed out") from None
 
 
-async def _fetch(url: str, policy: FetchPolicy) -> bytes:
+async def _fetch(url: str, policy: FetchPolicy, tally: ByteTally) -> bytes:
     current = parse_url(url)
     for _hop in range(policy.max_redirects + 1):
         addresses = await resolve_checked(current, policy.allow_hosts)
@@ -97,7 +115,7 @@ async def _fetch(url: str, policy: FetchPolicy) -> bytes:
                 continue
             if not 200 <= response.status_code < 300:
                 raise fetch_failed(f"URL returned HTTP status {response.status_code}")
-            return await _read_capped(response, policy.max_bytes)
+            return await _read_capped(response, policy.max_bytes, tally)
     raise fetch_failed(f"too many redirects (more than {policy.max_redirects})")
 
 
@@ -112,13 +130,17 @@ def _redirect_target(current: httpx.URL, response: httpx.Response) -> httpx.URL:
     return parse_url(str(joined))
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+async def _read_capped(response: httpx.Response, max_bytes: int, tally: ByteTally) -> bytes:
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise fetch_failed("URL returned a compressed body (content-encoding is not supported)")
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
+    # A declared length is taken from the request's tally before the body is read, so that
+    # concurrent fetches of one request do not all get part-way and then all fail together.
+    counted = int(declared) if declared.isdigit() else 0
+    tally.add(counted)
     chunks: list[bytes] = []
     received = 0
     try:
@@ -126,6 +148,9 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
             received += len(chunk)
             if received > max_bytes:
                 raise _too_large(max_bytes)
+            if received > counted:
+                tally.add(received - counted)
+                counted = received
             chunks.append(chunk)
     except httpx.TimeoutException:
         raise fetch_failed("fetching the URL timed out") from None
