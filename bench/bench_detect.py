@@ -541,7 +541,8 @@ def load_samples(images: Path) -> list[Sample]:
 
 def run(config: Config) -> None:
     settings = Settings(model_dirs=[config.models])
-    detector = ModelRegistry(settings).get(MODEL)
+    detector = ModelRegistry(settings).model(MODEL)
+    assert isinstance(detector, OnnxDetector), f"{MODEL} is not an ONNX detector"
     samples = load_samples(config.images)
     print_settings(settings, config)
     length = f"{config.repeat} passes" if config.repeat else f"~{config.seconds:.0f} s"
