@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request
 
 from batchvision.accounts.scoping import Principal
+from batchvision.api.bodies import json_object
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.intake.body import parse_json, read_capped
@@ -45,10 +46,7 @@ async def read_object(request: Request) -> dict[str, Any]:
     body = await read_capped(request.stream(), _SMALL_BODY_BYTES)
     if not body.strip():
         return {}
-    parsed = parse_json(body)
-    if not isinstance(parsed, dict):
-        raise BatchVisionError(ErrorCode.INVALID_REQUEST, "request body must be a JSON object")
-    return parsed
+    return json_object(parse_json(body))
 
 
 async def list_page(

@@ -138,3 +138,18 @@ def describe_problems(errors: Iterable[Mapping[str, Any]], *, where: str = "") -
         # A validator's message may quote the value (an unknown country): bounded as well.
         problems.append(f"{location}: {echo(error.get('msg', 'invalid'), 4 * ECHO_LIMIT)}")
     return "; ".join(problems)
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed value, for "(got …)" in a field's error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):  # before int: a bool is an int to Python, never to JSON
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"

@@ -52,7 +52,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import BatchVisionError, ErrorCode, json_type
 from batchvision.core.types import ImageInput, ItemError
 from batchvision.intake.body import BodyLimits, image_from_base64, refuse_unpaired_surrogates
 from batchvision.jobs.validate import BadLine, clean_line, load_object
@@ -328,24 +328,10 @@ def _broken_rule(kind: str, shown: str, path: list[str | int], value: Any) -> st
     rule_key = "".join("[]" if isinstance(part, int) else part for part in path)
     message = f"{shown} must be {_FIELD_RULES.get(rule_key, 'valid')}"
     if kind.endswith("_type"):  # the wrong JSON type: say which one came
-        message += f" (got {_json_type(value)})"
+        message += f" (got {json_type(value)})"
     return message
 
 
 def _path_text(path: list[str | int]) -> str:
     """("images", 1) → "images[1]"."""
     return "".join(f"[{part}]" if isinstance(part, int) else part for part in path)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:  # only inside a list: a null field is absent
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"

@@ -53,7 +53,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from batchvision.core.errors import ErrorCode
+from batchvision.core.errors import ErrorCode, json_type
 from batchvision.core.types import ItemError, normalized_xyxy
 from batchvision.skills.detect import DetectOutput
 from batchvision.work.lines import JobLine
@@ -415,7 +415,7 @@ def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
         return f"'{name}' is longer than {limit} characters"
     rule = f"'{name}' must be {_rule(model, path)}"
     if kind.endswith("_type"):  # the wrong JSON type: say which one came
-        rule += f" (got {_json_type(error['input'])})"
+        rule += f" (got {json_type(error['input'])})"
     return rule
 
 
@@ -438,18 +438,6 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def id_problem(raw_id: Any) -> str | None:
