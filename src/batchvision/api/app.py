@@ -20,7 +20,7 @@ from batchvision.accounts.service import Accounts
 from batchvision.api.compat.animaldetect.surface import animaldetect_surface
 from batchvision.api.compat.moondream.surface import moondream_surface
 from batchvision.api.compat.yandex.surface import yandex_surface
-from batchvision.api.errors import INTERNAL, install_error_handlers, render
+from batchvision.api.errors import INTERNAL, install_error_handlers, render, unexpected
 from batchvision.api.guards import BodyDeadlineGuard
 from batchvision.api.native.surface import native_surface
 from batchvision.api.surface import Services, Surface
@@ -74,15 +74,17 @@ class RequestContextMiddleware:
             # body (the id is what lets an operator find the logged traceback).
             if started:
                 raise
+            error = unexpected(exc)
             log.error(
-                "internal error on %s %s id=%s",
+                "%s on %s %s id=%s",
+                "internal error" if error is INTERNAL else "storage full",
                 scope["method"],
                 scope["path"],
                 request_id,
                 exc_info=exc,
             )
             surfaces = scope["app"].state.surfaces
-            response = render(surfaces, scope["path"], INTERNAL)
+            response = render(surfaces, scope["path"], error)
             await response(scope, receive, send_with_context)
         finally:
             self._log(scope, state, status, (time.perf_counter() - start) * 1000.0)

@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from batchvision.api.surface import NativeErrors, Surface, WireError, surface_for_path
-from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
+from batchvision.core.db import storage_is_full
+from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems, out_of_storage
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,22 @@ def _internal_error(request: Request, exc: Exception) -> Response:
     return _answer(request, INTERNAL)
 
 
+def unexpected(exc: Exception) -> WireError:
+    """What a client is told about an exception nothing expected: a full disk under any store
+    (SQLite's "database or disk is full", PostgreSQL's disk_full; the transaction was rolled
+    back, so nothing is half-written) is 507 `insufficient_storage`, anything else 500."""
+    if storage_is_full(exc):
+        full = out_of_storage()
+        return WireError(full.http_status, full.code, full.message)
+    return INTERNAL
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    return _internal_error(request, exc)
+    error = unexpected(exc)
+    if error is INTERNAL:
+        return _internal_error(request, exc)
+    log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
+    return _answer(request, error)
 
 
 def install_error_handlers(app: FastAPI) -> None:

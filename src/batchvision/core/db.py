@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import sqlite3
 from importlib import resources
 from typing import Any
 
@@ -17,6 +19,11 @@ from batchvision.core.settings import Settings
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 
+# What "the database's storage is full" looks like from each backend: SQLite's SQLITE_FULL
+# ("database or disk is full"), PostgreSQL's SQLSTATE 53100 (disk_full), and the OS's own errno.
+_PG_DISK_FULL = "53100"
+_FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 
 class Base(DeclarativeBase):
     """Every table of every store; changes need a revision in `batchvision/migrations/versions`."""
@@ -27,6 +34,32 @@ def utcnow() -> dt.datetime:
 
 
 _PG_MIGRATION_LOCK = 0x6276_6D69_6772  # any fixed bigint; "bvmigr"
+
+
+def storage_is_full(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from, says the database ran out of disk space
+    (SQLAlchemy wraps the driver's error in `orig`, and callers may wrap it again)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _is_full(current):
+            return True
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException) and _is_full(orig):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_DISK_ERRNOS
+    return getattr(exc, "sqlstate", None) == _PG_DISK_FULL or getattr(exc, "pgcode", None) == (
+        _PG_DISK_FULL
+    )
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -107,6 +107,14 @@ class BatchVisionError(Exception):
         return f"BatchVisionError({self.code.value!r}, {self.message!r})"
 
 
+def out_of_storage() -> BatchVisionError:
+    """A full disk (blob files or the database): generic, since paths and errno text are the
+    server's business, and retryable once an operator has made room."""
+    return BatchVisionError(
+        ErrorCode.INSUFFICIENT_STORAGE, "the server is out of storage space; try again later"
+    )
+
+
 # Client text quoted back in a message is cut to this many characters: a 1 MB skill name must
 # not make a 1 MB error body, and 200 characters still show any real name in full.
 ECHO_LIMIT = 200

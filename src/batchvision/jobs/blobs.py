@@ -56,7 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.errors import out_of_storage
 from batchvision.core.fsutil import AtomicFile, fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
@@ -184,12 +184,6 @@ class Blobs(Protocol):
         Backends without such leftovers return 0.
         """
         ...
-
-
-def out_of_storage() -> BatchVisionError:
-    return BatchVisionError(
-        ErrorCode.INSUFFICIENT_STORAGE, "the server is out of storage space; try again later"
-    )
 
 
 @contextlib.contextmanager
