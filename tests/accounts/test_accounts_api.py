@@ -492,10 +492,10 @@ def test_usage_reports_only_the_calling_key(client: httpx.Client, tenants: Tenan
     theirs = client.get("/v1/usage", headers=bearer(dave.secret)).json()
     assert mine["key"] == {"id": carol.info.id, "name": "carol", "prefix": carol.info.prefix}
     assert mine["balance"] == 7
-    assert mine["totals"] == {"requests": 2, "images": 3, "credits": 3}
+    assert mine["totals"] == {"requests": 2, "images": 3, "credits": 3, "uncharged_credits": 0}
     assert theirs["key"]["name"] == "dave"
     assert theirs["balance"] == 9
-    assert theirs["totals"] == {"requests": 1, "images": 1, "credits": 1}
+    assert theirs["totals"] == {"requests": 1, "images": 1, "credits": 1, "uncharged_credits": 0}
     # An admin's own usage is its own too, not everyone's.
     admin = client.get("/v1/usage", headers=bearer(tenants.admin.secret)).json()
     assert admin["key"]["name"] == "admin" and admin["totals"]["images"] == 0

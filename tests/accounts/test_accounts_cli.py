@@ -202,9 +202,9 @@ def test_usage(bv: Any, store: KeyStore) -> None:
     output = ok(bv("keys", "usage", "busy")).stdout
     lines = output.splitlines()
     assert lines[0].startswith("busy")
-    assert lines[1].split() == ["date", "requests", "images", "credits"]
+    assert lines[1].split() == ["date", "requests", "images", "credits", "uncharged"]
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    assert lines[2].split() == [today, "3", "6", "5"]
+    assert lines[2].split() == [today, "3", "6", "5", "0"]
     assert len(lines) == 3
 
 

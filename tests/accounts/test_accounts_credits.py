@@ -84,8 +84,10 @@ def test_fifty_concurrent_requests_on_twenty_credits_charge_exactly_twenty(
     with keyed.client() as client:
         report = usage(client, key.secret)
     assert report["balance"] == 0
-    assert report["totals"] == {"requests": 20, "images": 20, "credits": 20}
-    assert report["days"] == [{"date": today(), "requests": 20, "images": 20, "credits": 20}]
+    assert report["totals"] == {"requests": 20, "images": 20, "credits": 20, "uncharged_credits": 0}
+    assert report["days"] == [
+        {"date": today(), "requests": 20, "images": 20, "credits": 20, "uncharged_credits": 0}
+    ]
 
 
 def test_concurrent_multi_image_requests_never_overdraw(keyed: Keyed) -> None:
@@ -129,7 +131,7 @@ def test_images_failing_before_inference_are_refunded(keyed: Keyed) -> None:
         assert balance(keyed, key.info.id) == 9  # 3 reserved, 2 handed back
         report = usage(client, key.secret)
     assert report["balance"] == 9
-    assert report["totals"] == {"requests": 1, "images": 1, "credits": 1}
+    assert report["totals"] == {"requests": 1, "images": 1, "credits": 1, "uncharged_credits": 0}
 
 
 def test_a_request_whose_images_all_fail_costs_nothing_but_counts(keyed: Keyed) -> None:
@@ -140,7 +142,12 @@ def test_a_request_whose_images_all_fail_costs_nothing_but_counts(keyed: Keyed) 
         assert response.status_code == 200, response.text
         assert response.json()["summary"] == {"images": 2, "succeeded": 0, "failed": 2}
         assert balance(keyed, key.info.id) == 2
-        assert usage(client, key.secret)["totals"] == {"requests": 1, "images": 0, "credits": 0}
+        assert usage(client, key.secret)["totals"] == {
+            "requests": 1,
+            "images": 0,
+            "credits": 0,
+            "uncharged_credits": 0,
+        }
 
 
 @pytest.mark.parametrize(
@@ -170,7 +177,7 @@ def test_requests_refused_as_a_whole_charge_nothing(
         assert balance(keyed, key.info.id) == 3
         report = usage(client, key.secret)
     assert report["days"] == []
-    assert report["totals"] == {"requests": 0, "images": 0, "credits": 0}
+    assert report["totals"] == {"requests": 0, "images": 0, "credits": 0, "uncharged_credits": 0}
 
 
 def test_unreadable_body_charges_nothing(keyed: Keyed) -> None:
@@ -222,7 +229,7 @@ def test_unlimited_key_always_works_and_records_usage(keyed: Keyed) -> None:
         report = usage(client, key.secret)
     assert balance(keyed, key.info.id) is None
     assert report["balance"] == "unlimited"
-    assert report["totals"] == {"requests": 3, "images": 7, "credits": 7}
+    assert report["totals"] == {"requests": 3, "images": 7, "credits": 7, "uncharged_credits": 0}
 
 
 def test_usage_by_day_adds_up(keyed: Keyed) -> None:
@@ -237,8 +244,10 @@ def test_usage_by_day_adds_up(keyed: Keyed) -> None:
         narrow = client.get("/v1/usage", params={"days": 1}, headers=bearer(key.secret)).json()
     assert report["key"] == {"id": key.info.id, "name": "daily", "prefix": key.info.prefix}
     assert report["balance"] == 100 - 7
-    assert report["days"] == [{"date": today(), "requests": 4, "images": 7, "credits": 7}]
-    assert report["totals"] == {"requests": 4, "images": 7, "credits": 7}
+    assert report["days"] == [
+        {"date": today(), "requests": 4, "images": 7, "credits": 7, "uncharged_credits": 0}
+    ]
+    assert report["totals"] == {"requests": 4, "images": 7, "credits": 7, "uncharged_credits": 0}
     assert narrow["days"] == report["days"]
 
 
@@ -254,7 +263,12 @@ def test_credits_per_image_setting_is_honoured(serve: Callable[..., LiveServer])
         assert client.post("/v1/analyze", json=mixed, headers=bearer(key.secret)).status_code == 402
         assert analyze(client, key.secret, images=1).status_code == 200
         assert balance(keyed, key.info.id) == 1
-        assert usage(client, key.secret)["totals"] == {"requests": 2, "images": 3, "credits": 9}
+        assert usage(client, key.secret)["totals"] == {
+            "requests": 2,
+            "images": 3,
+            "credits": 9,
+            "uncharged_credits": 0,
+        }
 
 
 # --- the meter itself -------------------------------------------------------------------------
@@ -297,7 +311,9 @@ def test_a_request_failing_after_its_reservation_is_fully_refunded(tmp_path: Pat
 
     asyncio.run(scenario())
     assert store.get(key.info.id).credits == 5  # type: ignore[union-attr]
-    assert store.usage(key.info.id) == [{"date": today(), "requests": 1, "images": 0, "credits": 0}]
+    assert store.usage(key.info.id) == [
+        {"date": today(), "requests": 1, "images": 0, "credits": 0, "uncharged_credits": 0}
+    ]
 
 
 # --- revocation -------------------------------------------------------------------------------
@@ -332,5 +348,5 @@ def test_an_analyze_request_in_flight_when_its_key_is_revoked_finishes_and_is_bi
     assert after.status_code == 401 and error_code(after) == "unauthorized"
     assert balance(keyed, key.info.id) == 2
     assert keyed.store.usage(key.info.id) == [
-        {"date": today(), "requests": 1, "images": 1, "credits": 1}
+        {"date": today(), "requests": 1, "images": 1, "credits": 1, "uncharged_credits": 0}
     ]

@@ -138,7 +138,7 @@ def test_a_429_consumes_no_credits(keyed: Keyed) -> None:
         report = client.get("/v1/usage", headers=bearer(image_key.secret)).json()
     assert keyed.store.get(key.info.id).credits == 8  # type: ignore[union-attr]
     assert keyed.store.get(image_key.info.id).credits == 8  # type: ignore[union-attr]
-    assert report["totals"] == {"requests": 1, "images": 2, "credits": 2}
+    assert report["totals"] == {"requests": 1, "images": 2, "credits": 2, "uncharged_credits": 0}
 
 
 def test_429_comes_before_402(keyed: Keyed) -> None:

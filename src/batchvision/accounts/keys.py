@@ -87,7 +87,9 @@ class NewKey:
     secret: str
 
 
-def usage_upsert(dialect: str, key_id: int, requests: int, images: int, credits: int) -> Executable:
+def usage_upsert(
+    dialect: str, key_id: int, requests: int, images: int, credits: int, uncharged: int = 0
+) -> Executable:
     """Add to today's usage row for the key (one statement, so it can join a caller's
     transaction: the job ledger bills a chunk in the same commit that records it)."""
     values = {
@@ -96,6 +98,7 @@ def usage_upsert(dialect: str, key_id: int, requests: int, images: int, credits:
         "requests": requests,
         "images": images,
         "credits": credits,
+        "uncharged_credits": uncharged,
     }
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return (
@@ -107,6 +110,7 @@ def usage_upsert(dialect: str, key_id: int, requests: int, images: int, credits:
                 "requests": UsageDay.requests + requests,
                 "images": UsageDay.images + images,
                 "credits": UsageDay.credits + credits,
+                "uncharged_credits": UsageDay.uncharged_credits + uncharged,
             },
         )
     )
@@ -318,6 +322,7 @@ class KeyStore:
                     "requests": r.requests,
                     "images": r.images,
                     "credits": r.credits,
+                    "uncharged_credits": r.uncharged_credits,
                 }
                 for r in rows
             ]

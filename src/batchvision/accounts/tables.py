@@ -28,7 +28,8 @@ class ApiKey(Base):
 
 
 class UsageDay(Base):
-    """Per key and UTC day: requests served, images processed, credits charged."""
+    """Per key and UTC day: requests served, images processed, credits charged, and credits
+    the work done cost beyond the balance (a job's last chunk billed down to zero)."""
 
     __tablename__ = "usage_days"
 
@@ -39,6 +40,7 @@ class UsageDay(Base):
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     images: Mapped[int] = mapped_column(BigInteger, default=0)
     credits: Mapped[int] = mapped_column(BigInteger, default=0)
+    uncharged_credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Reservation(Base):

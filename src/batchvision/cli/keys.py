@@ -124,11 +124,12 @@ def keys_usage(
     days: Annotated[int, typer.Option(help="how many days back")] = 30,
     data_dir: DataDir = None,
 ) -> None:
-    """Requests, images and credits by UTC day for one key."""
+    """Requests, images, credits charged and uncharged by UTC day for one key."""
     with _keys(data_dir) as store:
         key = store.by_name(name)
         usage = store.usage(key.id, days=days)
     typer.echo(_key_line(key))
-    typer.echo(f"{'date':<12}{'requests':>10}{'images':>10}{'credits':>10}")
+    columns = ("requests", "images", "credits", "uncharged_credits")
+    typer.echo(f"{'date':<12}" + "".join(f"{name.split('_')[0]:>10}" for name in columns))
     for row in usage:
-        typer.echo(f"{row['date']:<12}{row['requests']:>10}{row['images']:>10}{row['credits']:>10}")
+        typer.echo(f"{row['date']:<12}" + "".join(f"{row[name]:>10}" for name in columns))

@@ -127,6 +127,7 @@ class JobView:
     completed_at: dt.datetime | None
     expires_at: dt.datetime | None
     end_state: JobState | None = None  # decided, not yet the state (see the module docstring)
+    uncharged_credits: int = 0  # finished work's cost beyond the owner's balance
 
     @classmethod
     def of(cls, row: Job) -> JobView:
@@ -250,12 +251,29 @@ class JobStore:
                         images=Job.images + chunk.images,
                     )
                 )
-                owner = session.scalar(select(Job.owner_key_id).where(Job.id == job_id))
-                if owner is not None:
-                    self._bill(session, owner, chunk.images, credits_per_image, finished)
+                self._bill_owner(session, job_id, chunk.images, credits_per_image, finished)
         except IntegrityError:
             return False
         return True
+
+    def _bill_owner(
+        self,
+        session: Session,
+        job_id: str,
+        images: int,
+        credits_per_image: int,
+        finished: Sequence[FinishedLine] | None,
+    ) -> None:
+        owner = session.scalar(select(Job.owner_key_id).where(Job.id == job_id))
+        if owner is None:
+            return
+        uncharged = self._bill(session, owner, images, credits_per_image, finished)
+        if uncharged:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(uncharged_credits=Job.uncharged_credits + uncharged)
+            )
 
     def _bill(
         self,
@@ -264,19 +282,21 @@ class JobStore:
         images: int,
         credits_per_image: int,
         finished: Sequence[FinishedLine] | None,
-    ) -> None:
-        """Take the chunk's credits and record, in the usage ledger, the credits really taken.
+    ) -> int:
+        """Take the chunk's credits and record, in the usage ledger, the credits really taken;
+        return the uncharged rest.
 
         Work already done is billed even when the balance ran short meanwhile: the balance stops
-        at zero (the uncharged rest goes unrecorded; the ledger's images still count it) and the
-        runner stops taking chunks (see `owner_refusal`). The key's row is read, then written,
-        inside the transaction that already wrote the chunk row: SQLite holds its one write lock
-        by then, PostgreSQL locks the row (FOR UPDATE), so no reservation slips in between."""
+        at zero, the rest of the cost is recorded as `uncharged_credits` (in the usage ledger
+        and on the job, never taken) and the runner stops taking chunks (see `owner_refusal`).
+        The key's row is read, then written, inside the transaction that already wrote the chunk
+        row: SQLite holds its one write lock by then, PostgreSQL locks the row (FOR UPDATE), so
+        no reservation slips in between."""
         key = session.execute(
             select(ApiKey.credits, ApiKey.revoked_at).where(ApiKey.id == key_id).with_for_update()
         ).one_or_none()
         if key is None:
-            return
+            return 0
         billed = _billable_images(images, finished, _aware(key.revoked_at))
         cost = billed * credits_per_image
         taken = cost if key.credits is None else min(cost, key.credits)
@@ -287,7 +307,9 @@ class JobStore:
                 .values(credits=ApiKey.credits - taken)
             )
         dialect = self.engine.dialect.name
-        session.execute(usage_upsert(dialect, key_id, 1 if images else 0, images, taken))
+        requests = 1 if images else 0
+        session.execute(usage_upsert(dialect, key_id, requests, images, taken, cost - taken))
+        return cost - taken
 
     def owner_refusal(self, job_id: str) -> ErrorCode | None:
         """Why the job's owner may run no more of it: `unauthorized` once its key is revoked,

@@ -117,6 +117,9 @@ class Job(Base):
     completed_lines: Mapped[int] = mapped_column(Integer, default=0)
     failed_lines: Mapped[int] = mapped_column(Integer, default=0)
     images: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What its finished work cost beyond the owner's balance, which stops at zero (see
+    # JobStore._bill): the overdraw, recorded rather than taken.
+    uncharged_credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     chunk_lines: Mapped[int] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(default=False)

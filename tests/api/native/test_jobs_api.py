@@ -536,7 +536,8 @@ def test_progress_moves_line_by_line_and_never_backwards(serve: Any) -> None:
 
 def test_a_job_that_runs_a_key_dry_records_only_the_credits_it_took(serve: Any) -> None:
     """One 20-line chunk on 5 credits: the chunk is billed after its work, the balance stops at
-    0, and the usage ledger says 5 credits (what was taken) for 20 images, not 20 credits."""
+    0, and the usage ledger says 5 credits (what was taken) for 20 images, not 20 credits; the
+    other 15 are recorded as uncharged, on the job and in the usage ledger."""
     live, keys = keyed_server(serve, job_chunk_lines=20, job_output_lines=20)
     created = keys.create("gail", credits=5)
     headers = {"Authorization": f"Bearer {created.secret}"}
@@ -546,7 +547,29 @@ def test_a_job_that_runs_a_key_dry_records_only_the_credits_it_took(serve: Any) 
         report = client.get("/v1/usage").json()
     assert done["status"] == "completed"
     assert done["usage"]["images"] == 20
+    assert done["usage"]["uncharged_credits"] == 15
     assert keys.by_name("gail").credits == 0
     assert report["totals"]["images"] == 20
     assert report["totals"]["credits"] == 5
+    assert report["totals"]["uncharged_credits"] == 15
+    assert [day["uncharged_credits"] for day in report["days"]] == [15]
     assert sum(day["credits"] for day in keys.usage(created.info.id)) == 5
+
+
+def test_a_job_within_its_balance_records_nothing_uncharged(serve: Any) -> None:
+    live, keys = keyed_server(serve, job_chunk_lines=5, job_output_lines=20)
+    created = keys.create("hal", credits=50)
+    headers = {"Authorization": f"Bearer {created.secret}"}
+    lines = [{"id": f"h{i}", "skill": "metadata", "image": tiny_png()} for i in range(10)]
+    with live.client(headers=headers) as client:
+        done = wait(client, submit(client, jsonl(*lines))["id"])
+        report = client.get("/v1/usage").json()
+    assert done["status"] == "completed"
+    assert done["usage"] == {
+        "images": 10,
+        "uncharged_credits": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+    }
+    assert keys.by_name("hal").credits == 40
+    assert report["totals"]["credits"] == 10 and report["totals"]["uncharged_credits"] == 0

@@ -55,7 +55,12 @@ def native_view(job: JobView, links: OutputLinks) -> dict[str, Any]:
             "completed": job.completed_lines,
             "failed": job.failed_lines,
         },
-        "usage": {"images": job.images, "input_tokens": job.tokens, "output_tokens": 0},
+        "usage": {
+            "images": job.images,
+            "uncharged_credits": job.uncharged_credits,
+            "input_tokens": job.tokens,
+            "output_tokens": 0,
+        },
         "outputs": links.of(job),
         "error": job_error(job),
         "cancel_requested": job.cancel_requested,

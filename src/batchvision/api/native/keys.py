@@ -79,13 +79,15 @@ async def _visible_key(request: Request, principal: Principal, key_id: int) -> K
 async def usage(
     request: Request, principal: Authorized, days: Annotated[int, Query(ge=1, le=366)] = 30
 ) -> dict[str, Any]:
-    """Balance, images processed, requests and credits by UTC day for the calling key."""
+    """Balance, images processed, requests, credits charged and uncharged (work a job finished
+    after the balance reached zero) by UTC day for the calling key."""
     key_id = _require_key(principal)
     accounts = services(request).accounts
     key = await accounts.run(accounts.keys.get, key_id)
     rows = await accounts.run(accounts.keys.usage, key_id, days=days)
     assert key is not None  # authenticated a moment ago
-    totals = {name: sum(r[name] for r in rows) for name in ("requests", "images", "credits")}
+    counted = ("requests", "images", "credits", "uncharged_credits")
+    totals = {name: sum(r[name] for r in rows) for name in counted}
     return {
         "key": {"id": key.id, "name": key.name, "prefix": key.prefix},
         "balance": "unlimited" if key.credits is None else key.credits,
