@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     decoded_wait_s: Annotated[float, Field(gt=0)] = Field(
         30.0, description="how long an image waits for room in max_decoded_mb (then overloaded)"
     )
+    tile_side: Annotated[int, Field(ge=256, le=16384)] = Field(
+        2048,
+        description="full-resolution skills (barcode, ocr) read an image of more than "
+        "tile_side² pixels in overlapping tiles of this side, bounding their working memory",
+    )
+    tile_overlap: Annotated[int, Field(ge=32)] = Field(
+        512,
+        description="pixels neighbouring tiles share: a barcode or word up to this size "
+        "(barcode) or half of it (ocr) lies whole in one tile",
+    )
 
     # URL fetching
     fetch_timeout_s: Annotated[float, Field(gt=0)] = 10.0
@@ -147,6 +157,12 @@ class Settings(BaseSettings):
     def _outputs_hold_whole_chunks(self) -> Settings:
         if self.job_output_lines % self.job_chunk_lines:
             raise ValueError("job_output_lines must be a multiple of job_chunk_lines")
+        return self
+
+    @model_validator(mode="after")
+    def _tiles_advance(self) -> Settings:
+        if self.tile_overlap * 2 > self.tile_side:
+            raise ValueError("tile_overlap must be at most half of tile_side")
         return self
 
     @field_validator("url_allow_hosts", "callback_allow_hosts", mode="before")

@@ -61,6 +61,13 @@ class Skill(ABC):
         """Longest image side this skill needs; None asks for full resolution."""
         return None
 
+    def working_bytes(self, params: BaseModel, width: int, height: int) -> int:
+        """Memory the skill allocates beside the decoded pixels while it reads one image of
+        `width` x `height` pixels: what the pipeline keeps reserved for it. Skills whose
+        models take a fixed input size allocate little beside the pixels (their models'
+        memory is budgeted by the registry)."""
+        return 0
+
     @abstractmethod
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         """One output per image, in order. A failure that concerns one image is an ItemError."""
