@@ -9,10 +9,15 @@ the image's decoding cost (from its header dimensions) in the request's budget
 (`max_decoded_mb_per_request`, waited for without a deadline: only the request's own images hold
 it) and then in the server's (`max_decoded_mb`, waited for up to `decoded_wait_s`, then the image
 gets `overloaded`); an image that could never fit in either gets `image_too_large`. Once decoded,
-the reservation shrinks to the pixels kept when they were reduced for the tasks' side; at full
-resolution it stays, to cover the working copies full-resolution skills make. Model batches
-still form across images, since every skill submits its images one by one to the engine's
-batchers. The `decode` timing includes the wait for admission.
+the reservation shrinks to what is really held: the pixels (reduced for the tasks' side when no
+task needs full resolution), plus what the full-resolution skills allocate beside them (their
+`working_bytes`, bounded by a tile: see `skills.tiles`). A request mixing full-resolution tasks
+(barcode, ocr) with reduced ones (detect) decodes once at full size, derives the reduced copy
+the reduced tasks read, and lets the full-size pixels go as soon as the full-resolution tasks are
+done, the reservation shrinking to the reduced copy (deriving costs a few ms; decoding a PNG a
+second time with a reduction would cost its whole decoding time again). Model batches still form
+across images, since every skill submits its images one by one to the engine's batchers. The
+`decode` timing includes the wait for admission.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from batchvision.core.settings import Settings
 from batchvision.core.types import DecodedImage, ImageInput, ItemError, ItemResult, Task
 from batchvision.engine.budget import MB, ByteBudget, Reservation
 from batchvision.engine.engine import Engine
-from batchvision.intake.decode import decode_image, decoding_cost, describe
+from batchvision.intake.decode import decode_image, decoding_cost, describe, reduced_copy
 from batchvision.intake.fetch import ByteTally, FetchPolicy, fetch_url
 from batchvision.models.registry import ModelRegistry
 from batchvision.skills import Skill, SkillContext, build_skills, unknown_skill
@@ -132,11 +137,15 @@ class Pipeline:
                 intake.decoded.reserve(cost) as mine,
                 self.engine.decoded.reserve(cost, self.settings.decoded_wait_s) as shared,
             ):
-                image = await self._decode(data, intake, (mine, shared))
+                image = await self.engine.run_cpu(
+                    decode_image, data, max_pixels=intake.max_pixels, target_side=intake.side
+                )
                 del data  # the encoded bytes of a fetched image are not needed any more
                 result.timings_ms["decode"] = _elapsed_ms(start)
                 result.image = describe(image)
-                await asyncio.gather(*(self._run_task(t, image, result) for t in tasks))
+                held = _Held(image, (mine, shared))
+                del image  # `held` alone holds the pixels now, so that they can be let go
+                await self._run_tasks(held, tasks, result)
         except BatchVisionError as exc:
             result.errors.append(ItemError.from_exception(exc))
         except Exception:
@@ -154,19 +163,37 @@ class Pipeline:
             return await fetch_url(item.url, self.fetch_policy, fetched)
         raise BatchVisionError(ErrorCode.INVALID_REQUEST, "image has no data or url")
 
-    async def _decode(
-        self, data: bytes, intake: _Intake, reservations: Sequence[Reservation]
-    ) -> DecodedImage:
-        image = await self.engine.run_cpu(
-            decode_image, data, max_pixels=intake.max_pixels, target_side=intake.side
+    async def _run_tasks(
+        self, held: _Held, tasks: Sequence[PreparedTask], result: ItemResult
+    ) -> None:
+        """Every task on the image. When full-resolution tasks share it with tasks that need
+        fewer pixels, those get a reduced copy made first, and the full-resolution pixels go
+        as soon as the full-resolution tasks are done (see the module docstring)."""
+        full = [t for t in tasks if t.skill.decode_side(t.params) is None]
+        reduced = [t for t in tasks if t not in full]
+        side = _decode_side(reduced)
+        small = held.image
+        if full and side is not None:
+            small = await self.engine.run_cpu(reduced_copy, held.image, side)
+        held.keep(self._working_bytes(full, held.image) + _extra(small, held.image))
+        await asyncio.gather(
+            self._run_full_resolution(full, held, result, kept_after=small.pixels.nbytes),
+            *(self._run_task(t, small, result) for t in reduced),
         )
-        if intake.side is not None:
-            for reservation in reservations:
-                reservation.shrink(image.pixels.nbytes)
-        # At full resolution the decoding cost stays reserved: the skills that ask for it work on
-        # copies of their own (zxing-cpp's luminance and binarized matrices take another 246 MB
-        # on a 7900x7900 image, about 4 bytes per pixel beside the 3 of the RGB array).
-        return image
+
+    async def _run_full_resolution(
+        self, tasks: Sequence[PreparedTask], held: _Held, result: ItemResult, kept_after: int
+    ) -> None:
+        image = held.release()
+        if tasks:
+            await asyncio.gather(*(self._run_task(t, image, result) for t in tasks))
+            del image
+            held.keep(kept_after, pixels=False)
+
+    def _working_bytes(self, tasks: Sequence[PreparedTask], image: DecodedImage) -> int:
+        """What the full-resolution tasks allocate beside the pixels, all at once at worst."""
+        height, width = image.pixels.shape[:2]
+        return sum(t.skill.working_bytes(t.params, width, height) for t in tasks)
 
     async def _run_task(self, task: PreparedTask, image: DecodedImage, result: ItemResult) -> None:
         start = time.perf_counter()
@@ -189,6 +216,36 @@ class Pipeline:
 
 def _decode_side(tasks: Sequence[PreparedTask]) -> int | None:
     sides = [task.skill.decode_side(task.params) for task in tasks]
-    if any(side is None for side in sides):
+    if not sides or any(side is None for side in sides):
         return None
     return max(side for side in sides if side is not None)
+
+
+def _extra(small: DecodedImage, image: DecodedImage) -> int:
+    return 0 if small is image else small.pixels.nbytes
+
+
+class _Held:
+    """One image's decoded pixels and the reservations that pay for them: `keep` shrinks the
+    reservations to what is still held, `release` hands the pixels to their last user."""
+
+    def __init__(self, image: DecodedImage, reservations: Sequence[Reservation]) -> None:
+        self._image: DecodedImage | None = image
+        self._pixels = image.pixels.nbytes
+        self._reservations = reservations
+
+    @property
+    def image(self) -> DecodedImage:
+        assert self._image is not None, "the pixels were released"
+        return self._image
+
+    def release(self) -> DecodedImage:
+        image = self.image
+        self._image = None
+        return image
+
+    def keep(self, nbytes: int, *, pixels: bool = True) -> None:
+        """Hold `nbytes` beside the pixels (or, `pixels=False`, once they are gone)."""
+        total = nbytes + (self._pixels if pixels else 0)
+        for reservation in self._reservations:
+            reservation.shrink(total)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -263,6 +264,29 @@ def _request_draft(image: Image.Image, target_side: int) -> None:
     # reduction that still yields at least this many pixels on each side.
     wanted = (max(1, width * target_side // longest), max(1, height * target_side // longest))
     image.draft(None, wanted)
+
+
+# Rows are reduced this many pixels at a time by `reduced_copy`: Pillow copies an RGB array into
+# its own 4-byte pixels, which for a whole 64 MP image would be another 256 MB.
+_REDUCE_BAND_PIXELS = 4 * 1024 * 1024
+
+
+def reduced_copy(image: DecodedImage, target_side: int) -> DecodedImage:
+    """`image` box-reduced as decoding would have for `target_side` (the same whole factor),
+    for the skills of a request that need fewer pixels than its full-resolution ones; `image`
+    itself when no reduction applies."""
+    height, width = image.pixels.shape[:2]
+    factor = max(width, height) // target_side
+    if factor < 2:
+        return image
+    out = np.empty((-(-height // factor), -(-width // factor), 3), np.uint8)
+    band = max(1, _REDUCE_BAND_PIXELS // (width * factor)) * factor
+    for top in range(0, height, band):
+        rows = Image.fromarray(np.ascontiguousarray(image.pixels[top : top + band]))
+        out[top // factor : top // factor + -(-rows.height // factor)] = np.asarray(
+            rows.reduce(factor)
+        )
+    return replace(image, pixels=out)
 
 
 def _reduced(image: Image.Image, target_side: int | None) -> Image.Image:

@@ -40,6 +40,13 @@ from batchvision.models.ocr import (
 from batchvision.models.ocr.base import OcrOutput
 from batchvision.models.ocr.kinds import OcrModel, OcrRequest
 from batchvision.skills.base import Skill, SkillOutput
+from batchvision.skills.ocr_tiles import merge_pages
+from batchvision.skills.tiles import TileGrid
+
+# What an engine allocates beside the decoded pixels, per pixel it reads: Tesseract's bytes copy
+# and 32-bit Pix of the image plus its gray and binarized ones; PP-OCR's BGR copy and detector
+# input. An upper bound, so the decoded-pixel budget is not overrun.
+_ENGINE_BYTES_PER_PIXEL = 12
 
 LanguageCode = Annotated[str, StringConstraints(pattern=r"^(\*|[A-Za-z]{2,3})$")]
 
@@ -107,14 +114,32 @@ class OcrSkill(Skill):
     def models(self, params: BaseModel) -> list[str]:
         return models_of(self.plan(cast(OcrParams, params))[0])
 
+    def working_bytes(self, params: BaseModel, width: int, height: int) -> int:
+        return TileGrid.from_settings(self.ctx.settings).tile_pixels(width, height) * (
+            _ENGINE_BYTES_PER_PIXEL
+        )
+
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         engine, languages = self.plan(cast(OcrParams, params))
 
         async def one(image: DecodedImage) -> OcrOutput:
-            page = await self._read(image.pixels, engine, languages)
+            page = await self._read_tiled(image.pixels, engine, languages)
             return page.to_dict(image.width, image.height, image.scale)
 
         return await self.per_item(one(image) for image in images)
+
+    async def _read_tiled(self, pixels: RGBArray, engine: str, languages: list[str]) -> OcrPage:
+        """The whole image when it has no more pixels than one tile, else tile by tile, one at a
+        time (see `ocr_tiles`)."""
+        height, width = pixels.shape[:2]
+        grid = TileGrid.from_settings(self.ctx.settings)
+        if not grid.needed(width, height):
+            return await self._read(pixels, engine, languages)
+        placed = [
+            (tile, await self._read(tile.of(pixels), engine, languages))
+            for tile in grid.tiles(width, height)
+        ]
+        return merge_pages(placed, detected=engine == DETECTED or is_auto(languages))
 
     async def _read(self, pixels: RGBArray, engine: str, languages: list[str]) -> OcrPage:
         infer = self.ctx.engine.infer

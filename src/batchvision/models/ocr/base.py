@@ -211,3 +211,87 @@ def bounding_polygon(polygons: list[Polygon]) -> Polygon:
     xs = [x for p in polygons for x, _ in p]
     ys = [y for p in polygons for _, y in p]
     return rect(min(xs), min(ys), max(xs), max(ys))
+
+
+# Line and block assembly from lines found piecewise (PP-OCR's detections, tiles of a page).
+_BLOCK_GAP = 0.8
+_BLOCK_HEIGHT_RATIO = 1.6
+_ROW_HEIGHT_RATIO = 2.0  # a short word ("in") next to one with ascenders and descenders
+
+
+def _span(polygon: Polygon) -> tuple[float, float, float, float]:
+    xs = [x for x, _ in polygon]
+    ys = [y for _, y in polygon]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def merge_rows(lines: list[OcrLine]) -> list[OcrLine]:
+    """Join detections that continue one another on the same row (the detector sometimes boxes
+    the words of one line separately): they overlap vertically by half the smaller height, have
+    heights within 2x, and the horizontal gap is under the smaller height."""
+    rows: list[list[OcrLine]] = []
+    for line in sorted(lines, key=lambda ln: _span(ln.polygon)[0]):
+        x1, y1, _x2, y2 = _span(line.polygon)
+        h = max(y2 - y1, 1.0)
+        for row in rows:
+            rx1, ry1, rx2, ry2 = _span(row[-1].polygon)
+            rh = max(ry2 - ry1, 1.0)
+            overlap = min(y2, ry2) - max(y1, ry1)
+            if (
+                overlap >= 0.5 * min(h, rh)
+                and max(h, rh) / min(h, rh) <= _ROW_HEIGHT_RATIO
+                and x1 - rx2 <= min(h, rh)
+                and x1 >= rx1
+            ):
+                row.append(line)
+                break
+        else:
+            rows.append([line])
+    merged = []
+    for row in rows:
+        if len(row) == 1:
+            merged.append(row[0])
+            continue
+        merged.append(
+            OcrLine(
+                bounding_polygon([ln.polygon for ln in row]),
+                join_words([ln.text for ln in row]),
+                [w for ln in row for w in ln.words],
+            )
+        )
+    return merged
+
+
+def group_blocks(lines: list[OcrLine]) -> list[OcrBlock]:
+    boxes = [bounding_polygon([line.polygon]) for line in lines]
+    spans = [(b[0][0], b[0][1], b[2][0], b[2][1]) for b in boxes]  # x1, y1, x2, y2
+    parent = list(range(len(lines)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (ax1, ay1, ax2, ay2) in enumerate(spans):
+        for j in range(i + 1, len(spans)):
+            bx1, by1, bx2, by2 = spans[j]
+            ha, hb = max(ay2 - ay1, 1.0), max(by2 - by1, 1.0)
+            if max(ha, hb) / min(ha, hb) > _BLOCK_HEIGHT_RATIO:
+                continue
+            if min(ax2, bx2) <= max(ax1, bx1):  # no shared column
+                continue
+            gap = max(ay1, by1) - min(ay2, by2)
+            if gap <= _BLOCK_GAP * min(ha, hb):
+                parent[find(j)] = find(i)
+
+    groups: dict[int, list[int]] = {}
+    for i in range(len(lines)):
+        groups.setdefault(find(i), []).append(i)
+    blocks = []
+    for members in groups.values():
+        members.sort(key=lambda i: (spans[i][1], spans[i][0]))
+        block_lines = [lines[i] for i in members]
+        blocks.append(OcrBlock(bounding_polygon([ln.polygon for ln in block_lines]), block_lines))
+    blocks.sort(key=lambda b: (b.polygon[0][1], b.polygon[0][0]))
+    return blocks
