@@ -4,11 +4,13 @@
     PYTHONPATH=/tmp/old/src python bench/bench_memory.py          # another tree, for "before"
 
 Attacks: 32 and 64 one-colour 7900x7900 PNGs (about 200 KB each on the wire, 187 MB of RGB each
-decoded) in one multipart request to `detect`; the same 32 to `barcode` (full resolution); and 64
-URL images of 20 MiB each in one small JSON body (`metadata`). For each it prints the server's RSS
-before, its peak during the request (VmHWM, reset through /proc/PID/clear_refs), the time to
-answer and how many images were answered `ok`. The server runs with its default settings (auth
-disabled, URLs from 127.0.0.1 allowed); `--env NAME=VALUE` adds settings.
+decoded) in one multipart request to `detect`; the same 32 (`--count`) to `barcode` and to `ocr`
+(full resolution: read in tiles above `tile_side`² pixels) and to `detect` and `barcode` together
+(a mixed request); and 64 URL images of 20 MiB each in one small JSON body (`metadata`). For
+each it prints the server's RSS before, its peak during the request (VmHWM, reset through
+/proc/PID/clear_refs), the time to answer and how many images were answered `ok`. The server
+runs with its default settings (auth disabled, URLs from 127.0.0.1 allowed); `--env NAME=VALUE`
+adds settings.
 """
 
 from __future__ import annotations
@@ -138,9 +140,10 @@ def measure(pid: int, send: Any) -> dict[str, Any]:
     }
 
 
-def multipart(url: str, image: bytes, count: int, skill: str) -> httpx.Response:
+def multipart(url: str, image: bytes, count: int, skills: str) -> httpx.Response:
+    """`skills`: one skill, or several joined by "+"."""
     files = [("images", (f"i{i}.png", image, "image/png")) for i in range(count)]
-    tasks = json.dumps([{"skill": skill}])
+    tasks = json.dumps([{"skill": skill} for skill in skills.split("+")])
     return httpx.post(f"{url}/v1/analyze", files=files, data={"tasks": tasks}, timeout=1800)
 
 
@@ -155,13 +158,18 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=7900)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE server setting")
     parser.add_argument("--only", default="", help="run only attacks whose name contains this")
+    parser.add_argument("--count", type=int, default=32, help="images of the full-res attacks")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
     big = png(args.side)
+    count = args.count
     attacks = [
         (f"32 x {args.side}² PNG, detect", lambda u: multipart(u, big, 32, "detect")),
         (f"64 x {args.side}² PNG, detect", lambda u: multipart(u, big, 64, "detect")),
-        (f"32 x {args.side}² PNG, barcode", lambda u: multipart(u, big, 32, "barcode")),
+        *(
+            (f"{count} x {args.side}² PNG, {s}", lambda u, s=s: multipart(u, big, count, s))
+            for s in ("barcode", "ocr", "detect+barcode")
+        ),
     ]
     with TemporaryDirectory() as tmp, image_host(noise_body(20 * MiB)) as base:
         attacks.append(("64 URLs x 20 MiB, metadata", lambda u: url_images(u, base, 64)))

@@ -4,6 +4,7 @@ levels, every symbol found once, wherever it lies against the seams, over real H
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from typing import Any
 
@@ -52,7 +53,7 @@ def test_the_grid_covers_the_image_and_its_cores_partition_it() -> None:
     for axis_length, starts in ((1500, {t.x for t in tiles}), (1100, {t.y for t in tiles})):
         ordered = sorted(starts)
         assert ordered[0] == 0 and ordered[-1] + 512 == axis_length
-        assert all(b - a <= 512 - 128 for a, b in zip(ordered, ordered[1:], strict=False))
+        assert all(b - a <= 512 - 128 for a, b in itertools.pairwise(ordered))
     for x in range(0, 1500, 37):
         for y in range(0, 1100, 41):
             owners = [t for t in tiles if t.owns(x + 0.5, y + 0.5)]
