@@ -99,7 +99,8 @@ class Pipeline:
     ) -> list[ItemResult]:
         """`max_pixels` tightens the server's pixel limit for surfaces that promise a lower one."""
         limit = min(max_pixels or self.settings.max_image_pixels, self.settings.max_image_pixels)
-        with self.engine.admit(len(inputs)):
+        models = [m for task in tasks for m in task.skill.models(task.params)]
+        with self.engine.admit(len(inputs)), self.engine.admit_models(models, len(inputs)):
             intake = self._intake_for(tasks, limit)
             results = [
                 ItemResult(index=i.index, filename=i.filename, client_id=i.client_id)
