@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -33,6 +34,7 @@ from batchvision.engine.engine import Engine
 from batchvision.intake.decode import decode_image, decoding_cost, describe
 from batchvision.intake.fetch import ByteTally, FetchPolicy, fetch_url
 from batchvision.models.registry import ModelRegistry
+from batchvision.models.vlm.kinds import VlmModel
 from batchvision.skills import Skill, SkillContext, build_skills, unknown_skill
 
 log = logging.getLogger(__name__)
@@ -183,6 +185,22 @@ class Pipeline:
         else:
             result.outputs[task.name] = output
         result.timings_ms[task.name] = _elapsed_ms(start)
+
+    async def backend_health(self) -> dict[str, Any]:
+        """Each vision-language backend card: its reachability, latency, breaker and counters,
+        or why it is not configured (for `/readyz`)."""
+        health: dict[str, Any] = {}
+        for status in self.registry.statuses():
+            if status.card.task != "vlm":
+                continue
+            if status.state != "installed":
+                health[status.card.name] = {"configured": False, "detail": status.found.detail}
+                continue
+            model = await self.engine.model(status.card.name)
+            if isinstance(model, VlmModel):
+                probe = await model.probe()
+                health[status.card.name] = {"configured": True, **probe, **vars(model.counters)}
+        return health
 
     async def close(self) -> None:
         await self.engine.close()

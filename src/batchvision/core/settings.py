@@ -151,10 +151,6 @@ class Settings(BaseSettings):
     vlm_breaker_cooldown_s: Annotated[float, Field(gt=0)] = Field(
         10.0, description="how long an open breaker fails calls fast before one probe"
     )
-    credits_per_vlm_call: Annotated[int, Field(ge=0)] = Field(
-        0, description="credits per image for each vision-language skill, on top of per image"
-    )
-
     # AnimalDetect surface (`/api/v1/batch-detect…`)
     animaldetect_max_batch_bytes: PositiveInt = Field(
         10 * MB, description="batch-detect: combined raw image bytes per request (413 past it)"
