@@ -206,3 +206,12 @@ def error_of(response: httpx.Response, status: int, code: str) -> str:
     message = body["error"]["message"]
     assert isinstance(message, str) and message
     return message
+
+
+@pytest.fixture
+def vlm_standin() -> Iterator[Any]:
+    """The stand-in vision-language server (tests/vlm_standin.py), both protocols."""
+    from vlm_standin import run_standin
+
+    with run_standin() as standin:
+        yield standin

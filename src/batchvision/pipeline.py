@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -38,6 +39,7 @@ from batchvision.engine.engine import Engine
 from batchvision.intake.decode import decode_image, decoding_cost, describe, reduced_copy
 from batchvision.intake.fetch import ByteTally, FetchPolicy, fetch_url
 from batchvision.models.registry import ModelRegistry
+from batchvision.models.vlm.kinds import VlmModel
 from batchvision.skills import Skill, SkillContext, build_skills, unknown_skill
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,8 @@ class Pipeline:
     ) -> list[ItemResult]:
         """`max_pixels` tightens the server's pixel limit for surfaces that promise a lower one."""
         limit = min(max_pixels or self.settings.max_image_pixels, self.settings.max_image_pixels)
-        with self.engine.admit(len(inputs)):
+        models = [m for task in tasks for m in task.skill.models(task.params)]
+        with self.engine.admit(len(inputs)), self.engine.admit_models(models, len(inputs)):
             intake = self._intake_for(tasks, limit)
             results = [
                 ItemResult(index=i.index, filename=i.filename, client_id=i.client_id)
@@ -209,6 +212,22 @@ class Pipeline:
         else:
             result.outputs[task.name] = output
         result.timings_ms[task.name] = _elapsed_ms(start)
+
+    async def backend_health(self) -> dict[str, Any]:
+        """Each vision-language backend card: its reachability, latency, breaker and counters,
+        or why it is not configured (for `/readyz`)."""
+        health: dict[str, Any] = {}
+        for status in self.registry.statuses():
+            if status.card.task != "vlm":
+                continue
+            if status.state != "installed":
+                health[status.card.name] = {"configured": False, "detail": status.found.detail}
+                continue
+            model = await self.engine.model(status.card.name)
+            if isinstance(model, VlmModel):
+                probe = await model.probe()
+                health[status.card.name] = {"configured": True, **probe, **vars(model.counters)}
+        return health
 
     async def close(self) -> None:
         await self.engine.close()

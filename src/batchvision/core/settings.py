@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MB = 1024 * 1024
@@ -131,6 +131,36 @@ class Settings(BaseSettings):
     callback_base_delay_s: Annotated[float, Field(ge=0)] = 1.0
     callback_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Vision-language backend: the default `vlm` model card (others by card files)
+    vlm_url: str | None = Field(
+        None, description="base URL of the default VLM server, e.g. http://127.0.0.1:11434/v1"
+    )
+    vlm_protocol: Literal["openai", "moondream"] = "openai"
+    vlm_model: str = Field("", description="model name sent to an openai-protocol server")
+    vlm_api_key: SecretStr | None = None
+    vlm_grounding: Literal["qwen2.5-vl", "norm1000", "moondream"] | None = Field(
+        None, description="coordinate format; default qwen2.5-vl (openai) or moondream"
+    )
+    vlm_max_concurrency: PositiveInt = Field(4, description="calls in flight per backend")
+    vlm_timeout_s: Annotated[float, Field(gt=0)] = Field(60.0, description="one call's limit")
+    vlm_image_side: Annotated[int, Field(ge=64, le=4096)] = Field(
+        768, description="longest side of an image sent to a VLM (never upscaled)"
+    )
+    vlm_max_queued: PositiveInt = Field(
+        128, description="images waiting or in flight per backend before overloaded"
+    )
+    vlm_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
+        4, description="tries per call on transient failures (connection, 408, 429, 5xx)"
+    )
+    vlm_retry_base_s: Annotated[float, Field(ge=0)] = Field(
+        0.25, description="first retry delay; doubles per retry, full jitter"
+    )
+    vlm_breaker_failures: PositiveInt = Field(
+        5, description="consecutive failed calls that open a backend's circuit breaker"
+    )
+    vlm_breaker_cooldown_s: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="how long an open breaker fails calls fast before one probe"
+    )
     # AnimalDetect surface (`/api/v1/batch-detect…`)
     animaldetect_max_batch_bytes: PositiveInt = Field(
         10 * MB, description="batch-detect: combined raw image bytes per request (413 past it)"

@@ -40,6 +40,7 @@ class Engine:
         self.pools = Pools(cpu=self.cpu_pool, model=self.model_pool)
         self._batchers: dict[str, DynamicBatcher[Any, Any]] = {}
         self._in_flight = 0
+        self._queued: dict[str, int] = {}
         self.decoded = ByteBudget(
             settings.max_decoded_mb * MB, name="server's decoded-pixel budget (max_decoded_mb)"
         )
@@ -63,6 +64,33 @@ class Engine:
             yield
         finally:
             self._in_flight -= images
+
+    @contextmanager
+    def admit_models(self, names: Sequence[str], items: int) -> Iterator[None]:
+        """Reserve `items` in the queue of every model in `names` that bounds one (remote
+        models, `Batching.max_queued`); refuse with `overloaded` when one is full."""
+        bounded = [
+            (n, b) for n in dict.fromkeys(names) if (b := self.registry.batching(n)).max_queued
+        ]
+        for name, batching in bounded:
+            queued = self._queued.get(name, 0)
+            if queued and batching.max_queued is not None and queued + items > batching.max_queued:
+                raise BatchVisionError(
+                    ErrorCode.OVERLOADED,
+                    f"model '{name}' is at capacity ({queued} images queued); retry shortly",
+                    retry_after_s=self.settings.retry_after_s,
+                )
+        for name, _ in bounded:
+            self._queued[name] = self._queued.get(name, 0) + items
+        try:
+            yield
+        finally:
+            for name, _ in bounded:
+                self._queued[name] -= items
+
+    def queued(self, name: str) -> int:
+        """Images reserved in model `name`'s queue (waiting or in flight)."""
+        return self._queued.get(name, 0)
 
     async def run_cpu(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
@@ -93,7 +121,7 @@ class Engine:
     def batcher(self, name: str) -> DynamicBatcher[Any, Any]:
         """The one batcher of model `name`, made on first use with its kind's batching."""
         if name not in self._batchers:
-            batching = self.registry.kind(name).batching(self.settings)
+            batching = self.registry.batching(name)
             self._batchers[name] = DynamicBatcher(
                 functools.partial(self._run_batch, name),
                 max_batch_size=batching.max_size,

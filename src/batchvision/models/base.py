@@ -56,6 +56,9 @@ class Batching:
     max_size: int
     max_wait_ms: float
     concurrency: int = 1
+    # Items waiting or in flight past which a request is refused `overloaded` (None: only the
+    # engine's image bound applies). Remote models set it: their queue drains at the server's pace.
+    max_queued: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,11 @@ class Model(ABC, Generic[In, Prepared, Raw, Out]):
     @classmethod
     def batching(cls, settings: Settings) -> Batching:
         return Batching(settings.max_batch_size, settings.max_wait_ms)
+
+    @classmethod
+    def batching_for(cls, card: ModelCard, settings: Settings) -> Batching:
+        """How the engine batches this card; kinds whose limits come from the card override it."""
+        return cls.batching(settings)
 
     @abstractmethod
     def memory_mb(self) -> int:

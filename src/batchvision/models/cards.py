@@ -8,7 +8,9 @@ A card's `task` and `family` choose the class that runs it (`models.kinds`; the 
 a card no kind implements). Tasks: `detect` (an object detector; `labels` is a shipped label set or
 the class names), `classify` (a species classifier run on detector crops; `labels` is the path of
 its label list, one output per line, looked up in the model directories like `file`) and `ocr` (an
-OCR engine that finds its own installed data, so its card names no files).
+OCR engine that finds its own installed data, so its card names no files) and `vlm` (a
+vision-language model behind a server; its `[backend]` table says where, see `models.vlm.config`;
+the card `vlm` is built from the `BATCHVISION_VLM_*` settings unless a user card replaces it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pydantic import (
 )
 
 from batchvision.core.settings import Settings
+from batchvision.models.vlm.config import VlmBackend, default_vlm_card_fields
 
 Placement = Literal["topleft", "center"]
 ChannelOrder = Literal["RGB", "BGR"]
@@ -88,6 +91,7 @@ class ModelCard(BaseModel):
     softmax: bool | None = Field(None, description="classify: outputs are logits (family default)")
     preprocess: Preprocess | None = None
     memory_mb: int | None = Field(None, gt=0, description="resident size; estimated if absent")
+    backend: VlmBackend | None = Field(None, description="vlm: the server behind the model")
 
     @field_validator("file")
     @classmethod
@@ -103,6 +107,10 @@ class ModelCard(BaseModel):
     @model_validator(mode="after")
     def _task_fields(self) -> ModelCard:
         # Other tasks have no fields of their own; the registry refuses a card no kind runs.
+        if (self.task == "vlm") != (self.backend is not None):
+            raise ValueError("a vlm card, and only a vlm card, has a [backend] table")
+        if self.backend is not None:
+            self.backend.check_family(self.family)
         if self.task == "ocr":
             self._check_ocr()
         elif self.task in ("detect", "classify"):
@@ -139,6 +147,12 @@ class ModelCard(BaseModel):
         # Boxes are mapped back through the letterbox and the NCHW feeds of `runtime`.
         if self.pre.resize != "letterbox" or self.pre.layout != "NCHW":
             raise ValueError("a detect card letterboxes into an NCHW input (resize, layout)")
+
+    @property
+    def remote(self) -> VlmBackend:
+        """`backend` of a vlm card (always given, checked by the validator)."""
+        assert self.backend is not None
+        return self.backend
 
     @property
     def pre(self) -> Preprocess:
@@ -212,6 +226,8 @@ def _user_card_files(settings: Settings) -> list[Path]:
 def load_cards(settings: Settings) -> dict[str, ModelCard]:
     """Shipped cards, then user cards on top (a user card replaces a shipped one by name)."""
     cards = {card.name: card for card in _shipped_cards()}
+    default_vlm = ModelCard.model_validate(default_vlm_card_fields(settings))
+    cards[default_vlm.name] = default_vlm
     for path in _user_card_files(settings):
         card = read_card(path)
         cards[card.name] = card

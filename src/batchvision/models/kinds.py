@@ -19,6 +19,7 @@ from batchvision.models.detector import (
     YoloxDetector,
 )
 from batchvision.models.ocr.kinds import PpOcrModel, TesseractModel
+from batchvision.models.vlm.kinds import VLM_KINDS
 
 Kinds = Mapping[tuple[str, str], type[AnyModel]]
 
@@ -30,6 +31,7 @@ KIND_CLASSES: tuple[type[AnyModel], ...] = (
     OnnxClassifier,
     TesseractModel,
     PpOcrModel,
+    *VLM_KINDS,
 )
 
 KINDS: Kinds = {(kind.task, kind.family): kind for kind in KIND_CLASSES}

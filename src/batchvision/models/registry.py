@@ -16,7 +16,7 @@ from typing import Any
 
 from batchvision.core.errors import BatchVisionError, ErrorCode, echo
 from batchvision.core.settings import Settings
-from batchvision.models.base import AnyModel, Availability
+from batchvision.models.base import AnyModel, Availability, Batching
 from batchvision.models.cards import ModelCard, load_cards
 from batchvision.models.files import ModelFiles
 from batchvision.models.kinds import KINDS, Kinds, kind_of
@@ -89,6 +89,11 @@ class ModelRegistry:
 
     def kind(self, name: str) -> type[AnyModel]:
         return self._kinds[self.card(name).name]
+
+    def batching(self, name: str) -> Batching:
+        """How the engine batches model `name` (its kind's rule applied to its card)."""
+        card = self.card(name)
+        return self._kinds[card.name].batching_for(card, self.settings)
 
     def status(self, card: ModelCard) -> ModelStatus:
         found = self._kinds[card.name].inspect(card, self.files)

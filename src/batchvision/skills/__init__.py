@@ -6,13 +6,25 @@ from batchvision.core.errors import BatchVisionError, ErrorCode, echo
 from batchvision.skills.animals import AnimalsSkill
 from batchvision.skills.barcode import BarcodeSkill
 from batchvision.skills.base import Skill, SkillContext
+from batchvision.skills.caption import CaptionSkill
 from batchvision.skills.detect import DetectSkill
 from batchvision.skills.metadata import MetadataSkill
 from batchvision.skills.ocr import OcrSkill
+from batchvision.skills.point import PointSkill
+from batchvision.skills.query import QuerySkill
 
 SKILL_TYPES: dict[str, type[Skill]] = {
     skill.name: skill
-    for skill in (DetectSkill, MetadataSkill, BarcodeSkill, OcrSkill, AnimalsSkill)
+    for skill in (
+        DetectSkill,
+        MetadataSkill,
+        BarcodeSkill,
+        OcrSkill,
+        AnimalsSkill,
+        CaptionSkill,
+        QuerySkill,
+        PointSkill,
+    )
 }
 
 

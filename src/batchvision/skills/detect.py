@@ -1,8 +1,14 @@
-"""`detect`: COCO-style object detection with any detector the registry holds."""
+"""`detect`: COCO-style object detection with any detector the registry holds, and
+open-vocabulary detection (`object`: any phrase) by a vision-language backend.
+
+Who answers follows the rule in `skills.vlm` (`route_object`). Boxes from a VLM carry the
+phrase as `label`, `class_id` -1 (no class of a label set) and `score` 1.0 (VLMs report no
+confidence), so every consumer reads one DetectOutput shape.
+"""
 
 from __future__ import annotations
 
-from typing import TypedDict, cast
+from typing import NotRequired, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,7 +17,9 @@ from batchvision.core.types import DecodedImage
 from batchvision.models.cards import ModelCard
 from batchvision.models.decoders import DecodeParams, Detections
 from batchvision.models.detector import DetectRequest
+from batchvision.models.vlm.calls import VlmRequest, VlmResult
 from batchvision.skills.base import Skill, SkillOutput
+from batchvision.skills.vlm import ObjectPhrase, ObjectRoute, UsageOutput, route_object, usage_of
 
 DEFAULT_DETECT_MODEL = "yolox-nano"
 
@@ -20,7 +28,10 @@ class DetectParams(BaseModel):
     # Strict: `"threshold": true` or `"0.5"` is a client mistake to report, not to coerce.
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model: str = Field(DEFAULT_DETECT_MODEL, description="a detect model card name")
+    model: str = Field(DEFAULT_DETECT_MODEL, description="a detect or vlm model card name")
+    object: ObjectPhrase | None = Field(
+        None, description="an object phrase: a detector class runs locally, others on the VLM"
+    )
     threshold: float = Field(0.25, ge=0.0, le=1.0, description="minimum score")
     classes: list[str] | None = Field(
         None, min_length=1, max_length=100, description="keep only these class names"
@@ -34,23 +45,31 @@ class DetectSkill(Skill):
     description = "Object detection: boxes in pixels and normalised, with class name and score."
     Params = DetectParams
 
+    def route(self, params: BaseModel) -> ObjectRoute:
+        detect = cast(DetectParams, params)
+        return route_object(self.ctx.registry, detect.model, detect.object, self.name)
+
     def check_params(self, params: BaseModel) -> None:
         detect = cast(DetectParams, params)
-        card = self.ctx.registry.card(detect.model)
-        if card.task != "detect":
+        if detect.object is not None and detect.classes is not None:
             raise BatchVisionError(
-                ErrorCode.INVALID_PARAMETER,
-                f"detect: model '{detect.model}' is a {card.task} model, not a detector",
+                ErrorCode.INVALID_PARAMETER, "detect: give 'object' or 'classes', not both"
             )
-        self._class_filter(detect)
+        if not self.route(detect).vlm:
+            self._class_filter(detect)
 
     def models(self, params: BaseModel) -> list[str]:
-        return [cast(DetectParams, params).model]
+        return [self.route(params).model]
 
     def decode_side(self, params: BaseModel) -> int | None:
-        return max(self.ctx.registry.card(cast(DetectParams, params).model).size)
+        route = self.route(params)
+        card = self.ctx.registry.card(route.model)
+        return card.remote.image_side if route.vlm else max(card.size)
 
     def _class_filter(self, params: DetectParams) -> frozenset[int] | None:
+        route = self.route(params)
+        if route.class_id is not None:
+            return frozenset({route.class_id})
         if params.classes is None:
             return None
         names = self.ctx.registry.card(params.model).class_names()
@@ -64,7 +83,11 @@ class DetectSkill(Skill):
         return frozenset(index[c.strip().lower()] for c in params.classes)
 
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
-        detect = cast(DetectParams, params)
+        detect, route = cast(DetectParams, params), self.route(params)
+        if route.vlm:
+            assert detect.object is not None  # route_object requires it for a VLM
+            phrase = detect.object
+            return await self.per_item(self._remote(i, route.model, phrase) for i in images)
         decode = DecodeParams(
             score_threshold=detect.threshold,
             nms_iou=detect.nms_iou,
@@ -81,6 +104,10 @@ class DetectSkill(Skill):
         detections = await self.ctx.engine.infer(card.name, DetectRequest(image, decode))
         return format_detections(detections, names, image, card.name)
 
+    async def _remote(self, image: DecodedImage, model: str, phrase: str) -> DetectOutput:
+        request = VlmRequest("detect", (image,), target=phrase)
+        return vlm_detections(await self.ctx.engine.infer(model, request), phrase)
+
 
 class DetectedObject(TypedDict):
     class_id: int
@@ -92,6 +119,27 @@ class DetectedObject(TypedDict):
 class DetectOutput(TypedDict):
     model: str
     objects: list[DetectedObject]
+    usage: NotRequired[UsageOutput]  # tokens a VLM backend reported
+
+
+VLM_CLASS_ID = -1  # a VLM's box names a phrase, not a class of a label set
+VLM_SCORE = 1.0  # VLMs give no confidence: every box they return is one they asserted
+
+
+def vlm_detections(result: VlmResult, phrase: str) -> DetectOutput:
+    objects: list[DetectedObject] = [
+        {
+            "class_id": VLM_CLASS_ID,
+            "label": phrase,
+            "score": VLM_SCORE,
+            "box": [round(v, 2) for v in box],
+        }
+        for box in result.boxes
+    ]
+    output: DetectOutput = {"model": result.model, "objects": objects}
+    if (usage := usage_of(result)) is not None:
+        output["usage"] = usage
+    return output
 
 
 def format_detections(

@@ -364,5 +364,7 @@ async def readyz(request: Request) -> JSONResponse:
         "status": "busy" if saturated else "ready",
         "in_flight_images": pipeline.engine.in_flight,
         "loaded_models": pipeline.registry.loaded_names(),
+        "backends": await pipeline.backend_health(),
     }
+    # Readiness stays this server's own: an optional VLM being down fails only its requests.
     return JSONResponse(body, status_code=503 if saturated else 200)

@@ -1,0 +1,1 @@
+"""Vision-language backends; see `models.vlm.kinds` for the model contract they implement."""
