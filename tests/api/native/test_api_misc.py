@@ -33,12 +33,22 @@ def test_healthz(live_server: LiveServer) -> None:
     assert response.headers["content-type"].startswith("application/json")
 
 
+_UNCONFIGURED_VLM = {
+    "configured": False,
+    "detail": "no server configured: set BATCHVISION_VLM_URL "
+    "(and BATCHVISION_VLM_PROTOCOL, BATCHVISION_VLM_MODEL)",
+}
+
+
 def test_readyz_reports_loaded_models(serve: Callable[..., LiveServer]) -> None:
     live = serve()
     with live.client() as client:
         before = client.get("/readyz")
         assert before.status_code == 200
-        assert before.json() == {"status": "ready", "in_flight_images": 0, "loaded_models": []}
+        ready = before.json()
+        # No VLM backend is configured here: it is listed as such and readiness does not depend on it.
+        assert ready.pop("backends") == {"vlm": _UNCONFIGURED_VLM}
+        assert ready == {"status": "ready", "in_flight_images": 0, "loaded_models": []}
         analyzed = client.post(
             "/v1/analyze", files=[("images", ("a.jpg", coco_image(), "image/jpeg"))]
         )
@@ -48,6 +58,7 @@ def test_readyz_reports_loaded_models(serve: Callable[..., LiveServer]) -> None:
     assert after.status_code == 200
     assert after.json() == {
         "status": "ready",
+        "backends": {"vlm": _UNCONFIGURED_VLM},
         "in_flight_images": 0,
         "loaded_models": ["yolox-nano"],
     }
