@@ -9,17 +9,16 @@ from pydantic import BaseModel, ConfigDict
 
 from batchvision.core.types import DecodedImage
 from batchvision.models.vlm.calls import VlmRequest, VlmResult
-from batchvision.skills.base import Skill, SkillOutput
+from batchvision.skills.base import SkillOutput
 from batchvision.skills.vlm import (
     VLM_MODEL_FIELD,
     GenerationSettings,
+    GenerativeSkill,
     UsageOutput,
     answer,
     generation_of,
-    image_side,
     stream_text,
     usage_of,
-    vlm_card,
 )
 
 
@@ -37,19 +36,10 @@ class CaptionOutput(TypedDict):
     usage: NotRequired[UsageOutput]
 
 
-class CaptionSkill(Skill):
+class CaptionSkill(GenerativeSkill):
     name = "caption"
     description = "A caption of each image (short, normal or long) from a vision-language model."
     Params = CaptionParams
-
-    def check_params(self, params: BaseModel) -> None:
-        vlm_card(self.ctx.registry, cast(CaptionParams, params).model, self.name)
-
-    def models(self, params: BaseModel) -> list[str]:
-        return [cast(CaptionParams, params).model]
-
-    def decode_side(self, params: BaseModel) -> int | None:
-        return image_side(self.ctx.registry, cast(CaptionParams, params).model)
 
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         caption = cast(CaptionParams, params)

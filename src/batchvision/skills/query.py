@@ -14,17 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from batchvision.core.types import DecodedImage
 from batchvision.models.vlm.calls import VlmRequest, VlmResult
-from batchvision.skills.base import Skill, SkillOutput
+from batchvision.skills.base import SkillOutput
 from batchvision.skills.vlm import (
     VLM_MODEL_FIELD,
     GenerationSettings,
+    GenerativeSkill,
     UsageOutput,
     answer,
     generation_of,
-    image_side,
     stream_text,
     usage_of,
-    vlm_card,
 )
 
 Question = Annotated[str, Field(min_length=1, max_length=4000, pattern=r"\S")]
@@ -46,19 +45,10 @@ class QueryOutput(TypedDict):
     usage: NotRequired[UsageOutput]
 
 
-class QuerySkill(Skill):
+class QuerySkill(GenerativeSkill):
     name = "query"
     description = "An answer to a question about the image from a vision-language model."
     Params = QueryParams
-
-    def check_params(self, params: BaseModel) -> None:
-        vlm_card(self.ctx.registry, cast(QueryParams, params).model, self.name)
-
-    def models(self, params: BaseModel) -> list[str]:
-        return [cast(QueryParams, params).model]
-
-    def decode_side(self, params: BaseModel) -> int | None:
-        return image_side(self.ctx.registry, cast(QueryParams, params).model)
 
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         query = cast(QueryParams, params)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, TypedDict
+from typing import Annotated, Protocol, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,7 +27,7 @@ from batchvision.models.registry import ModelRegistry
 from batchvision.models.vlm.calls import Generation, VlmRequest, VlmResult
 from batchvision.models.vlm.config import DEFAULT_VLM_CARD
 from batchvision.models.vlm.kinds import VlmModel
-from batchvision.skills.base import SkillContext
+from batchvision.skills.base import Skill, SkillContext
 
 VLM_MODEL_FIELD = Field(DEFAULT_VLM_CARD, description="a vlm model card name")
 ObjectPhrase = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
@@ -127,3 +127,21 @@ async def stream_text(ctx: SkillContext, model: str, request: VlmRequest) -> Asy
         call = await ctx.engine.run_cpu(loaded.preprocess, request)
         async for chunk in loaded.stream(call):
             yield chunk
+
+
+class _NamesVlm(Protocol):
+    model: str
+
+
+class GenerativeSkill(Skill):
+    """A skill whose every call goes to the vision-language card its params name (`model`):
+    checked to be a vlm card, required up front, and images decoded at the side it is sent."""
+
+    def check_params(self, params: BaseModel) -> None:
+        vlm_card(self.ctx.registry, cast(_NamesVlm, params).model, self.name)
+
+    def models(self, params: BaseModel) -> list[str]:
+        return [cast(_NamesVlm, params).model]
+
+    def decode_side(self, params: BaseModel) -> int | None:
+        return image_side(self.ctx.registry, cast(_NamesVlm, params).model)
