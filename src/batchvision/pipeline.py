@@ -97,6 +97,15 @@ class Pipeline:
             prepared.append(PreparedTask(skill, params))
         return prepared
 
+    def vlm_calls_per_image(self, tasks: Sequence[PreparedTask]) -> int:
+        """How many of `tasks` call a vision-language backend for each image (what they cost
+        beyond the image: `credits_per_vlm_call`)."""
+        return sum(1 for task in tasks if self.calls_vlm(task))
+
+    def calls_vlm(self, task: PreparedTask) -> bool:
+        models = task.skill.models(task.params)
+        return any(self.registry.card(model).task == "vlm" for model in models)
+
     async def analyze(
         self,
         inputs: Sequence[ImageInput],

@@ -40,7 +40,8 @@ def unauthorized(message: str) -> BatchVisionError:
 
 @dataclass
 class Meter:
-    """Credits reserved for one request; items that fail before inference are handed back."""
+    """Credits reserved for one request; items that fail before inference are handed back.
+    `credits_per_image` is what one image costs, its vision-language calls included."""
 
     credits_per_image: int
     images: int
@@ -119,13 +120,21 @@ class Accounts:
 
     @asynccontextmanager
     async def metered(
-        self, principal: Principal, *, request_id: str = "-", images: int = 0, videos: int = 0
+        self,
+        principal: Principal,
+        *,
+        request_id: str = "-",
+        images: int = 0,
+        videos: int = 0,
+        vlm_calls_per_image: int = 0,
     ) -> AsyncIterator[Meter]:
         """Reserve the request's credits durably before work starts (402 if short); on exit
         hand back what `Meter.refund_images` marked and record usage, in the transaction that
         ends the reservation. A failed request is fully refunded; one the process died in is
-        refunded at the next start-up (`settle_abandoned`)."""
-        per_image = self.settings.credits_per_image
+        refunded at the next start-up (`settle_abandoned`). An image costs `credits_per_image`
+        plus `credits_per_vlm_call` for each vision-language call made on it."""
+        settings = self.settings
+        per_image = settings.credits_per_image + vlm_calls_per_image * settings.credits_per_vlm_call
         cost = images * per_image + videos * self.settings.credits_per_video
         meter = Meter(per_image, images + videos, cost)
         if principal.key_id is None:

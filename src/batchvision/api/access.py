@@ -64,15 +64,20 @@ async def native_principal(request: Request) -> Principal:
 
 @asynccontextmanager
 async def metered_request(
-    request: Request, principal: Principal, images: int
+    request: Request, principal: Principal, images: int, *, vlm_calls_per_image: int = 0
 ) -> AsyncIterator[Meter]:
-    """Image rate limit, then `images` credits reserved before any work; the caller marks
-    images that failed before inference with `meter.refund_images`."""
+    """Image rate limit, then the images' credits (their vision-language calls included)
+    reserved before any work; the caller marks images that failed before inference with
+    `meter.refund_images`."""
     accounts = services(request).accounts
     accounts.limit_images(principal, images)
     request.state.images = images
-    request_id = request.state.request_id
-    async with accounts.metered(principal, request_id=request_id, images=images) as meter:
+    async with accounts.metered(
+        principal,
+        request_id=request.state.request_id,
+        images=images,
+        vlm_calls_per_image=vlm_calls_per_image,
+    ) as meter:
         yield meter
 
 
@@ -85,9 +90,13 @@ async def analyze_metered(
     *,
     max_pixels: int | None = None,
 ) -> list[ItemResult]:
-    """Run `tasks` over `inputs` for `principal`, one credit per image, refunded for images
-    that failed before inference (unreadable, refused, not fetched)."""
-    async with metered_request(request, principal, len(inputs)) as meter:
+    """Run `tasks` over `inputs` for `principal`: each image's credits (`credits_per_image`,
+    plus `credits_per_vlm_call` per task a vision-language backend answers), refunded for
+    images that failed before inference (unreadable, refused, not fetched)."""
+    vlm_calls = pipeline.vlm_calls_per_image(tasks)
+    async with metered_request(
+        request, principal, len(inputs), vlm_calls_per_image=vlm_calls
+    ) as meter:
         results = await pipeline.analyze(inputs, tasks, max_pixels=max_pixels)
         meter.refund_images(sum(1 for result in results if result.image is None))
     return results

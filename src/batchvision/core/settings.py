@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     auth: Literal["required", "disabled"] = "required"
     credits_per_image: Annotated[int, Field(ge=0)] = 1
     credits_per_video: Annotated[int, Field(ge=0)] = 1
+    credits_per_vlm_call: Annotated[int, Field(ge=0)] = Field(
+        1, description="credits a vision-language backend call costs, on top of its images'"
+    )
     credit_reservation_grace_s: Annotated[float, Field(ge=0)] = Field(
         0.0,
         description="start-up refunds reservations older than this that never settled; with "

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from batchvision.accounts.keys import KeyStore
+from batchvision.core.db import make_engine
 from batchvision.core.types import DecodedImage
 from batchvision.intake.decode import decode_image
 from batchvision.pipeline import Pipeline
@@ -162,6 +164,27 @@ def test_without_a_configured_backend_vlm_requests_are_model_unavailable(
                 error["code"] == "model_unavailable" and "BATCHVISION_VLM_URL" in error["message"]
             )
     assert models["vlm"]["state"] == "missing" and "BATCHVISION_VLM_URL" in models["vlm"]["detail"]
+
+
+def test_each_vlm_call_costs_credits_per_vlm_call_beside_the_image(
+    serve: Callable[..., LiveServer], vlm_standin: VlmStandin
+) -> None:
+    live = vlm_server(serve, vlm_standin, auth="required", credits_per_vlm_call=3)
+    store = KeyStore(make_engine(live.settings))
+    key = store.create("vlm-buyer", credits=100)
+    image = {"data": base64.b64encode(square_image(64, 64, (0, 0, 8, 8))).decode()}
+    bad = {"data": "bm90IGFuIGltYWdl"}  # fails before inference: handed back whole
+    tasks = [{"skill": "caption"}, {"skill": "query", "params": {"question": "what?"}}, "metadata"]
+    with live.client() as client:
+        response = client.post(
+            "/v1/analyze",
+            json={"images": [image, bad], "tasks": tasks},
+            headers={"Authorization": f"Bearer {key.secret}"},
+        )
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()["results"]] == ["ok", "error"]
+    info = store.get(key.info.id)
+    assert info is not None and info.credits == 100 - (1 + 2 * 3)  # one image, two VLM calls
 
 
 def _decoded(data: bytes) -> DecodedImage:
