@@ -23,9 +23,11 @@ across images, since every skill submits its images one by one to the engine's b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,9 @@ class _Intake:
     max_pixels: int
     decoded: ByteBudget  # the request's share of decoded pixels
     fetched: ByteTally  # bytes its URL images took so far
+    # How long an image waits for room in the request's share: no deadline when each image is
+    # let go after its tasks; images held together must not wait on each other for ever.
+    request_wait_s: float | None = None
 
 
 def _elapsed_ms(start: float) -> float:
@@ -106,6 +111,12 @@ class Pipeline:
         models = task.skill.models(task.params)
         return any(self.registry.card(model).task == "vlm" for model in models)
 
+    def vlm_calls_made(self, tasks: Sequence[PreparedTask], results: Sequence[ItemResult]) -> int:
+        """The vision-language calls that answered (an output of a task that calls one): what
+        is billed, so a backend that failed costs nothing beyond the image."""
+        names = [task.name for task in tasks if self.calls_vlm(task)]
+        return sum(1 for result in results for name in names if name in result.outputs)
+
     async def analyze(
         self,
         inputs: Sequence[ImageInput],
@@ -141,22 +152,7 @@ class Pipeline:
         """Read one image and run every task on it; its pixels are freed when this returns."""
         start = time.perf_counter()
         try:
-            data = await self._bytes(item, intake.fetched)
-            cost = await self.engine.run_cpu(
-                decoding_cost, data, max_pixels=intake.max_pixels, target_side=intake.side
-            )
-            async with (
-                intake.decoded.reserve(cost) as mine,
-                self.engine.decoded.reserve(cost, self.settings.decoded_wait_s) as shared,
-            ):
-                image = await self.engine.run_cpu(
-                    decode_image, data, max_pixels=intake.max_pixels, target_side=intake.side
-                )
-                del data  # the encoded bytes of a fetched image are not needed any more
-                result.timings_ms["decode"] = _elapsed_ms(start)
-                result.image = describe(image)
-                held = _Held(image, (mine, shared))
-                del image  # `held` alone holds the pixels now, so that they can be let go
+            async with self._decoded(item, result, intake, start) as held:
                 await self._run_tasks(held, tasks, result)
         except BatchVisionError as exc:
             result.errors.append(ItemError.from_exception(exc))
@@ -165,6 +161,84 @@ class Pipeline:
             result.errors.append(ItemError(ErrorCode.PROCESSING_ERROR, "could not read image"))
         finally:
             result.timings_ms.setdefault("decode", _elapsed_ms(start))
+
+    @asynccontextmanager
+    async def _decoded(
+        self, item: ImageInput, result: ItemResult, intake: _Intake, start: float
+    ) -> AsyncIterator[_Held]:
+        """The image fetched, admitted and decoded, its pixels paid for until the block ends."""
+        data = await self._bytes(item, intake.fetched)
+        cost = await self.engine.run_cpu(
+            decoding_cost, data, max_pixels=intake.max_pixels, target_side=intake.side
+        )
+        async with (
+            intake.decoded.reserve(cost, intake.request_wait_s) as mine,
+            self.engine.decoded.reserve(cost, self.settings.decoded_wait_s) as shared,
+        ):
+            image = await self.engine.run_cpu(
+                decode_image, data, max_pixels=intake.max_pixels, target_side=intake.side
+            )
+            del data  # the encoded bytes of a fetched image are not needed any more
+            result.timings_ms["decode"] = _elapsed_ms(start)
+            result.image = describe(image)
+            held = _Held(image, (mine, shared))
+            del image  # `held` alone holds the pixels now, so that they can be let go
+            yield held
+
+    async def analyze_together(
+        self, inputs: Sequence[ImageInput], task: PreparedTask
+    ) -> list[ItemResult]:
+        """Run `task` ONCE over all of `inputs` (a question about several images: one call that
+        sees them all). Every image is decoded and held until the call ends; the one output, or
+        its error, is carried by the first result. An image that cannot be read is its own
+        result's error, and then the call is not made."""
+        models = task.skill.models(task.params)
+        with self.engine.admit(len(inputs)), self.engine.admit_models(models, len(inputs)):
+            intake = self._intake_for([task], self.settings.max_image_pixels)
+            intake = dataclasses.replace(intake, request_wait_s=self.settings.decoded_wait_s)
+            results = [
+                ItemResult(index=i.index, filename=i.filename, client_id=i.client_id)
+                for i in inputs
+            ]
+            async with AsyncExitStack() as stack:
+                pairs = zip(inputs, results, strict=True)
+                held = await asyncio.gather(*(self._enter(stack, i, r, intake) for i, r in pairs))
+                images = [h.image for h in held if h is not None]
+                if len(images) == len(inputs):
+                    await self._run_together(task, images, results[0])
+            return results
+
+    async def _enter(
+        self, stack: AsyncExitStack, item: ImageInput, result: ItemResult, intake: _Intake
+    ) -> _Held | None:
+        """`_decoded` entered on `stack` (held until the stack closes), or None with the
+        image's error recorded."""
+        start = time.perf_counter()
+        try:
+            held = await stack.enter_async_context(self._decoded(item, result, intake, start))
+        except BatchVisionError as exc:
+            result.errors.append(ItemError.from_exception(exc))
+            return None
+        except Exception:
+            log.exception("unexpected failure reading image %d", item.index)
+            result.errors.append(ItemError(ErrorCode.PROCESSING_ERROR, "could not read image"))
+            return None
+        held.keep(0)
+        return held
+
+    async def _run_together(
+        self, task: PreparedTask, images: list[DecodedImage], result: ItemResult
+    ) -> None:
+        start = time.perf_counter()
+        try:
+            output = await task.skill.run_together(images, task.params)
+        except Exception as exc:  # as in `_run_task`: the skill's failure is the output's
+            output = task.skill.item_error(exc)
+        if isinstance(output, ItemError):
+            result.errors.append(output)
+        else:
+            result.outputs[task.name] = output
+        result.timings_ms[task.name] = _elapsed_ms(start)
 
     async def _bytes(self, item: ImageInput, fetched: ByteTally) -> bytes:
         if item.error is not None:

@@ -348,3 +348,33 @@ def test_megadetector_output_from_a_real_animals_run(folder: Path, tmp_path: Pat
     failed = [image["file"] for image in body["images"] if "failure" in image]
     assert failed == [BROKEN]
     assert any(image.get("detections") for image in body["images"])
+
+
+def test_caption_over_a_folder_asks_the_backend_once_per_image(
+    tmp_path: Path, vlm_standin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vlm_standin import square_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sizes = {"a.jpg": (120, 90), "b.jpg": (90, 120), "c.jpg": (64, 64)}
+    for name, (width, height) in sizes.items():
+        (photos / name).write_bytes(square_image(width, height, (5, 5, 30, 30)))
+    monkeypatch.setenv("BATCHVISION_VLM_URL", vlm_standin.url)
+    out = tmp_path / "captions.jsonl"
+    result = _run(
+        str(photos), "--skill", "caption", "--out", str(out), "--params", '{"length": "short"}'
+    )
+    assert result.exit_code == 0, result.output
+    records = _jsonl(out)
+    assert [r["file"] for r in records] == sorted(sizes)
+    assert len(vlm_standin.requests) == len(sizes)
+    seen = [request["images"][0] for request in vlm_standin.requests]
+    for record in records:
+        caption = record["outputs"]["caption"]["caption"]
+        assert "one short sentence" in caption  # the length reached the prompt
+        described = caption.split(" mean ")[0]  # what the stand-in saw: "<w>x<h>"
+        assert sum(1 for s in seen if s.startswith(described + " mean")) == 1, (caption, seen)
+        seen_w, seen_h = (int(v) for v in described.split("x"))
+        width, height = sizes[record["file"]]
+        assert seen_w / seen_h == pytest.approx(width / height, rel=0.15), (record, seen)

@@ -221,3 +221,60 @@ def test_states_are_enums_that_read_and_write_as_their_plain_values(engine, prin
     assert view.state is JobState.FAILED
     assert view.error_code is ErrorCode.EMPTY_BATCH
     assert view.callback_state is CallbackState.PENDING
+
+
+def test_0008_keeps_a_jobs_tokens_as_input_tokens_and_adds_the_chunk_costs(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    engine = make_engine(Settings(data_dir=tmp_path))
+    config = Config()
+    config.set_main_option(
+        "script_location", str(resources.files("batchvision").joinpath("migrations"))
+    )
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007_uncharged_credits")
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, surface, state, total_lines, completed_lines, failed_lines,"
+                " images, uncharged_credits, tokens, chunk_lines, cancel_requested,"
+                " output_files, retention_days, created_at)"
+                " VALUES ('j1', 'native', 'completed', 1, 1, 0, 1, 0, 5, 10, 0, 0, 7,"
+                " '2026-12-01 00:00:00')"
+            )
+        )
+        connection.execute(
+            text(
+                'INSERT INTO job_chunks (job_id, "index", first_line, lines, ok_lines,'
+                " failed_lines, images, invalid_lines, result_key, completed_at)"
+                " VALUES ('j1', 0, 0, 1, 1, 0, 1, 0, 'r/0.jsonl', '2026-12-01 00:00:00')"
+            )
+        )
+    migrate(engine)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    store = JobStore(engine)
+    admin = Principal.of(KeyStore(engine).create("root", is_admin=True).info)
+    job = store.get(admin, "j1")
+    assert (job.input_tokens, job.output_tokens) == (5, 0)
+    [chunk] = store.done_chunks("j1")
+    assert (chunk.credits, chunk.input_tokens, chunk.output_tokens) == (0, 0, 0)
+    engine.dispose()
+
+
+def test_a_chunk_bills_its_credits_and_adds_its_tokens_once(engine) -> None:
+    keys = KeyStore(engine)
+    carol = Principal.of(keys.create("carol", credits=20).info)
+    store = JobStore(engine)
+    job = store.create(carol, surface="native", chunk_lines=10)
+    chunk = ChunkResult(0, 0, 2, 2, 0, 2, "r/0.jsonl", credits=7, input_tokens=30, output_tokens=4)
+    assert store.record_chunk(job.id, chunk)
+    assert not store.record_chunk(job.id, chunk)  # a redelivery bills nothing more
+    after = keys.get(carol.key_id or 0)
+    assert after is not None and after.credits == 20 - 7
+    view = store.get(carol, job.id)
+    assert (view.input_tokens, view.output_tokens) == (30, 4)
+    assert store.done_chunks(job.id)[0] == chunk

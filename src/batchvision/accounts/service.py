@@ -40,20 +40,26 @@ def unauthorized(message: str) -> BatchVisionError:
 
 @dataclass
 class Meter:
-    """Credits reserved for one request; items that fail before inference are handed back.
+    """Credits reserved for one request; items that fail before inference are handed back,
+    and so are vision-language calls that did not answer (`refund_credits`).
     `credits_per_image` is what one image costs, its vision-language calls included."""
 
     credits_per_image: int
     images: int
     reserved: int
     refunded_images: int = 0
+    refunded_extra: int = 0  # credits handed back beside whole images
 
     def refund_images(self, count: int) -> None:
         self.refunded_images = min(self.images, self.refunded_images + max(0, count))
 
+    def refund_credits(self, credits: int) -> None:
+        self.refunded_extra += max(0, credits)
+
     @property
     def refunded_credits(self) -> int:
-        return min(self.reserved, self.refunded_images * self.credits_per_image)
+        whole = self.refunded_images * self.credits_per_image
+        return min(self.reserved, whole + self.refunded_extra)
 
     @property
     def processed_images(self) -> int:

@@ -92,11 +92,15 @@ async def analyze_metered(
 ) -> list[ItemResult]:
     """Run `tasks` over `inputs` for `principal`: each image's credits (`credits_per_image`,
     plus `credits_per_vlm_call` per task a vision-language backend answers), refunded for
-    images that failed before inference (unreadable, refused, not fetched)."""
+    images that failed before inference (unreadable, refused, not fetched) and for
+    vision-language calls that did not answer (the backend failed), as jobs bill."""
     vlm_calls = pipeline.vlm_calls_per_image(tasks)
     async with metered_request(
         request, principal, len(inputs), vlm_calls_per_image=vlm_calls
     ) as meter:
         results = await pipeline.analyze(inputs, tasks, max_pixels=max_pixels)
-        meter.refund_images(sum(1 for result in results if result.image is None))
+        decoded = sum(1 for result in results if result.image is not None)
+        meter.refund_images(len(results) - decoded)
+        unanswered = decoded * vlm_calls - pipeline.vlm_calls_made(tasks, results)
+        meter.refund_credits(unanswered * services(request).settings.credits_per_vlm_call)
     return results

@@ -56,14 +56,17 @@ class ChunkResult:
     images: int
     result_key: str
     invalid_lines: int = 0  # lines refused for what they say (see work/chunks.py)
+    credits: int = 0  # what its lines cost: images and vision-language calls (work/chunks.py)
+    input_tokens: int = 0  # as the vision-language backends reported them
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class FinishedLine:
-    """When one line of a chunk finished, and its images that reached inference."""
+    """When one line of a chunk finished, and what it cost."""
 
     at: dt.datetime
-    images: int
+    credits: int
 
 
 class Interruption(StrEnum):
@@ -71,14 +74,14 @@ class Interruption(StrEnum):
     KEY_REVOKED = "key_revoked"
 
 
-def _billable_images(
-    images: int, finished: Sequence[FinishedLine] | None, revoked_at: dt.datetime | None
+def _billable_credits(
+    credits: int, finished: Sequence[FinishedLine] | None, revoked_at: dt.datetime | None
 ) -> int:
-    """The chunk's images to bill: all of them, or for a revoked key those of the lines that
+    """The chunk's credits to bill: all of them, or for a revoked key those of the lines that
     finished before the revoke (none when the chunk brings no line times)."""
     if revoked_at is None:
-        return images
-    return sum(line.images for line in finished or () if line.at < revoked_at)
+        return credits
+    return sum(line.credits for line in finished or () if line.at < revoked_at)
 
 
 def invalid_cursor() -> BatchVisionError:
@@ -115,7 +118,8 @@ class JobView:
     completed_lines: int
     failed_lines: int
     images: int
-    tokens: int
+    input_tokens: int  # as the vision-language backends reported them
+    output_tokens: int
     chunk_lines: int
     cancel_requested: bool
     callback_url: str | None
@@ -171,7 +175,8 @@ class JobStore:
             completed_lines=0,
             failed_lines=0,
             images=0,
-            tokens=0,
+            input_tokens=0,
+            output_tokens=0,
             cancel_requested=False,
         )
         with Session(self.engine) as session, session.begin():
@@ -231,10 +236,10 @@ class JobStore:
         job_id: str,
         chunk: ChunkResult,
         *,
-        credits_per_image: int = 0,
         finished: Sequence[FinishedLine] | None = None,
     ) -> bool:
-        """Insert the ledger row, move the counters and bill the owner, once, in one commit.
+        """Insert the ledger row, move the counters and bill the owner `chunk.credits`, once,
+        in one commit.
         `finished`: when each of the chunk's lines finished, so that a key revoked meanwhile is
         billed only for what finished before its revoke (without it, for nothing).
         False if the chunk was already recorded (a redelivery: nothing changes)."""
@@ -249,9 +254,11 @@ class JobStore:
                         completed_lines=Job.completed_lines + chunk.ok_lines,
                         failed_lines=Job.failed_lines + chunk.failed_lines,
                         images=Job.images + chunk.images,
+                        input_tokens=Job.input_tokens + chunk.input_tokens,
+                        output_tokens=Job.output_tokens + chunk.output_tokens,
                     )
                 )
-                self._bill_owner(session, job_id, chunk.images, credits_per_image, finished)
+                self._bill_owner(session, job_id, chunk, finished)
         except IntegrityError:
             return False
         return True
@@ -260,14 +267,13 @@ class JobStore:
         self,
         session: Session,
         job_id: str,
-        images: int,
-        credits_per_image: int,
+        chunk: ChunkResult,
         finished: Sequence[FinishedLine] | None,
     ) -> None:
         owner = session.scalar(select(Job.owner_key_id).where(Job.id == job_id))
         if owner is None:
             return
-        uncharged = self._bill(session, owner, images, credits_per_image, finished)
+        uncharged = self._bill(session, owner, chunk, finished)
         if uncharged:
             session.execute(
                 update(Job)
@@ -279,8 +285,7 @@ class JobStore:
         self,
         session: Session,
         key_id: int,
-        images: int,
-        credits_per_image: int,
+        chunk: ChunkResult,
         finished: Sequence[FinishedLine] | None,
     ) -> int:
         """Take the chunk's credits and record, in the usage ledger, the credits really taken;
@@ -297,8 +302,7 @@ class JobStore:
         ).one_or_none()
         if key is None:
             return 0
-        billed = _billable_images(images, finished, _aware(key.revoked_at))
-        cost = billed * credits_per_image
+        cost = _billable_credits(chunk.credits, finished, _aware(key.revoked_at))
         taken = cost if key.credits is None else min(cost, key.credits)
         if taken:
             session.execute(
@@ -307,8 +311,9 @@ class JobStore:
                 .values(credits=ApiKey.credits - taken)
             )
         dialect = self.engine.dialect.name
-        requests = 1 if images else 0
-        session.execute(usage_upsert(dialect, key_id, requests, images, taken, cost - taken))
+        requests = 1 if chunk.images else 0
+        usage = usage_upsert(dialect, key_id, requests, chunk.images, taken, cost - taken)
+        session.execute(usage)
         return cost - taken
 
     def owner_refusal(self, job_id: str) -> ErrorCode | None:
@@ -344,6 +349,9 @@ class JobStore:
                     r.images,
                     r.result_key,
                     r.invalid_lines,
+                    r.credits,
+                    r.input_tokens,
+                    r.output_tokens,
                 )
                 for r in rows
             ]

@@ -120,7 +120,9 @@ class Job(Base):
     # What its finished work cost beyond the owner's balance, which stops at zero (see
     # JobStore._bill): the overdraw, recorded rather than taken.
     uncharged_credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Tokens of its vision-language calls, as the backends reported them (never estimated).
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     chunk_lines: Mapped[int] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     callback_url: Mapped[str | None] = mapped_column(Text, default=None)
@@ -151,5 +153,9 @@ class JobChunk(Base):
     # Lines refused for what they say, before any inference (see work/chunks.py): a surface may
     # fail a job whose every line is one (empty_batch).
     invalid_lines: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What its lines cost and the tokens their vision-language calls reported.
+    credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     result_key: Mapped[str] = mapped_column(String(512))
     completed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

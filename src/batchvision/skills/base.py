@@ -72,6 +72,15 @@ class Skill(ABC):
     async def run(self, images: list[DecodedImage], params: BaseModel) -> list[SkillOutput]:
         """One output per image, in order. A failure that concerns one image is an ItemError."""
 
+    async def run_together(self, images: list[DecodedImage], params: BaseModel) -> SkillOutput:
+        """ONE output about all of `images` together (`Pipeline.analyze_together`). Skills
+        that read an image at a time take exactly one here."""
+        if len(images) != 1:
+            raise BatchVisionError(
+                ErrorCode.INVALID_REQUEST, f"{self.name} reads one image at a time"
+            )
+        return (await self.run(images, params))[0]
+
     async def per_item(self, work: Iterable[Awaitable[Mapping[str, Any]]]) -> list[SkillOutput]:
         """Await one output per image concurrently; an image whose work raises gets an
         ItemError, while cancellation (not a per-item failure) still stops the request."""

@@ -1,7 +1,8 @@
 """`query`: a vision-language backend's answer to a question about an image (or several).
 
 `QuerySkill.ask(images, params)` answers ONE question over several images in one call (the
-backend sees them all); `run` answers it for each image on its own, as every skill does.
+backend sees them all), and so does `run_together` inside a pipeline request
+(`Pipeline.analyze_together`); `run` answers it for each image on its own, as every skill does.
 `QuerySkill.stream(images, params)` yields the answer's text in chunks.
 """
 
@@ -58,6 +59,11 @@ class QuerySkill(GenerativeSkill):
         return query_output(
             await self.ctx.engine.infer(params.model, self.request([image], params))
         )
+
+    async def run_together(self, images: list[DecodedImage], params: BaseModel) -> SkillOutput:
+        """One answer about all of `images`, the backend admitted by the pipeline's request."""
+        query = cast(QueryParams, params)
+        return query_output(await self.ctx.engine.infer(query.model, self.request(images, query)))
 
     async def ask(self, images: list[DecodedImage], params: QueryParams) -> QueryOutput:
         """One answer about all of `images` together, from one call to the backend."""

@@ -51,7 +51,7 @@ from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.chunks import ChunkSpec, chunk_key, input_key
 from batchvision.jobs.progress import LiveProgress
 from batchvision.jobs.store import ChunkResult, FinishedLine, JobStore, JobView
-from batchvision.pipeline import Pipeline
+from batchvision.pipeline import Pipeline, PreparedTask
 from batchvision.work.lines import JobLine, LineError, parse_line
 from batchvision.work.surface import JobSurface, LinePlan
 
@@ -61,9 +61,31 @@ OVERLOAD_PAUSE_S = 0.05
 
 
 @dataclass(frozen=True)
+class LineCost:
+    """What one line used: the images that reached inference, the vision-language calls that
+    answered, and the tokens those reported (never estimated)."""
+
+    images: int = 0
+    vlm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Credits per unit, as on sync requests: an image, and each vision-language call on it."""
+
+    credits_per_image: int = 0
+    credits_per_vlm_call: int = 0
+
+    def of(self, cost: LineCost) -> int:
+        return cost.images * self.credits_per_image + cost.vlm_calls * self.credits_per_vlm_call
+
+
+@dataclass(frozen=True)
 class LineOutcome:
     line: dict[str, Any]  # the result line
-    images: int  # images that reached inference (what is billed)
+    cost: LineCost = LineCost()  # what is billed
     invalid: bool = False  # refused for what it says (see the module docstring)
     # When it finished: a key revoked meanwhile pays only for lines finished before its revoke.
     finished_at: dt.datetime = field(default_factory=utcnow)
@@ -79,7 +101,7 @@ class ChunkWork:
     body_limits: BodyLimits
     line_slots: asyncio.Semaphore  # lines in flight across all chunks: bounds memory
     surfaces: Mapping[str, JobSurface]  # by `JobView.surface`
-    credits_per_image: int = 0
+    prices: Prices = Prices()
     progress: LiveProgress = field(default_factory=LiveProgress)
 
 
@@ -95,14 +117,16 @@ async def process_chunk(
     if not done:
         work.progress.forget(job.id, spec.index)
         return None
-    result = _chunk_result(job.id, spec, done)
+    result = _chunk_result(job.id, spec, done, work.prices)
     body = b"".join(json.dumps(o.line, ensure_ascii=False).encode() + b"\n" for o in done)
-    finished = [FinishedLine(o.finished_at, o.images) for o in done]
+    finished = [FinishedLine(o.finished_at, work.prices.of(o.cost)) for o in done]
     await _uninterrupted(_write_and_record(work, job.id, result, body, finished))
     return result
 
 
-def _chunk_result(job_id: str, spec: ChunkSpec, done: Sequence[LineOutcome]) -> ChunkResult:
+def _chunk_result(
+    job_id: str, spec: ChunkSpec, done: Sequence[LineOutcome], prices: Prices
+) -> ChunkResult:
     failed = sum(1 for outcome in done if outcome.line["status"] == "error")
     return ChunkResult(
         index=spec.index,
@@ -110,9 +134,12 @@ def _chunk_result(job_id: str, spec: ChunkSpec, done: Sequence[LineOutcome]) -> 
         lines=len(done),
         ok_lines=len(done) - failed,
         failed_lines=failed,
-        images=sum(outcome.images for outcome in done),
+        images=sum(outcome.cost.images for outcome in done),
         result_key=chunk_key(job_id, spec.index),
         invalid_lines=sum(1 for outcome in done if outcome.invalid),
+        credits=sum(prices.of(outcome.cost) for outcome in done),
+        input_tokens=sum(outcome.cost.input_tokens for outcome in done),
+        output_tokens=sum(outcome.cost.output_tokens for outcome in done),
     )
 
 
@@ -126,9 +153,7 @@ async def _write_and_record(
     await asyncio.to_thread(work.blobs.put_bytes, result.result_key, body)
 
     def record() -> bool:
-        return work.store.record_chunk(
-            job_id, result, credits_per_image=work.credits_per_image, finished=finished
-        )
+        return work.store.record_chunk(job_id, result, finished=finished)
 
     await asyncio.to_thread(work.progress.commit, job_id, result.index, record)
 
@@ -223,7 +248,7 @@ def _count_line(work: ChunkWork, job_id: str, chunk: int, task: asyncio.Task[Lin
 
 
 async def run_line(work: ChunkWork, surface: JobSurface, index: int, raw: bytes) -> LineOutcome:
-    """One result line, the images that reached inference, and whether the line was invalid."""
+    """One result line, what it used, and whether the line was invalid."""
     skills = surface.line_skills(work.pipeline)
     line = parse_line(index, raw, work.body_limits, skills=skills, id_problem=surface.check_id)
     if isinstance(line, LineError):
@@ -243,27 +268,54 @@ async def _run_planned(work: ChunkWork, surface: JobSurface, line: JobLine) -> L
     if isinstance(plan, ItemError):
         return failed_line(surface, line.index, line.sent_id, plan)
     results = await _analyze(work, plan)
-    images = sum(1 for r in results if r.image is not None)
+    cost = line_cost(work.pipeline, plan.tasks, results)
     failure = _first_error(results)
     if failure is not None:
-        return failed_line(surface, line.index, line.sent_id, failure, images)
+        return failed_line(surface, line.index, line.sent_id, failure, cost)
     fields = surface.encode_line(plan, results)
-    return LineOutcome(ok_line(line.index, line.sent_id, fields), images)
+    return LineOutcome(ok_line(line.index, line.sent_id, fields), cost)
+
+
+def line_cost(
+    pipeline: Pipeline, tasks: Sequence[PreparedTask], results: Sequence[ItemResult]
+) -> LineCost:
+    """What the line used (see `LineCost`); tokens from each output's `usage`, where the
+    backend reported it."""
+    usages = [
+        output["usage"]
+        for result in results
+        for output in result.outputs.values()
+        if isinstance(output.get("usage"), Mapping)
+    ]
+    return LineCost(
+        images=sum(1 for result in results if result.image is not None),
+        vlm_calls=pipeline.vlm_calls_made(tasks, results),
+        input_tokens=sum(int(usage.get("input_tokens", 0)) for usage in usages),
+        output_tokens=sum(int(usage.get("output_tokens", 0)) for usage in usages),
+    )
 
 
 def failed_line(
-    surface: JobSurface, index: int, sent_id: Any, error: ItemError, images: int = 0
+    surface: JobSurface,
+    index: int,
+    sent_id: Any,
+    error: ItemError,
+    cost: LineCost | None = None,
 ) -> LineOutcome:
     """A failed line; invalid when a client-fault code refused it before any inference."""
-    invalid = images == 0 and HTTP_STATUS[error.code] < 500
-    return LineOutcome(error_line(surface, index, sent_id, error), images, invalid)
+    cost = cost or LineCost()
+    invalid = cost.images == 0 and HTTP_STATUS[error.code] < 500
+    return LineOutcome(error_line(surface, index, sent_id, error), cost, invalid)
 
 
 async def _analyze(work: ChunkWork, plan: LinePlan) -> list[ItemResult]:
     """The pipeline, waiting out overload: a job yields to interactive requests, never fails
-    a line because the queue was momentarily full."""
+    a line because the queue was momentarily full. A plan that runs its task over all its
+    images together (`LinePlan.together`) makes one call."""
     while True:
         try:
+            if plan.together:
+                return await work.pipeline.analyze_together(plan.images, plan.tasks[0])
             return await work.pipeline.analyze(plan.images, plan.tasks)
         except BatchVisionError as exc:
             if exc.code is not ErrorCode.OVERLOADED:

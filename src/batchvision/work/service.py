@@ -37,7 +37,7 @@ from batchvision.jobs.uploads import (
 )
 from batchvision.jobs.views import OutputLinks
 from batchvision.pipeline import Pipeline
-from batchvision.work.chunks import ChunkWork
+from batchvision.work.chunks import ChunkWork, Prices
 from batchvision.work.runner import JobRunner
 from batchvision.work.surface import JobSurface
 
@@ -118,7 +118,7 @@ class JobService:
             body_limits=BodyLimits.from_settings(settings),
             line_slots=asyncio.Semaphore(settings.job_lines_in_flight),
             surfaces=self.surfaces,
-            credits_per_image=settings.credits_per_image,
+            prices=Prices(settings.credits_per_image, settings.credits_per_vlm_call),
         )
         self.runner = JobRunner(settings, work, self.uploads, self.callback_body)
 

@@ -37,11 +37,14 @@ from batchvision.work.lines import JobLine
 @dataclass(frozen=True)
 class LinePlan:
     """How one valid line runs: prepared tasks over its images, plus whatever the surface's
-    `encode_line` needs to shape the result (`detail`, opaque to the job machinery)."""
+    `encode_line` needs to shape the result (`detail`, opaque to the job machinery).
+    `together`: its one task runs once over all its images (a question about several images,
+    `Pipeline.analyze_together`), its output carried by the first result."""
 
     tasks: list[PreparedTask]
     images: list[ImageInput]
     detail: Any = None
+    together: bool = False
 
 
 class JobSurface(Protocol):

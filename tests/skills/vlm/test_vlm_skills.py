@@ -187,6 +187,27 @@ def test_each_vlm_call_costs_credits_per_vlm_call_beside_the_image(
     assert info is not None and info.credits == 100 - (1 + 2 * 3)  # one image, two VLM calls
 
 
+def test_a_vlm_call_that_failed_is_handed_back_and_the_image_still_paid(
+    serve: Callable[..., LiveServer], vlm_standin: VlmStandin
+) -> None:
+    live = vlm_server(serve, vlm_standin, auth="required", credits_per_vlm_call=3, vlm_attempts=1)
+    store = KeyStore(make_engine(live.settings))
+    key = store.create("vlm-unlucky", credits=100)
+    vlm_standin.fail_next("500")
+    image = {"data": base64.b64encode(square_image(64, 64, (0, 0, 8, 8))).decode()}
+    with live.client() as client:
+        response = client.post(
+            "/v1/analyze",
+            json={"images": [image], "tasks": ["caption", "metadata"]},
+            headers={"Authorization": f"Bearer {key.secret}"},
+        )
+    assert response.status_code == 200, response.text
+    [result] = response.json()["results"]
+    assert [e["skill"] for e in result["errors"]] == ["caption"], result
+    info = store.get(key.info.id)
+    assert info is not None and info.credits == 100 - 1  # the image; not the failed call
+
+
 def _decoded(data: bytes) -> DecodedImage:
     return decode_image(data, max_pixels=10**8, target_side=None)
 

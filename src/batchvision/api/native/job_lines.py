@@ -58,8 +58,8 @@ def native_view(job: JobView, links: OutputLinks) -> dict[str, Any]:
         "usage": {
             "images": job.images,
             "uncharged_credits": job.uncharged_credits,
-            "input_tokens": job.tokens,
-            "output_tokens": 0,
+            "input_tokens": job.input_tokens,
+            "output_tokens": job.output_tokens,
         },
         "outputs": links.of(job),
         "error": job_error(job),

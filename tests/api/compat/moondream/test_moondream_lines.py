@@ -22,13 +22,15 @@ from batchvision.api.compat.moondream.lines import (
     MoondreamLine,
     PointLine,
     QueryLine,
+    VlmPlan,
     coco_class_for,
     moondream_result,
+    needs_vlm_message,
     plan_line,
     typed_line,
 )
 from batchvision.core.errors import ErrorCode
-from batchvision.core.types import ImageInput, ItemError
+from batchvision.core.types import ImageInput, ItemError, Task
 from batchvision.intake.body import BodyLimits
 from batchvision.models.cards import shipped_labels
 from batchvision.work.lines import JobLine, LineError, parse_line
@@ -60,7 +62,7 @@ def job(skill: str, *, images: int = 1, **params: Any) -> JobLine:
     return parsed
 
 
-def error_of(result: DetectorPlan | ItemError) -> ItemError:
+def error_of(result: DetectorPlan | VlmPlan | ItemError) -> ItemError:
     assert isinstance(result, ItemError), result
     return result
 
@@ -237,8 +239,8 @@ def test_several_images_are_only_for_query(skill: str, params: dict[str, Any]) -
 
 
 def test_query_accepts_several_images() -> None:
-    error = error_of(plan_line(job("query", images=3, question="Same car?"), COCO80))
-    assert error.code == ErrorCode.PROCESSING_ERROR
+    plan = plan_line(job("query", images=3, question="Same car?"), COCO80)
+    assert isinstance(plan, VlmPlan) and plan.task.skill == "query"
 
 
 def test_one_entry_in_images_counts_as_one_image() -> None:
@@ -374,34 +376,50 @@ VALID_VLM_LINES = [
 ]
 
 
+def vlm_plan(result: DetectorPlan | VlmPlan | ItemError) -> VlmPlan:
+    assert isinstance(result, VlmPlan), result
+    return result
+
+
 @pytest.mark.parametrize(("skill", "params"), VALID_VLM_LINES)
-def test_valid_caption_and_query_need_a_vision_language_model(
+def test_valid_caption_and_query_plan_the_vision_language_model(
     skill: str, params: dict[str, Any]
 ) -> None:
-    error = error_of(plan_line(job(skill, **params), COCO80))
-    assert error.code == ErrorCode.PROCESSING_ERROR
-    assert error.skill == skill
-    assert "no vision-language model is configured" in error.message
+    plan = vlm_plan(plan_line(job(skill, **params), COCO80, "my-vlm"))
+    assert plan.task.skill == skill
+    assert plan.task.params["model"] == "my-vlm"
+    assert not plan.together
+    settings = {k: v for k, v in (params.get("settings") or {}).items() if k != "seed"}
+    assert plan.task.params.get("settings", {}) == settings  # unknown keys are not passed on
+    if skill == "query":
+        assert plan.task.params["question"] == params["question"]
+        assert plan.task.params["reasoning"] is params.get("reasoning", True)  # the page's default
+        assert plan.reasoning is params.get("reasoning", True)
+    else:
+        assert plan.task.params["length"] == (params.get("length") or "normal")
+
+
+def test_a_query_over_several_images_is_one_call_about_all_of_them() -> None:
+    assert vlm_plan(plan_line(job("query", images=3, question="same?"), COCO80)).together
+    assert not vlm_plan(plan_line(job("query", images=1, question="same?"), COCO80)).together
 
 
 @pytest.mark.parametrize("skill", ["detect", "point"])
 @pytest.mark.parametrize("target", ["door handle", "sky", "red sports car with stripes"])
-def test_detect_and_point_outside_coco_need_a_vision_language_model(
+def test_detect_and_point_outside_coco_plan_the_vision_language_model(
     skill: str, target: str
 ) -> None:
-    error = error_of(plan_line(job(skill, object=f" {target} "), COCO80))
-    assert error.code == ErrorCode.PROCESSING_ERROR
-    assert error.skill == skill
-    assert f"'{target}'" in error.message
-    assert "no vision-language model is configured" in error.message
-    assert "only the COCO classes are supported" in error.message
+    plan = vlm_plan(plan_line(job(skill, object=f" {target} "), COCO80, "my-vlm"))
+    assert plan.task == Task(skill, {"model": "my-vlm", "object": target})
 
 
-def test_a_long_object_is_shortened_in_the_message() -> None:
-    error = error_of(plan_line(job("detect", object="q" * 500), COCO80))
-    assert error.code == ErrorCode.PROCESSING_ERROR
-    assert "q" * 100 in error.message
-    assert "q" * 101 not in error.message
+def test_without_a_backend_the_message_names_the_object_and_why() -> None:
+    plan = vlm_plan(plan_line(job("detect", object="q" * 500), COCO80))
+    message = needs_vlm_message(plan, "no server configured")
+    assert "q" * 100 in message and "q" * 101 not in message
+    assert "not a COCO object class" in message and message.endswith("no server configured")
+    caption = vlm_plan(plan_line(job("caption"), COCO80))
+    assert needs_vlm_message(caption, "no server configured") == "caption: no server configured"
 
 
 # --- plan_line: lines the detector runs -------------------------------------------------------

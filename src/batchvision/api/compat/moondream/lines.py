@@ -1,10 +1,13 @@
 """The Moondream Batch API surface: which lines we can run, and their results in Moondream's form.
 
-Moondream's four skills are caption, query, detect and point. Until a vision-language model is
-configured, only detect and point whose `object` names a COCO class can run, on the object
-detector; every other valid line ends with `processing_error` saying why, never with a made-up
-answer. Field problems are `invalid_request` and are reported first, so a client learns about a
-malformed line even though the line could not have run anyway.
+Moondream's four skills are caption, query, detect and point. detect and point whose `object`
+names a COCO class (`coco_class_for`: any case, plurals, common synonyms) run on the local
+object detector, since that is faster and costs no vision-language call; every other valid line
+(caption, query, detect / point on any other phrase) runs on the server's vision-language
+backend (the `vlm` card: `BATCHVISION_VLM_URL`). Without a backend such a line ends with
+`processing_error` saying why, never with a made-up answer. A query over several images
+(`images`) is ONE call that sees them all. Field problems are `invalid_request` and are
+reported first, so a client learns about a malformed line even when it could not have run.
 
 A line's fields are typed by pydantic models (`typed_line`): `MoondreamLine`, a union
 discriminated by `skill` over `CaptionLine`, `QueryLine`, `DetectLine` and `PointLine`.
@@ -35,7 +38,7 @@ for a 64-bit float is refused (see `id_problem`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal, get_args
@@ -54,7 +57,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from batchvision.core.errors import ErrorCode, json_type
-from batchvision.core.types import ItemError, normalized_xyxy
+from batchvision.core.types import ItemError, Task, normalized_xyxy
+from batchvision.models.vlm.config import DEFAULT_VLM_CARD
 from batchvision.skills.detect import DetectOutput
 from batchvision.work.lines import JobLine
 
@@ -256,39 +260,49 @@ def _plurals(word: str) -> tuple[str, ...]:
     return (word + "s",)
 
 
-def plan_line(line: JobLine, class_names: Sequence[str]) -> DetectorPlan | ItemError:
-    """Validate a Moondream line and decide how it runs; ItemError (code,
-    message, skill).
+@dataclass(frozen=True)
+class VlmPlan:
+    """A valid line the vision-language backend answers: the core task to run, whether the
+    client asked for the reasoning, and whether the task runs once over all the line's images."""
 
+    task: Task
+    reasoning: bool = False
+    together: bool = False
+
+
+def plan_line(
+    line: JobLine, class_names: Sequence[str], vlm_model: str = DEFAULT_VLM_CARD
+) -> DetectorPlan | VlmPlan | ItemError:
+    """Validate a Moondream line and decide how it runs (the rule in the module docstring):
     `unknown_skill` for a skill outside the four, then `invalid_request` for any field problem,
-    then `processing_error` for a valid line that needs the (not yet configured)
-    vision-language model. Otherwise the plan to run it on the object detector."""
+    else the plan: the detector (`DetectorPlan`) or the `vlm_model` backend (`VlmPlan`)."""
     fields = typed_line(line)
     if isinstance(fields, ItemError):
         return fields
     if isinstance(fields, DetectLine | PointLine):
-        return _detector_plan(fields.skill, fields.object, class_names)
-    return ItemError(
-        ErrorCode.PROCESSING_ERROR,
-        f"{fields.skill}: no vision-language model is configured on this server, "
-        f"and {fields.skill} needs one",
-        fields.skill,
-    )
+        class_name = coco_class_for(fields.object, class_names)
+        if class_name is not None:
+            return DetectorPlan(skill=fields.skill, class_name=class_name)
+        return VlmPlan(Task(fields.skill, {"model": vlm_model, "object": fields.object.strip()}))
+    params: dict[str, Any] = {"model": vlm_model}
+    if fields.settings is not None:
+        params["settings"] = fields.settings.model_dump(exclude_none=True)
+    if isinstance(fields, CaptionLine):
+        return VlmPlan(Task("caption", {**params, "length": fields.length}))
+    query = {**params, "question": fields.question, "reasoning": fields.reasoning}
+    return VlmPlan(Task("query", query), fields.reasoning, together=len(line.images) > 1)
 
 
-def _detector_plan(
-    skill: Literal["detect", "point"], target: str, class_names: Sequence[str]
-) -> DetectorPlan | ItemError:
-    class_name = coco_class_for(target, class_names)
-    if class_name is not None:
-        return DetectorPlan(skill=skill, class_name=class_name)
-    shown = target.strip()[:_ECHO_CHARS]
-    return ItemError(
-        ErrorCode.PROCESSING_ERROR,
-        f"{skill}: '{shown}' is not a COCO object class, and no vision-language model is "
-        "configured on this server; without one only the COCO classes are supported "
-        "(e.g. person, car, dog, cell phone)",
-        skill,
+def needs_vlm_message(plan: VlmPlan, why: str) -> str:
+    """Why a line for the backend could not run, naming a non-COCO object the client sent."""
+    skill = plan.task.skill
+    target = plan.task.params.get("object")
+    if target is None:
+        return f"{skill}: {why}"
+    shown = str(target)[:_ECHO_CHARS]
+    return (
+        f"{skill}: '{shown}' is not a COCO object class, so it needs the vision-language "
+        f"model: {why}"
     )
 
 
@@ -476,4 +490,30 @@ def moondream_result(
         "points": [
             {"x": round((x1 + x2) / 2, 5), "y": round((y1 + y2) / 2, 5)} for x1, y1, x2, y2 in boxes
         ]
+    }
+
+
+def vlm_result(plan: VlmPlan, output: Mapping[str, Any], width: int, height: int) -> dict[str, Any]:
+    """A vision-language skill's output (skills/caption, query, detect, point: pixels) in
+    Moondream's form: `caption`; `answer` (+ `reasoning` when asked for and given); `objects` /
+    `points` as fractions of the image (`width` x `height`), clamped to 0..1."""
+    skill = plan.task.skill
+    if skill == "caption":
+        return {"caption": output["caption"]}
+    if skill == "query":
+        result = {"answer": output["answer"]}
+        if plan.reasoning and "reasoning" in output:
+            result["reasoning"] = output["reasoning"]
+        return result
+    if skill == "detect":
+        keys = ("x_min", "y_min", "x_max", "y_max")
+        boxes = [normalized_xyxy(item["box"], width, height) for item in output["objects"]]
+        return {"objects": [dict(zip(keys, box, strict=True)) for box in boxes]}
+    return {"points": [_fraction_point(p["x"], p["y"], width, height) for p in output["points"]]}
+
+
+def _fraction_point(x: float, y: float, width: int, height: int) -> dict[str, float]:
+    return {
+        "x": round(min(max(x / width, 0.0), 1.0), 5),
+        "y": round(min(max(y / height, 0.0), 1.0), 5),
     }
