@@ -95,13 +95,12 @@ def test_the_breaker_opens_fails_fast_then_probes_and_closes(vlm_standin: VlmSta
         caption(t)  # the 4th opens the breaker, then it fails fast
     assert t.breaker.state == "open"
     sent = len(vlm_standin.requests)
-    start = time.monotonic()
     with pytest.raises(BatchVisionError) as caught:
         caption(t)
     assert (
         caught.value.code is ErrorCode.MODEL_UNAVAILABLE and "circuit open" in caught.value.message
     )
-    assert time.monotonic() - start < 0.1 and len(vlm_standin.requests) == sent
+    assert len(vlm_standin.requests) == sent  # failed fast: nothing reached the backend
     time.sleep(0.35)
     assert t.breaker.state == "half_open"
     assert "caption" in caption(t)  # the probe succeeds
