@@ -21,6 +21,8 @@ class ErrorCode(StrEnum):
     IMAGE_DECODE_FAILED = "image_decode_failed"
     UNSUPPORTED_FORMAT = "unsupported_format"
     IMAGE_TOO_LARGE = "image_too_large"
+    VIDEO_DECODE_FAILED = "video_decode_failed"
+    VIDEO_TOO_LARGE = "video_too_large"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     TOO_MANY_IMAGES = "too_many_images"
     FETCH_FAILED = "fetch_failed"
@@ -55,6 +57,8 @@ HTTP_STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.IMAGE_DECODE_FAILED: HTTPStatus.BAD_REQUEST,
     ErrorCode.UNSUPPORTED_FORMAT: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     ErrorCode.IMAGE_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    ErrorCode.VIDEO_DECODE_FAILED: HTTPStatus.BAD_REQUEST,
+    ErrorCode.VIDEO_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     ErrorCode.PAYLOAD_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     ErrorCode.TOO_MANY_IMAGES: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     ErrorCode.FETCH_FAILED: HTTPStatus.BAD_REQUEST,
