@@ -163,6 +163,20 @@ class Pipeline:
             result.timings_ms.setdefault("decode", _elapsed_ms(start))
 
     @asynccontextmanager
+    async def decoded(
+        self, item: ImageInput, tasks: Sequence[PreparedTask], *, max_pixels: int | None = None
+    ) -> AsyncIterator[DecodedImage]:
+        """One image fetched, admitted and decoded for `tasks` outside `analyze`, for callers
+        that hand its pixels to a skill themselves (a streamed answer); the pixels and their
+        budget are held until exit. Raises what would have been the image's ItemError."""
+        limit = min(max_pixels or self.settings.max_image_pixels, self.settings.max_image_pixels)
+        result = ItemResult(index=item.index)
+        with self.engine.admit(1):
+            intake = self._intake_for(tasks, limit)
+            async with self._decoded(item, result, intake, time.perf_counter()) as held:
+                yield held.image
+
+    @asynccontextmanager
     async def _decoded(
         self, item: ImageInput, result: ItemResult, intake: _Intake, start: float
     ) -> AsyncIterator[_Held]:
