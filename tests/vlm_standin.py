@@ -12,7 +12,8 @@ replaced by what was seen).
 Faults: `fail_next(*actions)` scripts the next requests (`500`, `429` with `Retry-After`,
 `timeout` (answers after `hang_s`), `drop` (closes without answering), `malformed` (not JSON),
 `prose` (coordinates as prose), `bad_coords` (three numbers in a box), `cut` (a stream stops
-halfway)); `latency_s` delays every answer; `failure_rate` answers that share with 503s.
+halfway)); `latency_s` delays every answer, `chunk_gap_s` every streamed chunk after the first;
+`failure_rate` answers that share with 503s.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class StandinState:
     report_usage: bool = True
     fence: bool = True  # openai JSON answers inside ```json fences, as Qwen writes them
     latency_s: float = 0.0
+    chunk_gap_s: float = 0.0  # a pause before each streamed chunk after the first
     failure_rate: float = 0.0
     retry_after: str = "1"
     hang_s: float = 3.0
@@ -210,6 +212,7 @@ class StandinHandler(BaseHTTPRequestHandler):
                 return self.end_events(cut=True)
             text = word if index == 0 else " " + word
             chunk = {"choices": [{"index": 0, "delta": {"content": text}}]}
+            self.pause(index)
             self.event(json.dumps(chunk))
         self.event("[DONE]")
         self.end_events()
@@ -255,6 +258,7 @@ class StandinHandler(BaseHTTPRequestHandler):
             if action == "cut" and index == 2:
                 return self.end_events(cut=True)
             chunk = word if index == 0 else " " + word
+            self.pause(index)
             self.event(json.dumps({"chunk": chunk, "completed": False}))
         self.event(json.dumps({"chunk": "", "completed": True}))
         self.end_events()
@@ -266,6 +270,10 @@ class StandinHandler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
+
+    def pause(self, index: int) -> None:
+        if index and self.state.chunk_gap_s:
+            time.sleep(self.state.chunk_gap_s)
 
     def event(self, data: str) -> None:
         self.wfile.write(f"data: {data}\n\n".encode())
