@@ -76,6 +76,7 @@ class StandinState:
     script: deque[str] = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
     answered: int = 0
+    streams_ended: int = 0  # streams whose last event was written
     lock: threading.Lock = field(default_factory=threading.Lock)
     rng: random.Random = field(default_factory=lambda: random.Random(12))
 
@@ -281,6 +282,8 @@ class StandinHandler(BaseHTTPRequestHandler):
 
     def end_events(self, cut: bool = False) -> None:
         self.wfile.flush()
+        with self.state.lock:
+            self.state.streams_ended += 1
         if cut:
             self.connection.shutdown(2)
 

@@ -225,6 +225,8 @@ def test_each_vlm_call_costs_credits_beside_the_image(
         credits_per_image=1,
         credits_per_vlm_call=4,
         vlm_attempts=1,
+        job_lines_in_flight=1,  # lines reach the backend in order: the scripted fault hits "b"
+        job_parallel_chunks=1,
     )
     store = KeyStore(make_engine(live.settings))
     key = store.create("moondream-vlm", credits=1000)
