@@ -14,7 +14,15 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from batchvision.api.bodies import refusal
 from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems, echo
@@ -24,6 +32,8 @@ MAX_FILES = 50
 MAX_QUERY_CHARS = 4000  # the query skill's question limit
 MAX_URL_CHARS = 8192
 MAX_FILENAME_CHARS = 255
+DEFAULT_LINK_SECONDS = 3600
+MAX_LINK_SECONDS = 86_400
 
 
 class FileFlags(BaseModel):
@@ -152,3 +162,13 @@ def result_entry(
     if error is not None:
         entry["error"] = error
     return entry
+
+
+class SignedUrlRequest(BaseModel):
+    """`POST /assets/signed-url`; `api_key` is read by the access layer."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    api_key: StrictStr | None = None
+    object_path: Annotated[StrictStr, Field(min_length=1, max_length=512)]
+    expires_in: Annotated[StrictInt, Field(ge=1, le=MAX_LINK_SECONDS)] = DEFAULT_LINK_SECONDS
