@@ -63,8 +63,8 @@ class Assets:
         folder.put(OWNER, json.dumps({"key_id": principal.key_id}).encode())
         return folder
 
-    def check_owned(self, principal: Principal, path: str) -> None:
-        """404 unless `path` is a stored, unexpired asset of `principal` (admins: anyone's)."""
+    def _owner_key(self, path: str) -> str:
+        """The folder's owner record, for a stored and unexpired asset `path`; else 404."""
         match = _PATH.fullmatch(path)
         if match is None:
             raise asset_not_found(path)
@@ -72,6 +72,11 @@ class Assets:
         owner = self.blobs.info(owner_key)
         if owner is None or self._expired(owner.modified) or self.blobs.info(path) is None:
             raise asset_not_found(path)
+        return owner_key
+
+    def check_owned(self, principal: Principal, path: str) -> None:
+        """404 unless `path` is a stored, unexpired asset of `principal` (admins: anyone's)."""
+        owner_key = self._owner_key(path)
         with self.blobs.open(owner_key) as file:
             key_id = json.loads(file.read())["key_id"]
         if not principal.owns(key_id):
@@ -91,8 +96,7 @@ class Assets:
 
     def read(self, path: str) -> bytes:
         """A signed asset's bytes (assets are small: one PNG of at most 1280 px, one JSON)."""
-        if _PATH.fullmatch(path) is None:
-            raise asset_not_found(path)
+        self._owner_key(path)
         try:
             with self.blobs.open(path) as file:
                 return file.read()
