@@ -278,3 +278,21 @@ def test_keys_and_credits_answer_in_the_detail_shape_and_charge_what_ran(
         bearer.status_code == 200
         and bearer.json()["result"][0]["error"]["code"] == "invalid_request"
     )
+
+
+def test_unknown_paths_and_wrong_methods_answer_in_the_detail_shape(live: LiveServer) -> None:
+    with live.client() as client:
+        detail(client.get(V1), 405, "method_not_allowed")
+        detail(client.post("/api/v1/inference/predict/nope", json={}), 404, "not_found")
+        detail(client.get("/api/v1/inference/assets/results/x/0-output.json"), 403, "forbidden")
+
+
+def test_a_server_fault_is_a_generic_500_in_the_detail_shape(
+    serve: Callable[..., LiveServer],
+) -> None:
+    live = serve()
+    blobs = Path(live.settings.data_dir) / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    (blobs / "results").write_text("a file where the results folder should be")
+    response = post(live, V1, **multipart([("a.jpg", PHOTO)], [YOLO], api_key="k"))
+    assert detail(response, 500, "internal_error") == "internal server error"
