@@ -5,6 +5,7 @@ and the stand-in VLM; per-file failures; every 400 and 413; keys and credits."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,57 @@ def test_a_server_fault_is_a_generic_500_in_the_detail_shape(
     (blobs / "results").write_text("a file where the results folder should be")
     response = post(live, V1, **multipart([("a.jpg", PHOTO)], [YOLO], api_key="k"))
     assert detail(response, 500, "internal_error") == "internal server error"
+
+
+def test_an_images_rate_limit_is_429_with_retry_after_in_the_detail_shape(
+    serve: Callable[..., LiveServer],
+) -> None:
+    live = serve(auth="required")
+    key = KeyStore(make_engine(live.settings)).create("rated", images_per_minute=3).secret
+    form = multipart([("a.jpg", PHOTO), ("b.jpg", PHOTO)], [YOLO, YOLO], api_key=key)
+    assert post(live, V1, **form).status_code == 200
+    limited = post(live, V1, **form)
+    detail(limited, 429, "rate_limited")
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+_VALUES: list[Any] = [None, True, 0, -1, 1.5, "", "x", "\x00", "😀", [], {}, [1], {"a": 1}]
+_KEYS = ["api_key", "query", "data", "image_url", "filename", "is_yolo", "is_llm"]
+_KEYS += ["object_path", "expires_in"]
+
+
+def _random_body(rng: random.Random, depth: int = 0) -> Any:
+    roll = rng.random()
+    if depth > 2 or roll < 0.4:
+        return rng.choice(_VALUES)
+    if roll < 0.6:
+        return [_random_body(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    return {rng.choice(_KEYS): _random_body(rng, depth + 1) for _ in range(rng.randint(0, 5))}
+
+
+def test_random_bodies_never_cause_a_server_error(live: LiveServer) -> None:
+    rng = random.Random(20261203)
+    paths = [V2, "/api/v1/inference/predict/stream/v2", "/api/v1/inference/assets/signed-url"]
+    with live.client() as client:
+        for _ in range(150):
+            body = _random_body(rng)
+            if isinstance(body, dict) and rng.random() < 0.7:
+                body["api_key"] = "k"
+            response = client.post(rng.choice(paths), json=body)
+            assert response.status_code < 500, response.text
+            if response.status_code >= 400:
+                detail(response, response.status_code, response.json()["detail"]["code"])
+
+
+def test_openapi_documents_every_route_and_its_body(live: LiveServer) -> None:
+    with live.client() as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    for route in ("predict/batch", "predict/batch/v2", "predict/stream", "predict/stream/v2"):
+        body = paths[f"/api/v1/inference/{route}"]["post"]["requestBody"]["content"]
+        assert "$ref" not in json.dumps(body)
+        media = "application/json" if route.endswith("v2") else "multipart/form-data"
+        fields = body[media]["schema"]["properties"]
+        assert {"api_key", "query"} <= set(fields) and (
+            {"files", "metadata"} <= set(fields) or "data" in fields
+        )
+    assert "object_path" in json.dumps(paths["/api/v1/inference/assets/signed-url"])

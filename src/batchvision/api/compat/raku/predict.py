@@ -21,11 +21,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from batchvision.api.compat.raku import wire
-from batchvision.api.compat.raku.annotate import annotated_png
+from batchvision.api.compat.raku.annotate import MAX_SIDE, annotated_png
 from batchvision.api.compat.raku.assets import AssetFolder
 from batchvision.api.compat.raku.errors import item_error
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
+from batchvision.intake.decode import decoding_cost
 from batchvision.intake.fetch import ByteTally, fetch_url
 from batchvision.pipeline import Pipeline, PreparedTask
 
@@ -193,13 +194,26 @@ class Prediction:
         """The annotated image (when detection ran) and the JSON output, in the folder."""
         if self.folder is None:
             return None
-        folder, engine = self.folder, self.pipeline.engine
+        folder = self.folder
         annotated = None
         if entry["yolo"] is not None:
-            objects = entry["yolo"]["objects"]
-            max_pixels = self.pipeline.settings.max_image_pixels
-            png = await engine.run_cpu(annotated_png, data, objects, size, max_pixels)
+            png = await self._annotate(data, entry["yolo"]["objects"], size)
             annotated = await asyncio.to_thread(folder.put, f"{file.index}-annotated.png", png)
         output = json.dumps({k: v for k, v in entry.items() if k != "assets"}).encode()
         output_path = await asyncio.to_thread(folder.put, f"{file.index}-output.json", output)
         return {"annotated_image": annotated, "output_json": output_path}
+
+    async def _annotate(
+        self, data: bytes, objects: list[dict[str, Any]], size: tuple[int, int]
+    ) -> bytes:
+        """The annotated PNG, its decoding paid from the server's decoded-pixel budget like
+        any other decode (a second, reduced decode of the file: the pipeline has let the
+        model-sized pixels go by now)."""
+        engine, settings = self.pipeline.engine, self.pipeline.settings
+        max_pixels = settings.max_image_pixels
+        cost = await engine.run_cpu(
+            decoding_cost, data, max_pixels=max_pixels, target_side=MAX_SIDE
+        )
+        async with engine.decoded.reserve(cost, settings.decoded_wait_s):
+            png: bytes = await engine.run_cpu(annotated_png, data, objects, size, max_pixels)
+            return png

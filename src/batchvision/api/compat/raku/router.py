@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import authorize, bearer_token, field_token, metered_request
@@ -247,31 +248,75 @@ async def _lines(queue: asyncio.Queue[Event | None], prediction: Prediction) -> 
 # --- routes --------------------------------------------------------------------------------
 
 
-@router.post(f"{PREFIX}/predict/batch")
+def _body_doc(media: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A route's request body in OpenAPI (the routes read their bodies themselves)."""
+    return {"requestBody": {"required": True, "content": {media: {"schema": schema}}}}
+
+
+_TEXT = {"type": "string"}
+_UPLOAD_DOC = _body_doc(
+    "multipart/form-data",
+    {
+        "type": "object",
+        "required": ["api_key", "files", "metadata"],
+        "properties": {
+            "api_key": _TEXT,
+            "query": _TEXT,
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "metadata": {"type": "array", "items": _TEXT, "description": '{"is_yolo", "is_llm"}'},
+        },
+    },
+)
+
+
+def _inlined(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its nested models written in place: a `$defs` reference
+    would not resolve inside an OpenAPI document."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+        return {key: resolve(value) for key, value in node.items()}
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+_URLS_DOC = _body_doc("application/json", _inlined(wire.UrlBatch))
+_SIGN_DOC = _body_doc("application/json", _inlined(wire.SignedUrlRequest))
+
+
+@router.post(f"{PREFIX}/predict/batch", openapi_extra=_UPLOAD_DOC)
 async def predict_batch(request: Request) -> JSONResponse:
     """v1: uploaded files; one JSON object once every file is done."""
     return await _batch(request, await read_upload(request))
 
 
-@router.post(f"{PREFIX}/predict/batch/v2")
+@router.post(f"{PREFIX}/predict/batch/v2", openapi_extra=_URLS_DOC)
 async def predict_batch_v2(request: Request) -> JSONResponse:
     """v2: image URLs in a JSON body; one JSON object once every file is done."""
     return await _batch(request, await read_urls(request))
 
 
-@router.post(f"{PREFIX}/predict/stream")
+@router.post(f"{PREFIX}/predict/stream", openapi_extra=_UPLOAD_DOC)
 async def predict_stream(request: Request) -> StreamingResponse:
     """v1 as a stream: a line per event as work progresses."""
     return await _stream(request, await read_upload(request))
 
 
-@router.post(f"{PREFIX}/predict/stream/v2")
+@router.post(f"{PREFIX}/predict/stream/v2", openapi_extra=_URLS_DOC)
 async def predict_stream_v2(request: Request) -> StreamingResponse:
     """v2 as a stream."""
     return await _stream(request, await read_urls(request))
 
 
-@router.post(f"{PREFIX}/assets/signed-url")
+@router.post(f"{PREFIX}/assets/signed-url", openapi_extra=_SIGN_DOC)
 async def signed_url(request: Request) -> dict[str, Any]:
     """A time-limited link to one of the caller's result assets; needs no key to download."""
     body = await _json_object(request, SMALL_BODY_BYTES)
