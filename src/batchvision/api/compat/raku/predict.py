@@ -63,6 +63,19 @@ def _invalid(message: str) -> ItemError:
     return ItemError(ErrorCode.INVALID_REQUEST, message)
 
 
+def _failed(file: RakuFile, error: ItemError) -> Outcome:
+    return Outcome(wire.result_entry(file.index, file.filename, error=item_error(error)))
+
+
+def _ended(file: RakuFile, entry: dict[str, Any]) -> Event:
+    """A file's last stream line: `done`, or `error` with its error (and what did run)."""
+    event: Event = {"status": "done", "index": file.index, "filename": file.filename}
+    if "error" in entry:
+        event.update(status="error", error=entry["error"])
+    event["result"] = entry
+    return event
+
+
 def _prepare(pipeline: Pipeline, task: Task) -> Prepared:
     """A skill ready to run, or why it cannot (no vision-language backend configured): then
     only the files asking for it fail."""
@@ -108,32 +121,22 @@ class Prediction:
 
     @staticmethod
     def _outcome(file: RakuFile, done: Outcome | BaseException) -> Outcome:
+        """A file's outcome; one cancelled (`stop`) never ran."""
         if isinstance(done, Outcome):
             return done
         if not isinstance(done, asyncio.CancelledError):
             log.error("unexpected failure on file %d", file.index, exc_info=done)
-        error = ItemError(ErrorCode.PROCESSING_ERROR, "the file was not processed")
-        return Outcome(wire.result_entry(file.index, file.filename, error=item_error(error)))
+        return _failed(file, ItemError(ErrorCode.PROCESSING_ERROR, "the file was not processed"))
 
     async def _file(self, file: RakuFile, emit: Emit) -> Outcome:
         async with self.slots:
             emit({"status": "processing", "index": file.index, "filename": file.filename})
-            outcome = await self._predict(file)
-        entry = outcome.entry
-        if "error" in entry:
-            emit(
-                {
-                    "status": "error",
-                    "index": file.index,
-                    "filename": file.filename,
-                    "error": entry["error"],
-                    "result": entry,
-                }
-            )
-        else:
-            emit(
-                {"status": "done", "index": file.index, "filename": file.filename, "result": entry}
-            )
+            try:
+                outcome = await self._predict(file)
+            except Exception:  # a bug or a broken store fails this file, never its request
+                log.exception("unexpected failure on file %d", file.index)
+                outcome = _failed(file, ItemError(ErrorCode.PROCESSING_ERROR, "processing failed"))
+        emit(_ended(file, outcome.entry))
         return outcome
 
     def _tasks_for(self, file: RakuFile) -> tuple[list[PreparedTask], list[ItemError]]:
@@ -155,14 +158,12 @@ class Prediction:
     async def _predict(self, file: RakuFile) -> Outcome:
         tasks, errors = self._tasks_for(file)
         if file.error is not None or not tasks:
-            first = file.error or errors[0]
-            return Outcome(wire.result_entry(file.index, file.filename, error=item_error(first)))
+            return _failed(file, file.error or errors[0])
         try:
             data = file.data if file.data is not None else await self._fetch(file)
             [result] = await self.pipeline.analyze([ImageInput(file.index, data=data)], tasks)
         except BatchVisionError as exc:
-            error = item_error(ItemError.from_exception(exc))
-            return Outcome(wire.result_entry(file.index, file.filename, error=error))
+            return _failed(file, ItemError.from_exception(exc))
         return await self._finish(file, data, result, errors)
 
     async def _fetch(self, file: RakuFile) -> bytes:
@@ -173,8 +174,7 @@ class Prediction:
         self, file: RakuFile, data: bytes, result: ItemResult, errors: list[ItemError]
     ) -> Outcome:
         if result.image is None:
-            unread = item_error(result.errors[0])
-            return Outcome(wire.result_entry(file.index, file.filename, error=unread))
+            return _failed(file, result.errors[0])
         width, height = int(result.image["width"]), int(result.image["height"])
         detect, query = result.outputs.get("detect"), result.outputs.get("query")
         yolo = wire.yolo_part(detect, width, height) if detect is not None else None
