@@ -351,3 +351,19 @@ def test_openapi_documents_every_route_and_its_body(live: LiveServer) -> None:
             {"files", "metadata"} <= set(fields) or "data" in fields
         )
     assert "object_path" in json.dumps(paths["/api/v1/inference/assets/signed-url"])
+
+
+def test_without_the_allow_list_loopback_link_local_and_metadata_urls_are_refused(
+    serve: Callable[..., LiveServer], images_base: str
+) -> None:
+    strict = serve()
+    urls = [
+        f"{images_base}/img1.jpg",  # 127.0.0.1
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/x.jpg",
+        "http://192.168.1.1/x.jpg",
+    ]
+    data = [{"image_url": url, "is_yolo": True} for url in urls]
+    response = post(strict, V2, json={"api_key": "k", "data": data})
+    for entry in response.json()["result"]:
+        _entry_error(entry, "url_not_allowed")
