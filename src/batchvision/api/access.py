@@ -41,7 +41,7 @@ def header_token(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def field_token(fields: Mapping[str, object], name: str = "api_key") -> str | None:
-    """Raku Sight clients put `api_key` in the form or JSON body (the last one wins)."""
+    """A key sent as a form or JSON body field (the last one wins)."""
     value = fields.get(name)
     if isinstance(value, list):
         value = value[-1] if value else None
@@ -64,11 +64,17 @@ async def native_principal(request: Request) -> Principal:
 
 @asynccontextmanager
 async def metered_request(
-    request: Request, principal: Principal, images: int, *, vlm_calls_per_image: int = 0
+    request: Request,
+    principal: Principal,
+    images: int,
+    *,
+    vlm_calls_per_image: int = 0,
+    vlm_calls: int = 0,
 ) -> AsyncIterator[Meter]:
-    """Image rate limit, then the images' credits (their vision-language calls included)
-    reserved before any work; the caller marks images that failed before inference with
-    `meter.refund_images`."""
+    """Image rate limit, then the images' credits (their vision-language calls included, per
+    image or, `vlm_calls`, for the request as a whole) reserved before any work; the caller
+    marks images that failed before inference with `meter.refund_images` (and the credits of
+    calls that did not answer with `meter.refund_credits`)."""
     accounts = services(request).accounts
     accounts.limit_images(principal, images)
     request.state.images = images
@@ -77,6 +83,7 @@ async def metered_request(
         request_id=request.state.request_id,
         images=images,
         vlm_calls_per_image=vlm_calls_per_image,
+        vlm_calls=vlm_calls,
     ) as meter:
         yield meter
 

@@ -19,6 +19,7 @@ from batchvision import __version__
 from batchvision.accounts.service import Accounts
 from batchvision.api.compat.animaldetect.surface import animaldetect_surface
 from batchvision.api.compat.moondream.surface import moondream_surface
+from batchvision.api.compat.raku.surface import raku_surface
 from batchvision.api.compat.yandex.surface import yandex_surface
 from batchvision.api.errors import INTERNAL, install_error_handlers, render, unexpected
 from batchvision.api.guards import BodyDeadlineGuard
@@ -119,6 +120,7 @@ SURFACES: tuple[Callable[[], Surface], ...] = (
     yandex_surface,
     moondream_surface,
     animaldetect_surface,
+    raku_surface,
 )
 
 

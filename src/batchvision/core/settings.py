@@ -174,6 +174,16 @@ class Settings(BaseSettings):
     detect_result_ttl_hours: Annotated[float, Field(gt=0)] = Field(
         24.0, description="how long GET /api/v1/batch-detect/{id} serves a stored response"
     )
+    # Raku Sight surface (`/api/v1/inference/…`)
+    raku_max_file_bytes: PositiveInt = Field(
+        20 * MB, description="predict: bytes of one uploaded or fetched file (413 / file error)"
+    )
+    raku_max_request_bytes: PositiveInt = Field(
+        100 * MB, description="predict: bytes of one request body (413 past it)"
+    )
+    raku_asset_retention_hours: Annotated[float, Field(gt=0)] = Field(
+        24.0, description="how long result assets (annotated images, JSON outputs) are kept"
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'batchvision.core.db').resolve()}"
