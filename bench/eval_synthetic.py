@@ -36,6 +36,17 @@ def auc(scores: list[float], positive: list[bool]) -> float:
     return wins / (len(pos) * len(neg))
 
 
+def at_threshold(scores: list[float], positive: list[bool], high: float) -> dict[str, float]:
+    said_ai = [s >= high for s in scores]
+    pairs = list(zip(said_ai, positive, strict=True))
+    ai, real = sum(positive), len(positive) - sum(positive)
+    return {
+        "recall_at_high": round(sum(s and p for s, p in pairs) / ai, 4),
+        "fpr_at_high": round(sum(s and not p for s, p in pairs) / real, 4),
+        "accuracy_at_high": round(sum(s == p for s, p in pairs) / len(pairs), 4),
+    }
+
+
 def same_size(pixels: np.ndarray) -> np.ndarray:
     image = Image.fromarray(pixels)
     scale = SIDE / min(image.size)
@@ -82,13 +93,7 @@ def main() -> None:
         "auc": round(auc(singles, is_ai), 4),
         "auc_same_size": round(auc(normalised, is_ai), 4),
         f"auc_batch{args.batch}_session_calls": round(auc(batched, is_ai), 4),
-        "recall_at_high": round(sum(p >= high for p, a in zip(singles, is_ai) if a) / sum(is_ai), 4),
-        "fpr_at_high": round(
-            sum(p >= high for p, a in zip(singles, is_ai) if not a) / (len(names) - sum(is_ai)), 4
-        ),
-        "accuracy_at_high": round(
-            sum((p >= high) == a for p, a in zip(singles, is_ai)) / len(names), 4
-        ),
+        **at_threshold(singles, is_ai, high),
         "inconclusive_between_thresholds": sum(low < p < high for p in singles),
         "one_per_call_images_s": round(len(inputs) / single_s, 2),
         f"batch{args.batch}_session_call_images_s": round(len(inputs) / batched_s, 2),
