@@ -187,3 +187,25 @@ def test_changed_pixels_break_the_manifest_signature() -> None:
     assert entry.kind == "c2pa_manifest"
     assert "validation Invalid" in entry.found
     assert (entry.verified, entry.says_ai) == (False, True)
+
+
+@pytest.mark.timeout(20)
+def test_many_chunks_that_inflate_to_the_limit_are_bounded() -> None:
+    # 40 zTXt chunks of 1 KB that each inflate to almost 1 MiB (under Pillow's own limits,
+    # so the image decodes): only the first 8 MiB of wanted keywords are inflated.
+    bomb = zlib.compress(b"Steps: " + b"\0" * ((1 << 20) - 1024))
+    data = png()
+    iend = data.rindex(b"IEND") - 4
+    chunks = b"".join(
+        _chunk(b"zTXt", key + b"\0\0" + bomb) for key in [b"parameters", b"other"] * 20
+    )
+    found = evidence(data[:iend] + chunks + data[iend:])
+    assert [e.kind for e in found] == ["png_text"]
+
+
+@pytest.mark.timeout(20)
+def test_unclosed_xmp_openings_are_searched_once() -> None:
+    # After the image data, where decoders do not look; a quadratic search would compare
+    # ~10^11 characters here.
+    data = jpeg() + b"<x:xmpmeta " * 300_000
+    assert evidence(data) == ()

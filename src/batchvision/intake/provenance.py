@@ -49,8 +49,15 @@ GENERATORS = re.compile(
 FOUND_CHARS = 200  # what an entry quotes of the metadata it found
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TEXT_LIMIT = 1 << 20  # per chunk, inflated, as Pillow's MAX_TEXT_CHUNK
+# All chunks of one image together, inflated: a file of many small zTXt chunks that each inflate
+# to the limit must not cost gigabytes. Only the keywords read here are inflated at all.
+_PNG_TEXT_TOTAL = 8 << 20
+_PNG_KEYWORDS = frozenset(
+    {"parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata", "Software"}
+    | {"Comment", "XML:com.adobe.xmp"}
+)
+_XMP_LIMIT = 4 << 20  # bytes of one XMP packet
 _EXIF_SOFTWARE = 0x0131
-_XMP_PACKET = re.compile(rb"<x:xmpmeta[\s>].*?</x:xmpmeta>", re.DOTALL)
 _MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _MIME |= {"TIFF": "image/tiff", "HEIF": "image/heif", "AVIF": "image/avif", "GIF": "image/gif"}
 
@@ -83,32 +90,34 @@ def _quote(value: str) -> str:
 
 
 def png_text_chunks(data: bytes) -> Iterator[tuple[str, str]]:
-    """(keyword, text) of each tEXt, zTXt and iTXt chunk, after the pixel data too."""
-    offset = len(_PNG_SIGNATURE)
-    while offset + 8 <= len(data):
+    """(keyword, text) of the tEXt, zTXt and iTXt chunks with the keywords read here, after
+    the pixel data too, until their text totals `_PNG_TEXT_TOTAL` characters."""
+    offset, budget = len(_PNG_SIGNATURE), _PNG_TEXT_TOTAL
+    while offset + 8 <= len(data) and budget > 0:
         length, kind = struct.unpack(">I4s", data[offset : offset + 8])
         body = data[offset + 8 : offset + 8 + length]
         offset += 12 + length
-        if kind in (b"tEXt", b"zTXt", b"iTXt"):
-            entry = _text_chunk(kind, body)
-            if entry is not None:
-                yield entry
-        elif kind == b"IEND":
+        if kind == b"IEND":
             return
+        keyword = body.partition(b"\0")[0].decode("latin-1")
+        if kind in (b"tEXt", b"zTXt", b"iTXt") and keyword in _PNG_KEYWORDS:
+            text = _text_chunk(kind, body)
+            if text is not None:
+                budget -= len(text)
+                yield keyword, text
 
 
-def _text_chunk(kind: bytes, body: bytes) -> tuple[str, str] | None:
-    keyword, _, rest = body.partition(b"\0")
+def _text_chunk(kind: bytes, body: bytes) -> str | None:
+    rest = body.partition(b"\0")[2]
     try:
         if kind == b"tEXt":
-            return keyword.decode("latin-1"), rest.decode("latin-1")
+            return rest.decode("latin-1")
         if kind == b"zTXt":
-            return keyword.decode("latin-1"), _inflate(rest[1:]).decode("latin-1")
+            return _inflate(rest[1:]).decode("latin-1")
         compressed, rest = rest[:1] == b"\1", rest[2:]  # flag, method
         _, _, rest = rest.partition(b"\0")  # language tag
         _, _, rest = rest.partition(b"\0")  # translated keyword
-        text = _inflate(rest) if compressed else rest
-        return keyword.decode("latin-1"), text.decode("utf-8", "replace")
+        return (_inflate(rest) if compressed else rest).decode("utf-8", "replace")
     except (zlib.error, ValueError):
         return None
 
@@ -150,8 +159,11 @@ def _json_object(value: str | None) -> bool:
 
 
 def _xmp_packet(data: bytes) -> str:
-    match = _XMP_PACKET.search(data)
-    return match.group(0).decode("utf-8", "replace") if match else ""
+    """The first XMP packet in `data` (one search each way: linear in the bytes, whatever
+    they hold), or ''."""
+    start = data.find(b"<x:xmpmeta")
+    end = data.find(b"</x:xmpmeta>", start, start + _XMP_LIMIT) if start >= 0 else -1
+    return data[start:end].decode("utf-8", "replace") if end > 0 else ""
 
 
 def _xmp_value(xmp: str, name: str) -> str | None:
