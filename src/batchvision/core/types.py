@@ -43,6 +43,26 @@ class ImageInput:
     error: ItemError | None = None
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """One provenance signal read from an image's bytes (`intake.provenance`): what kind, what
+    was found, whether a signature proves it (only a C2PA manifest can) and whether it says the
+    image is AI-generated."""
+
+    kind: str
+    found: str
+    verified: bool
+    says_ai: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "found": self.found,
+            "verified": self.verified,
+            "says_ai": self.says_ai,
+        }
+
+
 @dataclass
 class DecodedImage:
     """Pixels in RGB, oriented upright. `width`/`height` are the full upright size of the
@@ -54,6 +74,8 @@ class DecodedImage:
     format: str
     file_size: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Read from the original bytes only when a task asks for it (None: not read).
+    provenance: tuple[Evidence, ...] | None = None
 
     @property
     def scale(self) -> tuple[float, float]:

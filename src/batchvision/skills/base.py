@@ -61,6 +61,11 @@ class Skill(ABC):
         """Longest image side this skill needs; None asks for full resolution."""
         return None
 
+    def reads_provenance(self, params: BaseModel) -> bool:
+        """Whether this skill reads `DecodedImage.provenance` (read from the original bytes at
+        decode time, only for requests with such a task)."""
+        return False
+
     def working_bytes(self, params: BaseModel, width: int, height: int) -> int:
         """Memory the skill allocates beside the decoded pixels while it reads one image of
         `width` x `height` pixels: what the pipeline keeps reserved for it. Skills whose
