@@ -152,6 +152,15 @@ class BinaryImageClassifier(Model[DecodedImage, FloatArray, FloatArray, float]):
             return list(self._run(np.stack(batch)))
         return [self._run(item[None])[0] for item in batch]
 
+    def embed(self, item: DecodedImage) -> FloatArray:
+        """The graph's output for one image, L2-normalised when the card's head reads it so
+        (what `models.fit` fits a head on)."""
+        raw: FloatArray = self._run(self.preprocess(item)[None])[0]
+        if not self.spec.normalize_embedding:
+            return raw
+        normalised: FloatArray = raw / max(float(np.linalg.norm(raw)), 1e-12)
+        return normalised
+
     def _run(self, images: FloatArray) -> FloatArray:
         feeds = {self.spec.input_name: images}
         out: FloatArray = self.model.session.run([self.output], feeds)[0]
