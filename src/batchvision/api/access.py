@@ -8,15 +8,18 @@ error they raise are shared. A header that is present but malformed counts as mi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.service import Meter
 from batchvision.api.surface import services
-from batchvision.core.types import ImageInput, ItemResult
+from batchvision.core.types import ImageInput, ItemResult, VideoInput, VideoResult
+from batchvision.intake.video import FrameSampling
 from batchvision.pipeline import Pipeline, PreparedTask
 
 
@@ -64,18 +67,24 @@ async def native_principal(request: Request) -> Principal:
 
 @asynccontextmanager
 async def metered_request(
-    request: Request, principal: Principal, images: int, *, vlm_calls_per_image: int = 0
+    request: Request,
+    principal: Principal,
+    images: int,
+    *,
+    videos: int = 0,
+    vlm_calls_per_image: int = 0,
 ) -> AsyncIterator[Meter]:
-    """Image rate limit, then the images' credits (their vision-language calls included)
-    reserved before any work; the caller marks images that failed before inference with
-    `meter.refund_images`."""
+    """Image rate limit (a video counts as one image), then the credits of the images (their
+    vision-language calls included) and videos reserved before any work; the caller marks
+    images that failed before inference with `meter.refund_images`."""
     accounts = services(request).accounts
-    accounts.limit_images(principal, images)
+    accounts.limit_images(principal, images + videos)
     request.state.images = images
     async with accounts.metered(
         principal,
         request_id=request.state.request_id,
         images=images,
+        videos=videos,
         vlm_calls_per_image=vlm_calls_per_image,
     ) as meter:
         yield meter
@@ -99,8 +108,55 @@ async def analyze_metered(
         request, principal, len(inputs), vlm_calls_per_image=vlm_calls
     ) as meter:
         results = await pipeline.analyze(inputs, tasks, max_pixels=max_pixels)
-        decoded = sum(1 for result in results if result.image is not None)
-        meter.refund_images(len(results) - decoded)
-        unanswered = decoded * vlm_calls - pipeline.vlm_calls_made(tasks, results)
-        meter.refund_credits(unanswered * services(request).settings.credits_per_vlm_call)
+        _refund_images(request, meter, pipeline, tasks, results)
     return results
+
+
+def _refund_images(
+    request: Request,
+    meter: Meter,
+    pipeline: Pipeline,
+    tasks: Sequence[PreparedTask],
+    results: Sequence[ItemResult],
+) -> None:
+    vlm_calls = pipeline.vlm_calls_per_image(tasks)
+    decoded = sum(1 for result in results if result.image is not None)
+    meter.refund_images(len(results) - decoded)
+    unanswered = decoded * vlm_calls - pipeline.vlm_calls_made(tasks, results)
+    meter.refund_credits(unanswered * services(request).settings.credits_per_vlm_call)
+
+
+async def analyze_with_videos_metered(
+    request: Request,
+    principal: Principal,
+    pipeline: Pipeline,
+    media: Media,
+    tasks: Sequence[PreparedTask],
+) -> tuple[list[ItemResult], list[VideoResult]]:
+    """Images as `analyze_metered` bills them, beside videos at `credits_per_video` each,
+    whatever their frames; a video that failed (unreadable, over a limit) is refunded."""
+    vlm_calls = pipeline.vlm_calls_per_image(tasks)
+    async with metered_request(
+        request,
+        principal,
+        len(media.images),
+        videos=len(media.videos),
+        vlm_calls_per_image=vlm_calls,
+    ) as meter:
+        images, videos = await asyncio.gather(
+            pipeline.analyze(media.images, tasks),
+            pipeline.analyze_videos(media.videos, tasks, media.sampling),
+        )
+        _refund_images(request, meter, pipeline, tasks, images)
+        failed = sum(1 for video in videos if video.errors)
+        meter.refund_credits(failed * services(request).settings.credits_per_video)
+    return images, videos
+
+
+@dataclass(frozen=True)
+class Media:
+    """What one request asks to analyse: its images, its videos and how to sample them."""
+
+    images: Sequence[ImageInput]
+    videos: Sequence[VideoInput] = ()
+    sampling: FrameSampling = field(default_factory=FrameSampling)
