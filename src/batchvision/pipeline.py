@@ -68,6 +68,7 @@ from batchvision.intake.video import (
     probe,
     sample_frames,
     spool_directory,
+    video_too_large,
 )
 from batchvision.models.registry import ModelRegistry
 from batchvision.models.vlm.kinds import VlmModel
@@ -396,14 +397,22 @@ class Pipeline:
         slots = self.settings.video_frames_in_flight
         models = [m for task in tasks for m in task.skill.models(task.params)]
         frames = sample_frames(path, sampling, self.video_limits, intake.side)
+        cost = self._frame_cost(info, tasks)
+        self._check_frame_fits(cost, intake)
         source = _FrameSource(self.engine, frames)
         with self.engine.admit(slots), self.engine.admit_models(models, slots):
             try:
-                await self._frames_in_flight(
-                    source, self._frame_cost(info, tasks), tasks, intake, result
-                )
+                await self._frames_in_flight(source, cost, tasks, intake, result)
             finally:
                 await source.close()
+
+    def _check_frame_fits(self, cost: int, intake: _Intake) -> None:
+        for budget in (intake.decoded, self.engine.decoded):
+            if not budget.fits_ever(cost):
+                raise video_too_large(
+                    f"one frame needs {cost // MB} MB of memory; the {budget.name} is "
+                    f"{budget.capacity // MB} MB"
+                )
 
     def _frame_cost(self, info: VideoInfo, tasks: Sequence[PreparedTask]) -> int:
         """What one frame holds at its peak: its pixels at the tasks' side as converted, and
