@@ -73,6 +73,7 @@ async def metered_request(
     *,
     videos: int = 0,
     vlm_calls_per_image: int = 0,
+    extra_credits: int = 0,
 ) -> AsyncIterator[Meter]:
     """Image rate limit (a video counts as one image), then the credits of the images (their
     vision-language calls included) and videos reserved before any work; the caller marks
@@ -86,6 +87,7 @@ async def metered_request(
         images=images,
         videos=videos,
         vlm_calls_per_image=vlm_calls_per_image,
+        extra_credits=extra_credits,
     ) as meter:
         yield meter
 
@@ -133,15 +135,21 @@ async def analyze_with_videos_metered(
     media: Media,
     tasks: Sequence[PreparedTask],
 ) -> tuple[list[ItemResult], list[VideoResult]]:
-    """Images as `analyze_metered` bills them, beside videos at `credits_per_video` each,
-    whatever their frames; a video that failed (unreadable, over a limit) is refunded."""
+    """Images as `analyze_metered` bills them, beside videos at `credits_per_video` each
+    (their frames are not billed as images), plus `credits_per_vlm_call` for each
+    vision-language call that answered on a frame: `max_frames` calls per video and task are
+    reserved up front, what was not made is handed back. A video that failed (unreadable,
+    over a limit) costs nothing."""
+    settings = services(request).settings
     vlm_calls = pipeline.vlm_calls_per_image(tasks)
+    frame_calls = len(media.videos) * media.sampling.max_frames * vlm_calls
     async with metered_request(
         request,
         principal,
         len(media.images),
         videos=len(media.videos),
         vlm_calls_per_image=vlm_calls,
+        extra_credits=frame_calls * settings.credits_per_vlm_call,
     ) as meter:
         images, videos = await asyncio.gather(
             pipeline.analyze(media.images, tasks),
@@ -149,7 +157,9 @@ async def analyze_with_videos_metered(
         )
         _refund_images(request, meter, pipeline, tasks, images)
         failed = sum(1 for video in videos if video.errors)
-        meter.refund_credits(failed * services(request).settings.credits_per_video)
+        meter.refund_credits(failed * settings.credits_per_video)
+        answered = sum(pipeline.vlm_calls_made(tasks, video.frames) for video in videos)
+        meter.refund_credits((frame_calls - answered) * settings.credits_per_vlm_call)
     return images, videos
 
 
