@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,12 +50,19 @@ class BodyLimits:
     video_dir: Path | None = None  # where video parts are spooled
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BodyLimits:
-        return cls(
+    def from_settings(cls, settings: Settings, *, videos: bool = False) -> BodyLimits:
+        """The server's limits; `videos`: for a body that may carry videos, whose bytes
+        come on top of `max_request_bytes` (`max_body_bytes`)."""
+        limits = cls(
             max_request_bytes=settings.max_request_bytes,
             max_image_bytes=settings.max_image_bytes,
             max_images=settings.max_images_per_request,
             max_field_bytes=settings.max_json_field_bytes,
+        )
+        if not videos:
+            return limits
+        return replace(
+            limits,
             max_video_bytes=settings.video_max_bytes,
             max_videos=settings.max_videos_per_request,
             video_dir=spool_directory(settings),

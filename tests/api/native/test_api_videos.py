@@ -255,3 +255,51 @@ def test_a_video_costs_credits_per_video_and_a_failed_one_is_refunded(
     assert [v["status"] for v in response.json()["videos"]] == ["ok", "error"]
     stored = store.get(key.info.id)
     assert stored is not None and stored.credits == 20 - 1 - 5  # the image, the good video
+
+
+def test_more_videos_than_allowed_are_refused_before_analysis(
+    serve: Callable[..., LiveServer],
+) -> None:
+    live = serve(max_videos_per_request=2)
+    with live.client() as client:
+        form = client.post("/v1/analyze", files=[video_part(BABOON)] * 3)
+        as_json = client.post("/v1/analyze", json={"videos": ["AAAA"] * 3})
+    assert "videos" in error_of(form, 413, "too_many_images")
+    assert "videos" in error_of(as_json, 413, "too_many_images")
+    assert spooled(live) == []
+
+
+def test_base64_and_url_videos_over_the_byte_limit_fail_only_themselves(
+    serve: Callable[..., LiveServer],
+) -> None:
+    live = serve(video_max_bytes=100_000, url_allow_hosts=["127.0.0.1"])
+
+    def clip(h: RouteHandler) -> None:  # no Content-Length: refused while it streams
+        h.send_response(200)
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(CAR.read_bytes())
+
+    small = base64.b64encode(BABOON.read_bytes()).decode()  # 37 KB
+    big = base64.b64encode(BOTTLE.read_bytes()).decode()  # 505 KB
+    with serve_routes({"/car.mp4": clip}) as base, live.client() as client:
+        videos = [small, big, f"{base}/car.mp4"]
+        response = client.post("/v1/analyze", json={"videos": videos, "max_frames": 1})
+    assert response.status_code == 200, response.text
+    ok, too_big, fetched = response.json()["videos"]
+    assert ok["status"] == "ok" and len(ok["frames"]) == 1
+    for video in (too_big, fetched):
+        assert [e["code"] for e in video["errors"]] == ["video_too_large"]
+        assert "100000" in video["errors"][0]["message"]
+    assert spooled(live) == []
+
+
+def test_openapi_documents_videos_and_sampling(live: LiveServer) -> None:
+    with live.client() as client:
+        spec = client.get("/openapi.json").json()
+    content = spec["paths"]["/v1/analyze"]["post"]["requestBody"]["content"]
+    for media_type in ("multipart/form-data", "application/json"):
+        properties = content[media_type]["schema"]["properties"]
+        assert {"images", "videos", "fps", "start_time", "end_time", "max_frames"} <= set(
+            properties
+        )

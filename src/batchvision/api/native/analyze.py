@@ -82,6 +82,12 @@ router = APIRouter()
 Authorized = Annotated[Principal, Depends(native_principal)]
 
 _MAX_ID_LENGTH = 256
+_SAMPLING_DOC: dict[str, Any] = {
+    "fps": {"type": "number", "description": "video frames analysed per second (default 1)"},
+    "start_time": {"type": "number", "description": "seconds; default 0"},
+    "end_time": {"type": "number", "description": "seconds; default the end"},
+    "max_frames": {"type": "integer", "description": "per video; default 300"},
+}
 _ANALYZE_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -94,12 +100,16 @@ _ANALYZE_DOC: dict[str, Any] = {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
                         },
+                        "videos": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        },
                         "tasks": {
                             "type": "string",
                             "description": "JSON task list or comma-separated skill names",
                         },
+                        **_SAMPLING_DOC,
                     },
-                    "required": ["images"],
                 }
             },
             "application/json": {
@@ -117,6 +127,21 @@ _ANALYZE_DOC: dict[str, Any] = {
                                 },
                             },
                         },
+                        "videos": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "video": {
+                                        "type": "string",
+                                        "description": "base64, data URI or http(s) URL",
+                                    },
+                                    "id": {"type": "string"},
+                                },
+                                "required": ["video"],
+                            },
+                        },
+                        **_SAMPLING_DOC,
                         "tasks": {
                             "type": "array",
                             "items": {
@@ -129,7 +154,6 @@ _ANALYZE_DOC: dict[str, Any] = {
                             },
                         },
                     },
-                    "required": ["images"],
                 }
             },
         },
@@ -484,7 +508,7 @@ async def analyze(request: Request, principal: Authorized) -> JSONResponse:
     order in `results`, per-video results (sampled frames and a summary) in `videos`."""
     start = time.perf_counter()
     pipeline = services(request).pipeline
-    limits = BodyLimits.from_settings(pipeline.settings)
+    limits = BodyLimits.from_settings(pipeline.settings, videos=True)
     async with read_analyze_request(request, limits) as read:
         if not read.media.images and not read.media.videos:
             raise _invalid("send at least one item in images or videos")
