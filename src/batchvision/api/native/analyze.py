@@ -397,7 +397,7 @@ async def _read_json(request: Request, limits: BodyLimits) -> AnalyzeRequest:
         raise too_many_videos(limits.max_videos)
     sampling = body.sampling()
     inputs = [_json_image(i, entry, limits) for i, entry in enumerate(body.images)]
-    # Base64 images of a video size are big: decoding and writing them blocks for a while.
+    # Base64 videos are big: decoding and writing them would block the event loop a while.
     base64_limits = dataclasses.replace(limits, max_image_bytes=limits.max_video_bytes)
     videos = await asyncio.to_thread(_json_videos, body.videos, base64_limits)
     return AnalyzeRequest(Media(inputs, videos, sampling), body.core_tasks())
