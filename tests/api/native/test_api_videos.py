@@ -303,3 +303,13 @@ def test_openapi_documents_videos_and_sampling(live: LiveServer) -> None:
         assert {"images", "videos", "fps", "start_time", "end_time", "max_frames"} <= set(
             properties
         )
+
+
+def test_a_request_refused_after_its_videos_arrived_deletes_them(live: LiveServer) -> None:
+    with live.client() as client:
+        response = client.post(
+            "/v1/analyze", files=[video_part(BABOON)], data={"tasks": "no-such-skill"}
+        )
+    error_of(response, response.status_code, "unknown_skill")
+    assert 400 <= response.status_code < 500
+    assert spooled(live) == []
