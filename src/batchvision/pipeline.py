@@ -18,6 +18,13 @@ done, the reservation shrinking to the reduced copy (deriving costs a few ms; de
 second time with a reduction would cost its whole decoding time again). Model batches still form
 across images, since every skill submits its images one by one to the engine's batchers. The
 `decode` timing includes the wait for admission.
+
+A video (`analyze_video`) is sampled in a worker thread one frame at a time, never whole in
+memory; each sampled frame goes through every task like an image (`_run_tasks`, `_Held`), its
+pixels paid from the same budgets: the frame's bytes (known from the stream's size and the
+tasks' decode side) are reserved in the request's and the server's budgets before it is
+decoded. Up to `video_frames_in_flight` frames are analysed at once, so model batches form
+across frames. A video that cannot be read or is over a limit is that video's error alone.
 """
 
 from __future__ import annotations
@@ -26,20 +33,43 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
-from batchvision.core.types import DecodedImage, ImageInput, ItemError, ItemResult, Task
+from batchvision.core.types import (
+    DecodedImage,
+    FrameResult,
+    ImageInput,
+    ItemError,
+    ItemResult,
+    Task,
+    VideoInput,
+    VideoResult,
+)
+from batchvision.core.video_summary import summarize_frames
 from batchvision.engine.budget import MB, ByteBudget, Reservation
 from batchvision.engine.engine import Engine
 from batchvision.intake.decode import decode_image, decoding_cost, describe, reduced_copy
-from batchvision.intake.fetch import ByteTally, FetchPolicy, fetch_url
+from batchvision.intake.fetch import ByteTally, FetchPolicy, fetch_url, fetch_video
+from batchvision.intake.video import (
+    CONTAINERS,
+    FrameSampling,
+    SampledFrame,
+    VideoInfo,
+    VideoLimits,
+    frame_size,
+    probe,
+    sample_frames,
+    spool_directory,
+    video_too_large,
+)
 from batchvision.models.registry import ModelRegistry
 from batchvision.models.vlm.kinds import VlmModel
 from batchvision.skills import Skill, SkillContext, build_skills, unknown_skill
@@ -82,6 +112,8 @@ class Pipeline:
         self.engine = Engine(settings, self.registry)
         self.skills = build_skills(SkillContext(settings, self.registry, self.engine))
         self.fetch_policy = FetchPolicy.from_settings(settings)
+        self.video_fetch_policy = FetchPolicy.for_videos(settings)
+        self.video_limits = VideoLimits.from_settings(settings)
 
     def prepare_tasks(self, tasks: Sequence[Task]) -> list[PreparedTask]:
         """Validate skills, parameters and models before any image work starts."""
@@ -316,6 +348,161 @@ class Pipeline:
             result.outputs[task.name] = output
         result.timings_ms[task.name] = _elapsed_ms(start)
 
+    async def analyze_videos(
+        self, videos: Sequence[VideoInput], tasks: Sequence[PreparedTask], sampling: FrameSampling
+    ) -> list[VideoResult]:
+        """Every video of one request, side by side, sharing the request's decoded-pixel budget."""
+        intake = self._intake_for(tasks, self.settings.max_image_pixels)
+        return list(
+            await asyncio.gather(
+                *(self.analyze_video(v, tasks, sampling, intake=intake) for v in videos)
+            )
+        )
+
+    async def analyze_video(
+        self,
+        video: VideoInput,
+        tasks: Sequence[PreparedTask],
+        sampling: FrameSampling,
+        *,
+        intake: _Intake | None = None,
+    ) -> VideoResult:
+        """The video's sampled frames, each run through every task, and their summary; a
+        video that fails (unreadable, over a limit, overloaded) has its error and no frames."""
+        start = time.perf_counter()
+        result = VideoResult(video.index, filename=video.filename, client_id=video.client_id)
+        intake = intake or self._intake_for(tasks, self.settings.max_image_pixels)
+        try:
+            async with self._video_file(video) as path:
+                await self._analyze_frames(path, tasks, sampling, intake, result)
+        except BatchVisionError as exc:
+            result.errors.append(ItemError.from_exception(exc))
+        except Exception:
+            log.exception("unexpected failure reading video %d", video.index)
+            result.errors.append(ItemError(ErrorCode.PROCESSING_ERROR, "could not read video"))
+        if result.errors:
+            result.frames.clear()  # a truncated video fails whole (intake.video)
+        result.summary = summarize_frames(result.frames, [task.name for task in tasks])
+        result.timings_ms["total"] = _elapsed_ms(start)
+        return result
+
+    @asynccontextmanager
+    async def _video_file(self, video: VideoInput) -> AsyncIterator[Path]:
+        """The video's file: the one its surface spooled, or its URL fetched to a temporary
+        file that is deleted when the block ends."""
+        if video.error is not None:
+            raise BatchVisionError(video.error.code, video.error.message)
+        if video.path is not None:
+            yield video.path
+            return
+        if video.url is None:
+            raise BatchVisionError(ErrorCode.INVALID_REQUEST, "video has no data or url")
+        directory = spool_directory(self.settings)
+        path = await fetch_video(video.url, self.video_fetch_policy, directory)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def _analyze_frames(
+        self,
+        path: Path,
+        tasks: Sequence[PreparedTask],
+        sampling: FrameSampling,
+        intake: _Intake,
+        result: VideoResult,
+    ) -> None:
+        info = await self.engine.run_cpu(probe, path, self.video_limits)
+        result.video = video_facts(info)
+        slots = self.settings.video_frames_in_flight
+        models = [m for task in tasks for m in task.skill.models(task.params)]
+        frames = sample_frames(path, sampling, self.video_limits, intake.side)
+        cost = self._frame_cost(info, tasks)
+        self._check_frame_fits(cost, intake)
+        source = _FrameSource(self.engine, frames)
+        with self.engine.admit(slots), self.engine.admit_models(models, slots):
+            try:
+                await self._frames_in_flight(source, cost, tasks, intake, result)
+            finally:
+                await source.close()
+
+    def _check_frame_fits(self, cost: int, intake: _Intake) -> None:
+        for budget in (intake.decoded, self.engine.decoded):
+            if not budget.fits_ever(cost):
+                raise video_too_large(
+                    f"one frame needs {cost // MB} MB of memory; the {budget.name} is "
+                    f"{budget.capacity // MB} MB"
+                )
+
+    def _frame_cost(self, info: VideoInfo, tasks: Sequence[PreparedTask]) -> int:
+        """What one frame holds at its peak: its pixels at the tasks' side as converted, and
+        what full-resolution tasks allocate beside them (with the reduced copy for the rest)."""
+        width, height = frame_size(info, _decode_side(tasks))
+        full = [t for t in tasks if t.skill.decode_side(t.params) is None]
+        reduced_side = _decode_side([t for t in tasks if t not in full])
+        working = sum(t.skill.working_bytes(t.params, width, height) for t in full)
+        if full and reduced_side is not None:
+            small_w, small_h = frame_size(info, reduced_side)
+            working += small_w * small_h * 3
+        return width * height * FRAME_BYTES_PER_PIXEL + working
+
+    async def _frames_in_flight(
+        self,
+        source: _FrameSource,
+        cost: int,
+        tasks: Sequence[PreparedTask],
+        intake: _Intake,
+        result: VideoResult,
+    ) -> None:
+        """Frames read one after another, each analysed in its own task, at most
+        `video_frames_in_flight` at once; results kept in time order."""
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                if len(running) >= self.settings.video_frames_in_flight:
+                    _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                stack = AsyncExitStack()
+                try:
+                    reservations = await self._reserve_frame(stack, cost, intake)
+                    frame = await source.next()
+                except BaseException:
+                    await stack.aclose()
+                    raise
+                if frame is None:
+                    await stack.aclose()
+                    break
+                frame_result = _frame_result(len(result.frames), frame)
+                result.frames.append(frame_result)
+                held = _Held(frame.image, reservations)
+                del frame
+                running.add(asyncio.create_task(self._frame(stack, held, tasks, frame_result)))
+            await asyncio.gather(*running)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _reserve_frame(
+        self, stack: AsyncExitStack, cost: int, intake: _Intake
+    ) -> tuple[Reservation, Reservation]:
+        mine = await stack.enter_async_context(intake.decoded.reserve(cost, intake.request_wait_s))
+        wait_s = self.settings.decoded_wait_s
+        shared = await stack.enter_async_context(self.engine.decoded.reserve(cost, wait_s))
+        return mine, shared
+
+    async def _frame(
+        self, stack: AsyncExitStack, held: _Held, tasks: Sequence[PreparedTask], result: FrameResult
+    ) -> None:
+        """Every task on one frame; its reservations are returned when this ends."""
+        async with stack:
+            try:
+                await self._run_tasks(held, tasks, result)
+            except Exception:  # each task's own failure is already its output's (`_run_task`)
+                log.exception("unexpected failure analysing frame %d", result.number)
+                result.errors.append(
+                    ItemError(ErrorCode.PROCESSING_ERROR, "could not analyse frame")
+                )
+
     async def backend_health(self) -> dict[str, Any]:
         """Each vision-language backend card: its reachability, latency, breaker and counters,
         or why it is not configured (for `/readyz`)."""
@@ -341,6 +528,50 @@ def _decode_side(tasks: Sequence[PreparedTask]) -> int | None:
     if not sides or any(side is None for side in sides):
         return None
     return max(side for side in sides if side is not None)
+
+
+# What a sampled frame costs per pixel at its peak: the RGB array it becomes, and the converted
+# frame FFmpeg's swscale writes before it is copied out.
+FRAME_BYTES_PER_PIXEL = 6
+
+
+def video_facts(info: VideoInfo) -> dict[str, Any]:
+    """The video facts every video result carries."""
+    return {
+        "width": info.width,
+        "height": info.height,
+        "fps": round(info.fps, 3) if info.fps else None,
+        "duration_s": round(info.duration_s, 3) if info.duration_s is not None else None,
+        "format": CONTAINERS.get(info.container, info.container),
+        "codec": info.codec,
+        "file_size": info.file_size,
+    }
+
+
+def _frame_result(index: int, frame: SampledFrame) -> FrameResult:
+    result = FrameResult(index, number=frame.number, time_s=frame.time_s)
+    result.image = describe(frame.image)  # the full frame size: outputs' boxes are in it
+    return result
+
+
+class _FrameSource:
+    """A video's sampled frames, decoded one at a time on the CPU pool: never two decodes at
+    once (a PyAV container is not for concurrent use), and closed only once none is running
+    (a cancelled request must not close the container under a decode still in its thread)."""
+
+    def __init__(self, engine: Engine, frames: Generator[SampledFrame]) -> None:
+        self._engine = engine
+        self._frames = frames
+        self._step: asyncio.Future[SampledFrame | None] | None = None
+
+    async def next(self) -> SampledFrame | None:
+        self._step = asyncio.ensure_future(self._engine.run_cpu(next, self._frames, None))
+        return await asyncio.shield(self._step)
+
+    async def close(self) -> None:
+        if self._step is not None and not self._step.done():
+            await asyncio.wait([self._step])
+        await self._engine.run_cpu(self._frames.close)
 
 
 def _extra(small: DecodedImage, image: DecodedImage) -> int:

@@ -134,17 +134,21 @@ class Accounts:
         videos: int = 0,
         vlm_calls_per_image: int = 0,
         vlm_calls: int = 0,
+        extra_credits: int = 0,
     ) -> AsyncIterator[Meter]:
         """Reserve the request's credits durably before work starts (402 if short); on exit
         hand back what `Meter.refund_images` marked and record usage, in the transaction that
         ends the reservation. A failed request is fully refunded; one the process died in is
         refunded at the next start-up (`settle_abandoned`). An image costs `credits_per_image`
         plus `credits_per_vlm_call` for each vision-language call made on it (`vlm_calls`: calls
-        counted for the request as a whole, when its images ask for different work)."""
+        counted for the request as a whole, when its images ask for different work); a video
+        costs `credits_per_video`; `extra_credits` is reserved beside them (the most that the
+        vision-language calls on a request's video frames can cost)."""
         settings = self.settings
         per_call = settings.credits_per_vlm_call
         per_image = settings.credits_per_image + vlm_calls_per_image * per_call
         cost = images * per_image + videos * settings.credits_per_video + vlm_calls * per_call
+        cost += extra_credits
         meter = Meter(per_image, images + videos, cost)
         if principal.key_id is None:
             yield meter

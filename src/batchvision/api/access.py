@@ -8,15 +8,18 @@ error they raise are shared. A header that is present but malformed counts as mi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.service import Meter
 from batchvision.api.surface import services
-from batchvision.core.types import ImageInput, ItemResult
+from batchvision.core.types import ImageInput, ItemResult, VideoInput, VideoResult
+from batchvision.intake.video import FrameSampling
 from batchvision.pipeline import Pipeline, PreparedTask
 
 
@@ -68,22 +71,27 @@ async def metered_request(
     principal: Principal,
     images: int,
     *,
+    videos: int = 0,
     vlm_calls_per_image: int = 0,
     vlm_calls: int = 0,
+    extra_credits: int = 0,
 ) -> AsyncIterator[Meter]:
-    """Image rate limit, then the images' credits (their vision-language calls included, per
-    image or, `vlm_calls`, for the request as a whole) reserved before any work; the caller
-    marks images that failed before inference with `meter.refund_images` (and the credits of
-    calls that did not answer with `meter.refund_credits`)."""
+    """Image rate limit (a video counts as one image), then the credits of the images (their
+    vision-language calls included, per image or, `vlm_calls`, for the request as a whole) and
+    videos reserved before any work; the caller marks images that failed before inference
+    with `meter.refund_images` (and the credits of calls that did not answer with
+    `meter.refund_credits`)."""
     accounts = services(request).accounts
-    accounts.limit_images(principal, images)
+    accounts.limit_images(principal, images + videos)
     request.state.images = images
     async with accounts.metered(
         principal,
         request_id=request.state.request_id,
         images=images,
+        videos=videos,
         vlm_calls_per_image=vlm_calls_per_image,
         vlm_calls=vlm_calls,
+        extra_credits=extra_credits,
     ) as meter:
         yield meter
 
@@ -106,8 +114,63 @@ async def analyze_metered(
         request, principal, len(inputs), vlm_calls_per_image=vlm_calls
     ) as meter:
         results = await pipeline.analyze(inputs, tasks, max_pixels=max_pixels)
-        decoded = sum(1 for result in results if result.image is not None)
-        meter.refund_images(len(results) - decoded)
-        unanswered = decoded * vlm_calls - pipeline.vlm_calls_made(tasks, results)
-        meter.refund_credits(unanswered * services(request).settings.credits_per_vlm_call)
+        _refund_images(request, meter, pipeline, tasks, results)
     return results
+
+
+def _refund_images(
+    request: Request,
+    meter: Meter,
+    pipeline: Pipeline,
+    tasks: Sequence[PreparedTask],
+    results: Sequence[ItemResult],
+) -> None:
+    vlm_calls = pipeline.vlm_calls_per_image(tasks)
+    decoded = sum(1 for result in results if result.image is not None)
+    meter.refund_images(len(results) - decoded)
+    unanswered = decoded * vlm_calls - pipeline.vlm_calls_made(tasks, results)
+    meter.refund_credits(unanswered * services(request).settings.credits_per_vlm_call)
+
+
+async def analyze_with_videos_metered(
+    request: Request,
+    principal: Principal,
+    pipeline: Pipeline,
+    media: Media,
+    tasks: Sequence[PreparedTask],
+) -> tuple[list[ItemResult], list[VideoResult]]:
+    """Images as `analyze_metered` bills them, beside videos at `credits_per_video` each
+    (their frames are not billed as images), plus `credits_per_vlm_call` for each
+    vision-language call that answered on a frame: `max_frames` calls per video and task are
+    reserved up front, what was not made is handed back. A video that failed (unreadable,
+    over a limit) costs nothing."""
+    settings = services(request).settings
+    vlm_calls = pipeline.vlm_calls_per_image(tasks)
+    frame_calls = len(media.videos) * media.sampling.max_frames * vlm_calls
+    async with metered_request(
+        request,
+        principal,
+        len(media.images),
+        videos=len(media.videos),
+        vlm_calls_per_image=vlm_calls,
+        extra_credits=frame_calls * settings.credits_per_vlm_call,
+    ) as meter:
+        images, videos = await asyncio.gather(
+            pipeline.analyze(media.images, tasks),
+            pipeline.analyze_videos(media.videos, tasks, media.sampling),
+        )
+        _refund_images(request, meter, pipeline, tasks, images)
+        failed = sum(1 for video in videos if video.errors)
+        meter.refund_credits(failed * settings.credits_per_video)
+        answered = sum(pipeline.vlm_calls_made(tasks, video.frames) for video in videos)
+        meter.refund_credits((frame_calls - answered) * settings.credits_per_vlm_call)
+    return images, videos
+
+
+@dataclass(frozen=True)
+class Media:
+    """What one request asks to analyse: its images, its videos and how to sample them."""
+
+    images: Sequence[ImageInput]
+    videos: Sequence[VideoInput] = ()
+    sampling: FrameSampling = field(default_factory=FrameSampling)

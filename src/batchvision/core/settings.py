@@ -74,6 +74,23 @@ class Settings(BaseSettings):
         100 * MB, description="URL images of one request together, counted while they stream"
     )
 
+    # Videos: spooled to data_dir/tmp/videos while their bytes arrive, deleted when the request
+    # ends. Bytes of multipart `videos` parts count against video_max_bytes each, not against
+    # max_request_bytes (which bounds everything else in the body).
+    video_max_bytes: PositiveInt = Field(500 * MB, description="one video's bytes (413 past it)")
+    video_max_duration_s: Annotated[float, Field(gt=0)] = 3600.0
+    video_max_pixels: PositiveInt = Field(7680 * 4320, description="one frame's width x height")
+    video_max_frames_decoded: PositiveInt = Field(
+        200_000, description="frames decoded per video, sampled or not (seeking skips the rest)"
+    )
+    video_frames_in_flight: PositiveInt = Field(
+        8, description="frames of one video analysed at once (model batches form across them)"
+    )
+    max_videos_per_request: PositiveInt = 20
+    video_fetch_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="deadline for downloading one video URL (DNS, redirects and body)"
+    )
+
     # Decoded-pixel memory, admitted from header dimensions before decoding
     max_decoded_mb: PositiveInt = Field(
         1536, description="decoded pixels in memory across all requests (server-wide)"

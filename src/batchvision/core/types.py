@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,44 @@ class ItemResult:
     client_id: str | None = None
     image: dict[str, Any] | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
+    errors: list[ItemError] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FrameResult(ItemResult):
+    """One sampled frame of a video, analysed like an image (`index`: its place in the
+    sample); `number` is its frame number in the stream, `time_s` its presentation time."""
+
+    number: int = 0
+    time_s: float = 0.0
+
+
+@dataclass
+class VideoInput:
+    """One video as the client sent it: a file spooled while its bytes arrived (the surface
+    that spooled it deletes it), a URL (fetched to a file by the pipeline), or an error."""
+
+    index: int
+    filename: str | None = None
+    client_id: str | None = None
+    path: Path | None = None
+    url: str | None = None
+    error: ItemError | None = None
+
+
+@dataclass
+class VideoResult:
+    """A video's facts (`video`), its sampled frames in time order, and the per-video
+    `summary` of their outputs; a video with `errors` has no frames (a corrupt or over-limit
+    video fails as a whole)."""
+
+    index: int
+    filename: str | None = None
+    client_id: str | None = None
+    video: dict[str, Any] | None = None
+    frames: list[FrameResult] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
     errors: list[ItemError] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
 

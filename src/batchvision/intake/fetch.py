@@ -1,4 +1,5 @@
-"""Fetch image bytes from a client-supplied URL without letting the client reach our network.
+"""Fetch image or video bytes from a client-supplied URL without letting the client reach our
+network.
 
 Threat model: the URL, every redirect target and every DNS answer are attacker-controlled.
 Defences, in order:
@@ -20,14 +21,18 @@ Error codes: anything about *where* the URL points (scheme, userinfo, malformed 
 non-public address) is ``URL_NOT_ALLOWED``; anything that goes wrong while talking to an
 allowed target (DNS failure, connect/TLS/protocol errors, timeouts, non-2xx status, too many
 redirects, unsupported content-encoding) is ``FETCH_FAILED``; a body over the cap is
-``IMAGE_TOO_LARGE``. Messages never contain resolved addresses (they could reveal internal
-DNS), exception text or response bodies.
+``IMAGE_TOO_LARGE`` (``VIDEO_TOO_LARGE`` for a video, which ``fetch_video`` streams to a
+temporary file instead of memory). Messages never contain resolved addresses (they could
+reveal internal DNS), exception text or response bodies.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -41,6 +46,9 @@ from batchvision.core.netguard import (
     url_not_allowed,
 )
 from batchvision.core.settings import Settings
+from batchvision.intake.video import spool, video_too_large
+
+T = TypeVar("T")
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _FETCH_HEADERS = {
@@ -88,6 +96,15 @@ class FetchPolicy:
             allow_hosts=frozenset(normalize_host(h) for h in settings.url_allow_hosts),
         )
 
+    @classmethod
+    def for_videos(cls, settings: Settings) -> FetchPolicy:
+        """A video may be far larger than an image and take minutes to download."""
+        return replace(
+            cls.from_settings(settings),
+            timeout_s=settings.video_fetch_timeout_s,
+            max_bytes=settings.video_max_bytes,
+        )
+
 
 async def fetch_url(url: str, policy: FetchPolicy, tally: ByteTally | None = None) -> bytes:
     """Download ``url`` under ``policy``; raises :class:`BatchVisionError` on any failure.
@@ -96,14 +113,56 @@ async def fetch_url(url: str, policy: FetchPolicy, tally: ByteTally | None = Non
     problems, non-2xx responses, redirect overflow and the deadline, ``IMAGE_TOO_LARGE`` for a
     body over ``policy.max_bytes`` or one that takes ``tally`` (the request's) past its limit.
     """
+    counted = tally or ByteTally(policy.max_bytes)
+
+    async def body(response: httpx.Response) -> bytes:
+        return await _read_capped(response, policy.max_bytes, counted)
+
+    return await _deadline(_fetch(url, policy, body), policy.timeout_s)
+
+
+async def fetch_video(url: str, policy: FetchPolicy, directory: Path) -> Path:
+    """Download the video at ``url`` under ``policy`` into a new temporary file in
+    ``directory`` (the caller deletes it), streamed to disk with ``policy.max_bytes`` checked
+    as bytes arrive (``VIDEO_TOO_LARGE``); the same defences and codes as ``fetch_url``."""
+
+    async def body(response: httpx.Response) -> Path:
+        _check_encoding(response)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > policy.max_bytes:
+            raise video_too_large(f"the video at the URL is over {policy.max_bytes} bytes")
+        return await spool(_body_chunks(response), directory, policy.max_bytes)
+
+    return await _deadline(_fetch(url, policy, body), policy.timeout_s)
+
+
+async def _deadline(fetching: Awaitable[T], timeout_s: float) -> T:
     try:
-        async with asyncio.timeout(policy.timeout_s):
-            return await _fetch(url, policy, tally or ByteTally(policy.max_bytes))
+        async with asyncio.timeout(timeout_s):
+            return await fetching
     except TimeoutError:
         raise fetch_failed("fetching the URL timed out") from None
 
 
-async def _fetch(url: str, policy: FetchPolicy, tally: ByteTally) -> bytes:
+async def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    except httpx.TimeoutException:
+        raise fetch_failed("fetching the URL timed out") from None
+    except httpx.HTTPError:
+        raise fetch_failed("connection failed while reading the response body") from None
+
+
+def _check_encoding(response: httpx.Response) -> None:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise fetch_failed("URL returned a compressed body (content-encoding is not supported)")
+
+
+async def _fetch(
+    url: str, policy: FetchPolicy, body: Callable[[httpx.Response], Awaitable[T]]
+) -> T:
     current = parse_url(url)
     for _hop in range(policy.max_redirects + 1):
         addresses = await resolve_checked(current, policy.allow_hosts)
@@ -115,7 +174,7 @@ async def _fetch(url: str, policy: FetchPolicy, tally: ByteTally) -> bytes:
                 continue
             if not 200 <= response.status_code < 300:
                 raise fetch_failed(f"URL returned HTTP status {response.status_code}")
-            return await _read_capped(response, policy.max_bytes, tally)
+            return await body(response)
     raise fetch_failed(f"too many redirects (more than {policy.max_redirects})")
 
 
@@ -131,9 +190,7 @@ def _redirect_target(current: httpx.URL, response: httpx.Response) -> httpx.URL:
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int, tally: ByteTally) -> bytes:
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise fetch_failed("URL returned a compressed body (content-encoding is not supported)")
+    _check_encoding(response)
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
@@ -143,19 +200,14 @@ async def _read_capped(response: httpx.Response, max_bytes: int, tally: ByteTall
     tally.add(counted)
     chunks: list[bytes] = []
     received = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            received += len(chunk)
-            if received > max_bytes:
-                raise _too_large(max_bytes)
-            if received > counted:
-                tally.add(received - counted)
-                counted = received
-            chunks.append(chunk)
-    except httpx.TimeoutException:
-        raise fetch_failed("fetching the URL timed out") from None
-    except httpx.HTTPError:
-        raise fetch_failed("connection failed while reading the response body") from None
+    async for chunk in _body_chunks(response):
+        received += len(chunk)
+        if received > max_bytes:
+            raise _too_large(max_bytes)
+        if received > counted:
+            tally.add(received - counted)
+            counted = received
+        chunks.append(chunk)
     return b"".join(chunks)
 
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 import av
 import av.container
@@ -36,6 +36,7 @@ import av.error
 import av.video.stream
 
 from batchvision.core.errors import BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
 from batchvision.core.types import DecodedImage, RGBArray
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
@@ -48,6 +49,20 @@ class VideoLimits:
     max_duration_s: float = 3600.0
     max_pixels: int = 7680 * 4320  # one frame's width x height (8K UHD)
     max_frames_decoded: int = 200_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VideoLimits:
+        return cls(
+            max_bytes=settings.video_max_bytes,
+            max_duration_s=settings.video_max_duration_s,
+            max_pixels=settings.video_max_pixels,
+            max_frames_decoded=settings.video_max_frames_decoded,
+        )
+
+
+def spool_directory(settings: Settings) -> Path:
+    """Where videos are spooled while a request uses them."""
+    return settings.data_dir / "tmp" / "videos"
 
 
 @dataclass(frozen=True)
@@ -105,11 +120,9 @@ def _invalid(message: str) -> BatchVisionError:
 async def spool(chunks: AsyncIterator[bytes], directory: Path, max_bytes: int) -> Path:
     """The upload written to a new temporary file in `directory` (the caller deletes it);
     refused with `video_too_large` as soon as it passes `max_bytes`, its partial file gone."""
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix="video-", suffix=".part", dir=directory)
-    path = Path(name)
+    file, path = open_spool_file(directory)
     try:
-        with os.fdopen(handle, "wb") as file:
+        with file:
             written = 0
             async for chunk in chunks:
                 written += len(chunk)
@@ -120,6 +133,34 @@ async def spool(chunks: AsyncIterator[bytes], directory: Path, max_bytes: int) -
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def open_spool_file(directory: Path) -> tuple[BinaryIO, Path]:
+    """A new temporary file in `directory` for a video's bytes, open for writing."""
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix="video-", suffix=".part", dir=directory)
+    return os.fdopen(handle, "wb"), Path(name)
+
+
+def spool_bytes(data: bytes, directory: Path, max_bytes: int) -> Path:
+    """Bytes already in memory (a base64 video of a JSON body) written to a temporary file."""
+    if len(data) > max_bytes:
+        raise video_too_large(f"over {max_bytes} bytes")
+    file, path = open_spool_file(directory)
+    with file:
+        file.write(data)
+    return path
+
+
+def remove_spooled(paths: Iterable[Path | None]) -> None:
+    for path in paths:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def frame_size(info: VideoInfo, target_side: int | None) -> tuple[int, int]:
+    """The width and height of the frames `sample_frames` gives for `target_side`."""
+    return _scaled(info.width, info.height, target_side)
 
 
 def probe(path: Path, limits: VideoLimits) -> VideoInfo:
@@ -137,7 +178,7 @@ def _size(path: Path, limits: VideoLimits) -> int:
 
 def sample_frames(
     path: Path, sampling: FrameSampling, limits: VideoLimits, target_side: int | None = None
-) -> Iterator[SampledFrame]:
+) -> Generator[SampledFrame]:
     """The sampled frames in order, one at a time (see the module docstring)."""
     size = _size(path, limits)
     with _opened(path) as container:

@@ -14,13 +14,24 @@ the pydantic models below. Choices (in the README's "Using it" and "Errors"):
   400 `invalid_request`. Unknown fields are ignored.
 - Messages name each field and why, "tasks.0.skill: Field required"; more than
   `max_images_per_request` images is 413 `too_many_images` before any image is decoded.
+- Videos: multipart `videos` parts (repeated), spooled to files while they arrive (one past
+  `video_max_bytes` stops the request: 413 `video_too_large`), or JSON `videos` entries
+  `{video: base64 | data URI | http(s) URL, id?, filename?}` (or the bare string). Sampling is
+  request-level: `fps`, `start_time`, `end_time`, `max_frames` as form or JSON fields. The
+  response carries them in `videos`, beside `results` for the images. Spooled files are
+  deleted when the request ends, whatever its end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Depends, Request
@@ -38,12 +49,20 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from batchvision.accounts.scoping import Principal
-from batchvision.api.access import analyze_metered, native_principal
+from batchvision.api.access import Media, analyze_with_videos_metered, native_principal
 from batchvision.api.bodies import Model, json_object, refusal
 from batchvision.api.native.outputs import native_outputs
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
-from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
+from batchvision.core.types import (
+    FrameResult,
+    ImageInput,
+    ItemError,
+    ItemResult,
+    Task,
+    VideoInput,
+    VideoResult,
+)
 from batchvision.intake.body import (
     BodyLimits,
     check_content_length,
@@ -52,7 +71,9 @@ from batchvision.intake.body import (
     read_multipart,
     refuse_unpaired_surrogates,
     too_many_images,
+    too_many_videos,
 )
+from batchvision.intake.video import FrameSampling, remove_spooled, spool_bytes, video_too_large
 from batchvision.pipeline import PreparedTask
 from batchvision.skills import SKILL_TYPES
 
@@ -61,6 +82,12 @@ router = APIRouter()
 Authorized = Annotated[Principal, Depends(native_principal)]
 
 _MAX_ID_LENGTH = 256
+_SAMPLING_DOC: dict[str, Any] = {
+    "fps": {"type": "number", "description": "video frames analysed per second (default 1)"},
+    "start_time": {"type": "number", "description": "seconds; default 0"},
+    "end_time": {"type": "number", "description": "seconds; default the end"},
+    "max_frames": {"type": "integer", "description": "per video; default 300"},
+}
 _ANALYZE_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -73,12 +100,16 @@ _ANALYZE_DOC: dict[str, Any] = {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
                         },
+                        "videos": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        },
                         "tasks": {
                             "type": "string",
                             "description": "JSON task list or comma-separated skill names",
                         },
+                        **_SAMPLING_DOC,
                     },
-                    "required": ["images"],
                 }
             },
             "application/json": {
@@ -96,6 +127,21 @@ _ANALYZE_DOC: dict[str, Any] = {
                                 },
                             },
                         },
+                        "videos": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "video": {
+                                        "type": "string",
+                                        "description": "base64, data URI or http(s) URL",
+                                    },
+                                    "id": {"type": "string"},
+                                },
+                                "required": ["video"],
+                            },
+                        },
+                        **_SAMPLING_DOC,
                         "tasks": {
                             "type": "array",
                             "items": {
@@ -108,7 +154,6 @@ _ANALYZE_DOC: dict[str, Any] = {
                             },
                         },
                     },
-                    "required": ["images"],
                 }
             },
         },
@@ -177,9 +222,46 @@ class AnalyzeTasks(BaseModel):
         return [Task("detect")] if self.tasks is None else [spec.task() for spec in self.tasks]
 
 
-class AnalyzeJson(AnalyzeTasks):
+class Sampling(BaseModel):
+    """Which frames of the request's videos are analysed (`intake.video.FrameSampling`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    fps: float = 1.0
+    start_time: float = 0.0
+    end_time: float | None = None
+    max_frames: int = 300
+
+    def sampling(self) -> FrameSampling:
+        return FrameSampling(self.fps, self.start_time, self.end_time, self.max_frames)
+
+
+class AnalyzeJson(AnalyzeTasks, Sampling):
     # Entries are checked one by one (`_json_image`): a malformed one fails only itself.
-    images: list[Any]
+    images: list[Any] = []
+    videos: list[Any] = []
+
+
+class JsonVideo(BaseModel):
+    """An object in the JSON `videos` list: `video` is base64, a data: URI or an http(s) URL."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    video: StrictStr
+    filename: StrictStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, entry: Any) -> Any:
+        if isinstance(entry, str):
+            return {"video": entry}
+        if not isinstance(entry, dict):
+            raise PydanticCustomError("video_type", "must be a string or {video, id?}")
+        return entry
+
+    @property
+    def is_url(self) -> bool:
+        return self.video.startswith(("http://", "https://"))
 
 
 def _image_id(value: Any) -> Any:
@@ -233,12 +315,12 @@ def _parse(model: type[Model], body: Any) -> Model:
         raise refusal(exc, _problem_code(exc)) from None
 
 
-def _client_id(index: int, entry: Any) -> str | None:
+def _client_id(index: int, entry: Any, where: str = "images") -> str | None:
     """A bad id fails the request: the image could not be reported under it."""
     try:
         return _IMAGE_ID.validate_python(entry.get("id") if isinstance(entry, dict) else None)
     except ValidationError as exc:
-        raise refusal(exc, where=f"images.{index}.id") from None
+        raise refusal(exc, where=f"{where}.{index}.id") from None
 
 
 def _refused(index: int, message: str, client_id: str | None = None) -> ImageInput:
@@ -265,28 +347,104 @@ def _json_image(index: int, entry: Any, limits: BodyLimits) -> ImageInput:
     return item
 
 
-async def _read_json(request: Request, limits: BodyLimits) -> tuple[list[ImageInput], list[Task]]:
+def _json_video(index: int, entry: Any, limits: BodyLimits) -> VideoInput:
+    """One entry of the JSON `videos` list; base64 is written to a spool file (the JSON body
+    already held it in memory, within `max_request_bytes`). A malformed entry fails itself."""
+    client_id = _client_id(index, entry, where="videos")
+    try:
+        video = JsonVideo.model_validate(entry)
+    except ValidationError as exc:
+        problem = ItemError(
+            ErrorCode.INVALID_REQUEST, describe_problems(exc.errors(), where="video")
+        )
+        return VideoInput(index, client_id=client_id, error=problem)
+    item = VideoInput(index, filename=video.filename, client_id=client_id)
+    if video.is_url:
+        item.url = video.video
+        return item
+    decoded = image_from_base64(index, video.video, limits)  # the same base64 rules
+    if decoded.error is not None and decoded.error.code == ErrorCode.IMAGE_TOO_LARGE:
+        decoded.error = ItemError.from_exception(
+            video_too_large(f"over {limits.max_video_bytes} bytes")
+        )
+    if decoded.error is not None or decoded.data is None:
+        item.error = decoded.error
+        return item
+    assert limits.video_dir is not None
+    try:
+        item.path = spool_bytes(decoded.data, limits.video_dir, limits.max_video_bytes)
+    except BatchVisionError as exc:
+        item.error = ItemError.from_exception(exc)
+    return item
+
+
+def _json_videos(entries: list[Any], limits: BodyLimits) -> list[VideoInput]:
+    videos: list[VideoInput] = []
+    try:
+        for index, entry in enumerate(entries):
+            videos.append(_json_video(index, entry, limits))
+    except BaseException:
+        remove_spooled(video.path for video in videos)
+        raise
+    return videos
+
+
+async def _read_json(request: Request, limits: BodyLimits) -> AnalyzeRequest:
     body = _parse(AnalyzeJson, await read_json(request.stream(), limits))
     if len(body.images) > limits.max_images:
         raise too_many_images(limits.max_images)
+    if len(body.videos) > limits.max_videos:
+        raise too_many_videos(limits.max_videos)
+    sampling = body.sampling()
     inputs = [_json_image(i, entry, limits) for i, entry in enumerate(body.images)]
-    return inputs, body.core_tasks()
+    # Base64 videos are big: decoding and writing them would block the event loop a while.
+    base64_limits = dataclasses.replace(limits, max_image_bytes=limits.max_video_bytes)
+    videos = await asyncio.to_thread(_json_videos, body.videos, base64_limits)
+    return AnalyzeRequest(Media(inputs, videos, sampling), body.core_tasks())
 
 
+async def _read_form(request: Request, content_type: str, limits: BodyLimits) -> AnalyzeRequest:
+    stream = request.stream()
+    form = await read_multipart(stream, content_type, limits, video_fields=frozenset({"videos"}))
+    try:
+        fields = {name: form.field(name) for name in form.fields}
+        tasks = _parse(AnalyzeTasks, {"tasks": form.field("tasks")}).core_tasks()
+        sampling = _parse(Sampling, {k: v for k, v in fields.items() if v is not None})
+        return AnalyzeRequest(Media(form.images, form.videos, sampling.sampling()), tasks)
+    except BaseException:
+        remove_spooled(video.path for video in form.videos)
+        raise
+
+
+@dataclass(frozen=True)
+class AnalyzeRequest:
+    media: Media
+    tasks: list[Task]
+
+
+@asynccontextmanager
 async def read_analyze_request(
     request: Request, limits: BodyLimits
-) -> tuple[list[ImageInput], list[Task]]:
-    check_content_length(request.headers, limits)
+) -> AsyncIterator[AnalyzeRequest]:
+    """The request read; the videos it spooled are deleted when the block ends."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
-        form = await read_multipart(request.stream(), content_type, limits)
-        return form.images, _parse(AnalyzeTasks, {"tasks": form.field("tasks")}).core_tasks()
-    if media_type == "application/json":
-        return await _read_json(request, limits)
-    raise BatchVisionError(
-        ErrorCode.UNSUPPORTED_FORMAT, "Content-Type must be multipart/form-data or application/json"
-    )
+        check_content_length(request.headers, limits)
+        read = await _read_form(request, content_type, limits)
+    elif media_type == "application/json":
+        # A JSON body holds its videos in it: max_request_bytes bounds it all.
+        check_content_length(request.headers, dataclasses.replace(limits, max_videos=0))
+        read = await _read_json(request, limits)
+    else:
+        raise BatchVisionError(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            "Content-Type must be multipart/form-data or application/json",
+        )
+    try:
+        yield read
+    finally:
+        remove_spooled(video.path for video in read.media.videos)
 
 
 def _status(result: ItemResult) -> str:
@@ -308,33 +466,63 @@ def result_to_dict(result: ItemResult) -> dict[str, Any]:
     }
 
 
+def _frame_to_dict(frame: FrameResult) -> dict[str, Any]:
+    return {
+        "number": frame.number,
+        "time_s": frame.time_s,
+        "outputs": native_outputs(frame),
+        "errors": [error.to_dict() for error in frame.errors],
+    }
+
+
+def video_to_dict(result: VideoResult) -> dict[str, Any]:
+    return {
+        "index": result.index,
+        "id": result.client_id,
+        "filename": result.filename,
+        "status": "error" if result.errors else "ok",
+        "video": result.video,
+        "frames": [_frame_to_dict(frame) for frame in result.frames],
+        "summary": result.summary,
+        "errors": [error.to_dict() for error in result.errors],
+        "timings_ms": result.timings_ms,
+    }
+
+
+def _summary(results: Sequence[ItemResult], videos: Sequence[VideoResult]) -> dict[str, int]:
+    failed = sum(1 for r in results if _status(r) == "error")
+    summary = {"images": len(results), "succeeded": len(results) - failed, "failed": failed}
+    if videos:
+        summary["videos"] = len(videos)
+        summary["videos_failed"] = sum(1 for video in videos if video.errors)
+    return summary
+
+
 def _tasks_to_dicts(tasks: list[PreparedTask]) -> list[dict[str, Any]]:
     return [{"skill": t.name, "params": t.params.model_dump(mode="json")} for t in tasks]
 
 
 @router.post("/v1/analyze", openapi_extra=_ANALYZE_DOC, tags=["native"])
 async def analyze(request: Request, principal: Authorized) -> JSONResponse:
-    """Run skills over a batch of images; per-image results come back in request order."""
+    """Run skills over a batch of images and videos; per-image results come back in request
+    order in `results`, per-video results (sampled frames and a summary) in `videos`."""
     start = time.perf_counter()
     pipeline = services(request).pipeline
-    inputs, raw_tasks = await read_analyze_request(
-        request, BodyLimits.from_settings(pipeline.settings)
-    )
-    if not inputs:
-        raise _invalid("at least one image is required")
-    tasks = pipeline.prepare_tasks(raw_tasks)
-    results = await analyze_metered(request, principal, pipeline, inputs, tasks)
-    failed = sum(1 for r in results if _status(r) == "error")
+    limits = BodyLimits.from_settings(pipeline.settings, videos=True)
+    async with read_analyze_request(request, limits) as read:
+        if not read.media.images and not read.media.videos:
+            raise _invalid("send at least one item in images or videos")
+        tasks = pipeline.prepare_tasks(read.tasks)
+        results, videos = await analyze_with_videos_metered(
+            request, principal, pipeline, read.media, tasks
+        )
     return JSONResponse(
         {
             "id": getattr(request.state, "request_id", None) or uuid.uuid4().hex,
             "tasks": _tasks_to_dicts(tasks),
             "results": [result_to_dict(r) for r in results],
-            "summary": {
-                "images": len(results),
-                "succeeded": len(results) - failed,
-                "failed": failed,
-            },
+            "videos": [video_to_dict(v) for v in videos],
+            "summary": _summary(results, videos),
             "timings_ms": {"total": round((time.perf_counter() - start) * 1000.0, 2)},
         }
     )
