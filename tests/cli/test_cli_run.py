@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from batchvision.cli.main import app
 from batchvision.cli.run import _chunks
 from batchvision.cli.run_formats import RunInfo, to_megadetector
-from conftest import COCO_IMAGES, MODELS, REPO
+from conftest import COCO_IMAGES, EVALDATA, MODELS, REPO
 
 runner = CliRunner()
 
@@ -215,7 +216,7 @@ def test_empty_folder_exits_1_and_missing_model_exits_3(folder: Path, tmp_path: 
         app, ["run", str(tmp_path / "empty"), "--skill", "detect", "--out", str(tmp_path / "o")]
     )
     assert empty.exit_code == 1
-    assert "no images found" in empty.output
+    assert "no images or videos found" in empty.output
     no_models = str(tmp_path / "empty")
     missing = runner.invoke(
         app,
@@ -378,3 +379,51 @@ def test_caption_over_a_folder_asks_the_backend_once_per_image(
         seen_w, seen_h = (int(v) for v in described.split("x"))
         width, height = sizes[record["file"]]
         assert seen_w / seen_h == pytest.approx(width / height, rel=0.15), (record, seen)
+
+
+VIDEOS = EVALDATA / "video"
+
+
+def test_videos_in_the_folder_become_megadetector_frame_records_and_a_rollup(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "trap"
+    (folder / "cam3").mkdir(parents=True)
+    (folder / "cam3" / "car.mp4").write_bytes((VIDEOS / "intel_car-detection.mp4").read_bytes())
+    (folder / "cam3" / "broken.mp4").write_bytes(b"not a video at all")
+    source = sorted(COCO_IMAGES.glob("*.jpg"))[0]
+    (folder / "photo.jpg").write_bytes(source.read_bytes())
+    out = tmp_path / "md.json"
+    args = [str(folder), "--skill", "detect", "--out", str(out), "--format", "jsonl"]
+    result = _run(*args, "--fps", "0.5", "--max-frames", "6")
+    assert result.exit_code == 0, result.output
+    records = _jsonl(out)
+    names = [r["file"] for r in records]
+    assert names[0] == "photo.jpg"
+    frames = [n for n in names if n.startswith("cam3/car.mp4/")]
+    assert len(frames) == 6
+    assert all(re.fullmatch(r"cam3/car\.mp4/frame\d{6}\.jpg", n) for n in frames)
+    numbers = [int(n[-10:-4]) for n in frames]
+    assert numbers == sorted(numbers) and numbers[1] - numbers[0] == pytest.approx(25, abs=1)
+    by_name = {r["file"]: r for r in records}
+    assert by_name["cam3/broken.mp4"]["status"] == "error"
+    assert by_name["cam3/broken.mp4"]["error"]["code"] == "video_decode_failed"
+    rollup = json.loads((tmp_path / "md.json.videos.json").read_text())
+    assert set(rollup) == {"cam3/broken.mp4", "cam3/car.mp4"}
+    cars = rollup["cam3/car.mp4"]["summary"]["skills"]["detect"]["labels"]["car"]
+    assert cars["frames"] >= 1 and cars["first_seen_s"] <= cars["last_seen_s"]
+    assert rollup["cam3/broken.mp4"]["error"]["code"] == "video_decode_failed"
+
+
+def test_megadetector_output_names_video_frames_as_its_video_tool_does(tmp_path: Path) -> None:
+    folder = tmp_path / "trap"
+    folder.mkdir()
+    clip = VIDEOS / "zamba_chimp.mp4"
+    (folder / clip.name).write_bytes(clip.read_bytes())
+    out = tmp_path / "md.json"
+    result = _run(str(folder), "--skill", "animals", "--out", str(out), "--max-frames", "3")
+    assert result.exit_code == 0, result.output
+    body = json.loads(out.read_text())
+    files = [image["file"] for image in body["images"]]
+    assert files == [f"zamba_chimp.mp4/frame{n:06d}.jpg" for n in (0, 30, 60)]
+    assert all("detections" in image for image in body["images"])

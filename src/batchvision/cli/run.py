@@ -3,6 +3,13 @@
 Camera-trap seasons are 100,000+ photos, so the run streams: it reads at most one batch of
 image bytes at a time, keeps only the small per-image records, and every N images writes a
 checkpoint atomically. A killed run resumed with `--resume` redoes at most N images.
+
+Videos in the folder (MP4, MOV, AVI, MKV, WebM) are sampled (`--fps`, `--max-frames`) and each
+sampled frame is one record named as MegaDetector's own video tool names them,
+`clip.mp4/frame000123.jpg` (the frame's number in the stream), after the images; a video that
+cannot be read is one error record under its own name. Each video's roll-up (which labels
+appear, first and last time seen, frames, best score) goes to `OUT.videos.json`. Videos are
+checkpointed whole, after each one.
 """
 
 from __future__ import annotations
@@ -37,10 +44,12 @@ from batchvision.cli.run_formats import FormatError, Record, RunInfo, check_form
 from batchvision.core.errors import ErrorCode
 from batchvision.core.fsutil import write_atomic
 from batchvision.core.settings import Settings
-from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
+from batchvision.core.types import ImageInput, ItemError, ItemResult, Task, VideoInput
 from batchvision.intake.files import file_input
+from batchvision.intake.video import VIDEO_SUFFIXES, FrameSampling
 
 if TYPE_CHECKING:
+    from batchvision.core.types import VideoResult
     from batchvision.pipeline import Pipeline, PreparedTask
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"})
@@ -59,10 +68,16 @@ class RunSpec:
     batch: int = 16
     resume: bool = False
     files: list[str] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
+    sampling: FrameSampling = field(default_factory=FrameSampling)
 
     @property
     def checkpoint(self) -> Path:
         return self.out.with_name(self.out.name + ".checkpoint.json")
+
+    @property
+    def rollup(self) -> Path:
+        return self.out.with_name(self.out.name + ".videos.json")
 
 
 def run(
@@ -83,18 +98,25 @@ def run(
     ] = 500,
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint")] = False,
     batch: Annotated[int, typer.Option(min=1, help="images read and analysed at once")] = 16,
+    fps: Annotated[float, typer.Option(help="videos: frames analysed per second")] = 1.0,
+    max_frames: Annotated[int, typer.Option(help="videos: at most this many frames each")] = 300,
     model_dir: ModelDirs = None,
 ) -> None:
-    """Run one skill over every image in FOLDER and write one results file, with checkpoints."""
+    """Run one skill over every image and video in FOLDER and write one results file, with
+    checkpoints (videos: one record per sampled frame, and a roll-up in OUT.videos.json)."""
     with reported():
         spec = _spec(folder, skill, out, format, params, model_dir)
         spec.params.update(_shortcuts(threshold=threshold, country=country))
         spec.checkpoint_every, spec.batch, spec.resume = checkpoint_every, batch, resume
-        spec.files = scan_images(folder)
-        if not spec.files:
-            raise CliError(f"no images found in {folder}")
+        spec.sampling = FrameSampling(fps=fps, max_frames=max_frames)
+        spec.files, spec.videos = scan_images(folder), scan_videos(folder)
+        if not spec.files and not spec.videos:
+            raise CliError(f"no images or videos found in {folder}")
         asyncio.run(_execute(spec))
-    typer.echo(f"wrote {len(spec.files)} results to {out}", err=True)
+    wrote = f"wrote {len(spec.files)} image results"
+    if spec.videos:
+        wrote += f" and the frames of {len(spec.videos)} videos (roll-up: {spec.rollup})"
+    typer.echo(f"{wrote} to {out}", err=True)
 
 
 def _spec(
@@ -127,10 +149,18 @@ def _shortcuts(**values: Any) -> dict[str, Any]:
 def scan_images(folder: Path) -> list[str]:
     """Relative POSIX paths of every image under `folder`, sorted, so runs (and resumed runs)
     on any platform see the same order."""
+    return _scan(folder, IMAGE_SUFFIXES)
+
+
+def scan_videos(folder: Path) -> list[str]:
+    return _scan(folder, VIDEO_SUFFIXES)
+
+
+def _scan(folder: Path, suffixes: frozenset[str]) -> list[str]:
     found = [
         path.relative_to(folder).as_posix()
         for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        if path.suffix.lower() in suffixes and path.is_file()
     ]
     return sorted(found)
 
@@ -149,15 +179,41 @@ async def _execute(spec: RunSpec) -> None:
             "params": prepared[0].params.model_dump(mode="json"),
             "format": spec.fmt,
         }
+        if spec.videos:
+            sampling = spec.sampling
+            identity["sampling"] = {"fps": sampling.fps, "max_frames": sampling.max_frames}
         done = _start_records(spec, identity)
         spec.out.parent.mkdir(parents=True, exist_ok=True)
         await _process(spec, identity, done, pipeline, prepared)
+        await _process_videos(spec, identity, done, pipeline, prepared)
     finally:
         await pipeline.close()
     records = [done[name] for name in spec.files]
+    records += [frame for name in spec.videos for frame in done[name]["frames"]]
     info = RunInfo(spec.skill, datetime.now(UTC).isoformat(timespec="seconds"))
     write_atomic(spec.out, render(spec.fmt, records, info))
+    if spec.videos:
+        rollup = {name: done[name]["rollup"] for name in spec.videos}
+        write_atomic(spec.rollup, json.dumps(rollup, indent=1, ensure_ascii=False).encode())
     spec.checkpoint.unlink(missing_ok=True)
+
+
+async def _process_videos(
+    spec: RunSpec,
+    identity: dict[str, Any],
+    done: dict[str, Record],
+    pipeline: Pipeline,
+    prepared: list[PreparedTask],
+) -> None:
+    """One video at a time (its frames overlap in the pipeline), checkpointed after each."""
+    for index, name in enumerate(spec.videos):
+        if name in done:
+            continue
+        video = VideoInput(index=index, filename=name, path=spec.folder / name)
+        result = await pipeline.analyze_video(video, prepared, spec.sampling)
+        done[name] = video_record(name, result, spec.skill)
+        _save_checkpoint(spec, identity, done)
+        typer.echo(f"video {name}: {len(done[name]['frames'])} frames", err=True)
 
 
 BATCHES_IN_FLIGHT = 2
@@ -241,6 +297,22 @@ def to_record(name: str, result: ItemResult, skill: str) -> Record:
     return {"file": name, "status": "error", "image": result.image, "error": body}
 
 
+def video_record(name: str, result: VideoResult, skill: str) -> Record:
+    """A video's frame records (MegaDetector's `clip.mp4/frame000123.jpg` names; one error
+    record under the video's own name when it could not be read) and its roll-up."""
+    rollup: dict[str, Any] = {"video": result.video, "summary": result.summary}
+    if result.errors:
+        error = result.errors[0]
+        rollup["error"] = {"code": error.code.value, "message": error.message}
+        failed = ItemResult(index=result.index, filename=name, errors=[error])
+        return {"frames": [to_record(name, failed, skill)], "rollup": rollup}
+    frames = [
+        {**to_record(f"{name}/frame{frame.number:06d}.jpg", frame, skill), "time_s": frame.time_s}
+        for frame in result.frames
+    ]
+    return {"frames": frames, "rollup": rollup}
+
+
 # --- checkpoint -------------------------------------------------------------------------------
 
 
@@ -256,8 +328,9 @@ def _start_records(spec: RunSpec, identity: dict[str, Any]) -> dict[str, Record]
             ExitStatus.USAGE,
         )
     records = load_checkpoint(spec.checkpoint, identity)
-    kept = {name: records[name] for name in spec.files if name in records}
-    typer.echo(f"resuming: {len(kept)} of {len(spec.files)} images already done", err=True)
+    kept = {name: records[name] for name in [*spec.files, *spec.videos] if name in records}
+    total = len(spec.files) + len(spec.videos)
+    typer.echo(f"resuming: {len(kept)} of {total} images and videos already done", err=True)
     return kept
 
 
