@@ -27,7 +27,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
-from batchvision.api.access import analyze_metered, authorize, bearer_token
+from batchvision.api.access import analyze_metered
+from batchvision.api.compat.bitmind.auth import bitmind_principal
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
@@ -39,7 +40,7 @@ router = APIRouter(tags=["bitmind"])
 MAX_BATCH_IMAGES = 50
 IMAGE_FIELDS = frozenset({"images", "images[]"})
 IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp"})
-PATHS = ("/batch_image", "/image", "/health")
+PATHS = ("/batch_image", "/image", "/health", "/v1/oauth")
 
 
 def _invalid(message: str) -> BatchVisionError:
@@ -71,10 +72,6 @@ def _checked(image: ImageInput) -> ImageInput:
         image.data = None
         image.error = ItemError(ErrorCode.UNSUPPORTED_FORMAT, "only JPEG, PNG and WebP images")
     return image
-
-
-async def _principal(request: Request) -> Principal:
-    return await authorize(request, bearer_token(request.headers))
 
 
 async def _synthetic(
@@ -141,7 +138,7 @@ async def _batch_images(request: Request) -> list[ImageInput]:
 async def batch_image(request: Request) -> JSONResponse:
     """Up to 50 images (multipart `images`): is each AI-generated?"""
     start = time.perf_counter()
-    principal = await _principal(request)
+    principal = await bitmind_principal(request)
     results = await _synthetic(request, principal, await _batch_images(request))
     body = {
         "batch_results": [batch_entry(result) for result in results],
@@ -169,7 +166,7 @@ async def _body_image(request: Request) -> ImageInput:
 @router.post("/image")
 async def image(request: Request) -> JSONResponse:
     """One image, the request body itself: is it AI-generated?"""
-    principal = await _principal(request)
+    principal = await bitmind_principal(request)
     [result] = await _synthetic(request, principal, [await _body_image(request)])
     if "synthetic" not in result.outputs:
         error = result.errors[0]

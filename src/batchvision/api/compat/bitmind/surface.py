@@ -1,12 +1,19 @@
-"""The BitMind surface (`/batch_image`, `/image`, `/health`): AI-generated image detection on
-the `synthetic` skill, `{"error", "message"}` errors."""
+"""The BitMind surface (`/batch_image`, `/image`, `/health`, `/v1/oauth/token`): AI-generated
+image detection on the `synthetic` skill, `{"error", "message"}` errors."""
 
 from __future__ import annotations
 
+from fastapi import APIRouter
+
+from batchvision.api.compat.bitmind import oauth, router
 from batchvision.api.compat.bitmind.errors import BitmindErrors
-from batchvision.api.compat.bitmind.router import PATHS, router
 from batchvision.api.surface import Surface
 
 
 def bitmind_surface() -> Surface:
-    return Surface(name="bitmind", router=router, errors=BitmindErrors(), path_prefixes=PATHS)
+    routes = APIRouter()
+    for module in (router, oauth):
+        routes.include_router(module.router)
+    return Surface(
+        name="bitmind", router=routes, errors=BitmindErrors(), path_prefixes=router.PATHS
+    )
