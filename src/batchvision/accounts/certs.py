@@ -32,7 +32,7 @@ def fingerprint(pem: bytes) -> str:
 
 
 def header_fingerprint(value: str) -> str | None:
-    """The fingerprint of an `X-Client-Cert` header: base64 of the PEM certificate (BitMind's
+    """The fingerprint of an `X-Client-Cert` header: base64 of the PEM certificate (the hosted API's
     form), or the PEM itself URL-encoded (nginx's `$ssl_client_escaped_cert`) or with its line
     breaks removed; None when it holds no certificate."""
     text = unquote(value.strip()).encode("ascii", "replace")

@@ -40,7 +40,6 @@ router = APIRouter(tags=["bitmind"])
 MAX_BATCH_IMAGES = 50
 IMAGE_FIELDS = frozenset({"images", "images[]"})
 IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp"})
-PATHS = ("/batch_image", "/image", "/health", "/v1/oauth")
 
 
 def _invalid(message: str) -> BatchVisionError:

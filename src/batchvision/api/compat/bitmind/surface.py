@@ -9,11 +9,12 @@ from batchvision.api.compat.bitmind import oauth, router
 from batchvision.api.compat.bitmind.errors import BitmindErrors
 from batchvision.api.surface import Surface
 
+# Whose errors, unmatched paths and methods this surface answers in its own language.
+PATHS = ("/batch_image", "/image", "/health", "/v1/oauth")
+
 
 def bitmind_surface() -> Surface:
     routes = APIRouter()
     for module in (router, oauth):
         routes.include_router(module.router)
-    return Surface(
-        name="bitmind", router=routes, errors=BitmindErrors(), path_prefixes=router.PATHS
-    )
+    return Surface(name="bitmind", router=routes, errors=BitmindErrors(), path_prefixes=PATHS)
