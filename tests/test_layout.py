@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "batchvision"
-SURFACES = ("moondream", "animaldetect", "yandex", "raku")
+SURFACES = ("moondream", "animaldetect", "yandex", "raku", "bitmind")
 # Settings keep their documented BATCHVISION_* names (one Settings class for the whole server).
 ALLOWED = {"core/settings.py"}
 # The backend protocol of Moondream's model servers (Station, Photon, Cloud) is a model kind, not

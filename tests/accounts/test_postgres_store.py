@@ -108,7 +108,7 @@ def test_migrate_creates_schema_on_empty_database_and_is_idempotent(
         migrate(engine)  # second run: nothing to do, nothing broken
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0008_job_tokens",)]
+        assert versions == [("0009_key_credentials",)]
         assert set(inspect(engine).get_table_names()) == ALL_TABLES
     finally:
         engine.dispose()

@@ -3,6 +3,11 @@
 A secret looks like `bv_<prefix>_<random>`. The prefix (8 hex characters) is public: it is shown
 in listings and logs and used to find the row; the whole secret is hashed with SHA-256 and
 compared in constant time. The random part carries 256 bits, so a fast hash is safe here.
+
+A key may also hold OAuth client credentials (client_credentials grant): the client id is
+`bvc_<prefix>` (public, like the prefix), the client secret `bvcs_<random>` (256 bits), stored
+as its SHA-256 hash the same way. And a key may pin a client certificate: the SHA-256
+fingerprint of the DER certificate its requests must present (`accounts.certs`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from sqlalchemy.orm import Session
 from batchvision.accounts.tables import ApiKey, Reservation, UsageDay, utcnow
 
 _SECRET = re.compile(r"^bv_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
+_CLIENT_ID = re.compile(r"^bvc_([0-9a-f]{8})$")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$")
 
 # Bounds that keep every stored value, and every sum the store computes, inside the columns
@@ -47,6 +54,8 @@ class KeyInfo:
     requests_per_minute: int | None
     images_per_minute: int | None
     is_admin: bool
+    oauth_client_id: str | None = None  # None: no client credentials
+    client_cert_sha256: str | None = None  # None: no certificate pinned
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyInfo:
@@ -60,6 +69,8 @@ class KeyInfo:
             requests_per_minute=row.requests_per_minute,
             images_per_minute=row.images_per_minute,
             is_admin=row.is_admin,
+            oauth_client_id=client_id(row.prefix) if row.oauth_secret_hash else None,
+            client_cert_sha256=row.client_cert_sha256,
         )
 
     @property
@@ -81,10 +92,16 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def client_id(prefix: str) -> str:
+    """The OAuth client id of the key with this public prefix."""
+    return f"bvc_{prefix}"
+
+
 @dataclass(frozen=True)
 class NewKey:
     info: KeyInfo
     secret: str
+    client_secret: str | None = None  # shown once, like `secret`, when asked for
 
 
 def usage_upsert(
@@ -151,7 +168,11 @@ class KeyStore:
         requests_per_minute: int | None = None,
         images_per_minute: int | None = None,
         is_admin: bool = False,
+        oauth: bool = False,
+        client_cert_sha256: str | None = None,
     ) -> NewKey:
+        """`oauth`: give the key client credentials too; `client_cert_sha256`: pin the
+        certificate (the SHA-256 fingerprint, hex) its requests must present."""
         if not _NAME.match(name):
             raise ValueError("key names are 1-100 letters, digits, spaces or . _ @ -")
         if credits is not None and not 0 <= credits <= MAX_CREDITS:
@@ -159,8 +180,11 @@ class KeyStore:
         for rate in (requests_per_minute, images_per_minute):
             if rate is not None and not 1 <= rate <= MAX_RATE_PER_MINUTE:
                 raise ValueError(f"rates must be between 1 and {MAX_RATE_PER_MINUTE} per minute")
+        if client_cert_sha256 is not None and not _FINGERPRINT.match(client_cert_sha256):
+            raise ValueError("a certificate fingerprint is 64 lowercase hex characters")
         prefix = secrets.token_hex(4)
         secret = f"bv_{prefix}_{secrets.token_urlsafe(32)}"
+        client_secret = f"bvcs_{secrets.token_urlsafe(32)}" if oauth else None
         row = ApiKey(
             name=name,
             prefix=prefix,
@@ -170,6 +194,8 @@ class KeyStore:
             requests_per_minute=requests_per_minute,
             images_per_minute=images_per_minute,
             is_admin=is_admin,
+            oauth_secret_hash=hash_secret(client_secret) if client_secret else None,
+            client_cert_sha256=client_cert_sha256,
         )
         try:
             with Session(self.engine) as session, session.begin():
@@ -178,7 +204,7 @@ class KeyStore:
                 info = KeyInfo.of(row)
         except IntegrityError:
             raise AccountError(f"a key named '{name}' already exists") from None
-        return NewKey(info, secret)
+        return NewKey(info, secret, client_secret)
 
     def all_keys(self) -> list[KeyInfo]:
         with Session(self.engine) as session:
@@ -241,6 +267,20 @@ class KeyStore:
         with Session(self.engine) as session:
             row = session.scalars(select(ApiKey).where(ApiKey.prefix == match.group(1))).first()
             if row is None or not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
+                return None
+            info = KeyInfo.of(row)
+        return info if info.active else None
+
+    def authenticate_client(self, client: str, client_secret: str) -> KeyInfo | None:
+        """The active key whose OAuth client id and secret these are, or None."""
+        match = _CLIENT_ID.match(client)
+        if match is None:
+            return None
+        with Session(self.engine) as session:
+            row = session.scalars(select(ApiKey).where(ApiKey.prefix == match.group(1))).first()
+            if row is None or row.oauth_secret_hash is None:
+                return None
+            if not hmac.compare_digest(row.oauth_secret_hash, hash_secret(client_secret)):
                 return None
             info = KeyInfo.of(row)
         return info if info.active else None

@@ -30,6 +30,7 @@ class Principal:
     credits_metered: bool = False
     requests_per_minute: int | None = None
     images_per_minute: int | None = None
+    client_cert_sha256: str | None = None  # the certificate its requests must present
 
     @classmethod
     def of(cls, key: KeyInfo) -> Principal:
@@ -41,6 +42,7 @@ class Principal:
             credits_metered=key.credits is not None,
             requests_per_minute=key.requests_per_minute,
             images_per_minute=key.images_per_minute,
+            client_cert_sha256=key.client_cert_sha256,
         )
 
     @classmethod

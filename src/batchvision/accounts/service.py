@@ -94,6 +94,24 @@ class Accounts:
             raise unauthorized("invalid or revoked API key")
         return Principal.of(key)
 
+    async def authenticate_key(self, key_id: int) -> Principal:
+        """The caller an access token names (its signature already checked): the key must
+        still be active, so a revoked key's tokens die with it."""
+        if not self.required:
+            return Principal.anonymous()
+        key = await self.run(self.keys.get, key_id)
+        if key is None or not key.active:
+            raise unauthorized("invalid or revoked API key")
+        return Principal.of(key)
+
+    async def authenticate_client(self, client_id: str, client_secret: str) -> Principal | None:
+        """The key these OAuth client credentials belong to (None: unknown, wrong or revoked);
+        with auth disabled, the one implicit tenant."""
+        if not self.required:
+            return Principal.anonymous()
+        key = await self.run(self.keys.authenticate_client, client_id, client_secret)
+        return Principal.of(key) if key is not None else None
+
     def limit_requests(self, principal: Principal) -> dict[str, str]:
         """Take one request token; the headers to send, or a rate_limited error carrying them."""
         return self._take(principal, "requests", principal.requests_per_minute, 1)

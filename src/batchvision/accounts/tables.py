@@ -25,6 +25,10 @@ class ApiKey(Base):
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     images_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # SHA-256 of the OAuth client secret; None: the key has no client credentials.
+    oauth_secret_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    # SHA-256 fingerprint (hex) of the certificate its requests must present; None: none.
+    client_cert_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class UsageDay(Base):

@@ -53,10 +53,13 @@ def field_token(fields: Mapping[str, object], name: str = "api_key") -> str | No
 
 async def authorize(request: Request, secret: str | None) -> Principal:
     """Authenticate `secret`, take a request token, and remember both for the response."""
-    accounts = services(request).accounts
-    principal = await accounts.authenticate(secret)
+    return admit(request, await services(request).accounts.authenticate(secret))
+
+
+def admit(request: Request, principal: Principal) -> Principal:
+    """Take a request token for an authenticated `principal` and remember both."""
     request.state.principal = principal
-    request.state.response_headers.update(accounts.limit_requests(principal))
+    request.state.response_headers.update(services(request).accounts.limit_requests(principal))
     return principal
 
 

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from batchvision import __version__
 from batchvision.accounts.service import Accounts
 from batchvision.api.compat.animaldetect.surface import animaldetect_surface
+from batchvision.api.compat.bitmind.surface import bitmind_surface
 from batchvision.api.compat.moondream.surface import moondream_surface
 from batchvision.api.compat.raku.surface import raku_surface
 from batchvision.api.compat.yandex.surface import yandex_surface
@@ -121,6 +122,7 @@ SURFACES: tuple[Callable[[], Surface], ...] = (
     moondream_surface,
     animaldetect_surface,
     raku_surface,
+    bitmind_surface,
 )
 
 

@@ -62,13 +62,22 @@ def keys_create(
     admin: Annotated[
         bool, typer.Option("--admin", help="may manage keys and see every object")
     ] = False,
+    oauth: Annotated[
+        bool, typer.Option("--oauth", help="also print OAuth client credentials for the key")
+    ] = False,
+    client_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate the key's requests must present in X-Client-Cert"),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Create a key and print its secret. The secret is shown this once and never stored."""
+    """Create a key and print its secret (and, with --oauth, a client id and client secret on
+    the next two lines). Secrets are shown this once and never stored."""
     with reported():  # option checks first: a refused command never creates the database
         if credits is not None and credits < 0:
             raise CliError("--credits cannot be negative", ExitStatus.USAGE)
         requests_per_minute, images_per_minute = _parse_rate(rate), _parse_rate(image_rate)
+        pinned = _fingerprint(client_cert) if client_cert is not None else None
     with _keys(data_dir) as store:
         created = store.create(
             name,
@@ -76,10 +85,27 @@ def keys_create(
             requests_per_minute=requests_per_minute,
             images_per_minute=images_per_minute,
             is_admin=admin,
+            oauth=oauth,
+            client_cert_sha256=pinned,
         )
     typer.echo(_key_line(created.info), err=True)
+    if pinned is not None:
+        typer.echo(f"client certificate pinned: sha256 {pinned}", err=True)
     typer.echo("secret (shown once; store it now):", err=True)
     typer.echo(created.secret)
+    if created.client_secret is not None:
+        typer.echo("OAuth client id, then client secret (shown once):", err=True)
+        typer.echo(created.info.oauth_client_id)
+        typer.echo(created.client_secret)
+
+
+def _fingerprint(path: Path) -> str:
+    from batchvision.accounts.certs import fingerprint
+
+    try:
+        return fingerprint(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"--client-cert {path}: {exc}", ExitStatus.USAGE) from None
 
 
 @app.command("list")

@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     raku_asset_retention_hours: Annotated[float, Field(gt=0)] = Field(
         24.0, description="how long result assets (annotated images, JSON outputs) are kept"
     )
+    # BitMind surface (`/batch_image`, `/image`, `/v1/oauth/token`)
+    access_token_lifetime_s: PositiveInt = Field(
+        3600, description="how long an OAuth access token from /v1/oauth/token works"
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'batchvision.core.db').resolve()}"
