@@ -73,6 +73,7 @@ from batchvision.intake.video import (
 from batchvision.models.registry import ModelRegistry
 from batchvision.models.vlm.kinds import VlmModel
 from batchvision.skills import Skill, SkillContext, build_skills, unknown_skill
+from batchvision.skills.base import SkillOutput
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +287,7 @@ class Pipeline:
             output = await task.skill.run_together(images, task.params)
         except Exception as exc:  # as in `_run_task`: the skill's failure is the output's
             output = task.skill.item_error(exc)
-        if isinstance(output, ItemError):
-            result.errors.append(output)
-        else:
-            result.outputs[task.name] = output
-        result.timings_ms[task.name] = _elapsed_ms(start)
+        _record(task, output, result, start)
 
     async def _bytes(self, item: ImageInput, fetched: ByteTally) -> bytes:
         if item.error is not None:
@@ -342,11 +339,7 @@ class Pipeline:
             output = outputs[0]
         except Exception as exc:  # a whole-skill failure still only fails that skill's output
             output = task.skill.item_error(exc)
-        if isinstance(output, ItemError):
-            result.errors.append(output)
-        else:
-            result.outputs[task.name] = output
-        result.timings_ms[task.name] = _elapsed_ms(start)
+        _record(task, output, result, start)
 
     async def analyze_videos(
         self, videos: Sequence[VideoInput], tasks: Sequence[PreparedTask], sampling: FrameSampling
@@ -521,6 +514,15 @@ class Pipeline:
 
     async def close(self) -> None:
         await self.engine.close()
+
+
+def _record(task: PreparedTask, output: SkillOutput, result: ItemResult, start: float) -> None:
+    """A task's output (or its error) on `result`, with how long it took."""
+    if isinstance(output, ItemError):
+        result.errors.append(output)
+    else:
+        result.outputs[task.name] = output
+    result.timings_ms[task.name] = _elapsed_ms(start)
 
 
 def _decode_side(tasks: Sequence[PreparedTask]) -> int | None:
