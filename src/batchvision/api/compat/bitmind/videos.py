@@ -16,6 +16,7 @@ Choices where the page is silent (documented in the README):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from statistics import fmean
 from typing import Any
@@ -48,15 +49,7 @@ async def _form(request: Request, field: str, max_videos: int) -> FormData:
         raise _invalid(f"Content-Type must be multipart/form-data with '{field}' files")
     settings = services(request).settings
     limits = BodyLimits.from_settings(settings, videos=True)
-    limits = BodyLimits(
-        max_request_bytes=limits.max_request_bytes,
-        max_image_bytes=limits.max_image_bytes,
-        max_images=0,
-        max_field_bytes=limits.max_field_bytes,
-        max_video_bytes=limits.max_video_bytes,
-        max_videos=max_videos,
-        video_dir=limits.video_dir,
-    )
+    limits = dataclasses.replace(limits, max_images=0, max_videos=max_videos)
     check_content_length(request.headers, limits)
     fields = frozenset({field, f"{field}[]"})
     form = await read_multipart(
@@ -112,8 +105,12 @@ def video_verdict(result: VideoResult) -> dict[str, Any] | None:
     return {
         "isAI": confidence >= outputs[0]["threshold"],
         "confidence": confidence,
-        "processingTime": round(result.timings_ms.get("total", 0.0) / 1000.0, 3),
+        "processingTime": _processing_time(result),
     }
+
+
+def _processing_time(result: VideoResult) -> float:
+    return round(result.timings_ms.get("total", 0.0) / 1000.0, 3)
 
 
 def _failure(result: VideoResult) -> BatchVisionError:
@@ -130,7 +127,7 @@ def _batch_entry(result: VideoResult) -> dict[str, Any]:
     return {
         "isAI": None,
         "confidence": None,
-        "processingTime": round(result.timings_ms.get("total", 0.0) / 1000.0, 3),
+        "processingTime": _processing_time(result),
         "batch_position": result.index,
         "error": error.code.value,
         "message": error.message,
