@@ -1,0 +1,58 @@
+// Talking to this server: the key from localStorage as a Bearer token, errors as messages.
+
+const KEY_NAME = "batchvision.apiKey";
+
+export function apiKey() {
+  return localStorage.getItem(KEY_NAME) || "";
+}
+
+export function saveKey(key) {
+  if (key) {
+    localStorage.setItem(KEY_NAME, key);
+  } else {
+    localStorage.removeItem(KEY_NAME);
+  }
+}
+
+export function authHeaders() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(`${code}: ${message}`);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+// batchvision's native errors are {"error": {"code", "message"}}; anything else gets its status.
+async function failure(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: fall through to the status line
+  }
+  const error = body && body.error;
+  if (error && error.code) {
+    const hint = response.status === 401 ? " (paste an API key at the top of the page)" : "";
+    return new ApiError(response.status, error.code, error.message + hint);
+  }
+  return new ApiError(response.status, `http_${response.status}`, response.statusText);
+}
+
+export async function request(path, options = {}) {
+  const headers = { ...authHeaders(), ...(options.headers || {}) };
+  const response = await fetch(path, { ...options, headers });
+  if (!response.ok) {
+    throw await failure(response);
+  }
+  return response;
+}
+
+export async function getJson(path, options = {}) {
+  const response = await request(path, options);
+  return response.json();
+}

@@ -1,0 +1,239 @@
+"""The playground in real headless Chromium against the real app over HTTP: paste a key, upload
+a COCO photo, run detect, and check the boxes in the DOM and in the pixels of a screenshot; the
+curl command the page offers gives the same answer; a small job's progress bar reaches the end;
+the usage page shows what the key did."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from batchvision.accounts.keys import KeyStore
+from batchvision.core.db import make_engine
+from conftest import COCO_IMAGES, EVALDATA, LiveServer, make_settings, start_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+PHOTO = (
+    COCO_IMAGES / "000000004795.jpg"
+)  # a cat, a laptop beside it (and a tv the nano model misses)
+TIMEOUT_MS = 30_000
+_TOLERANCE = 40  # per channel: the screenshot is the canvas scaled, so edges blend a little
+
+
+def _playwright() -> Any:
+    """Playwright driving Debian's Chromium; a clear failure, not a skip, when either is missing
+    (`make test` installs both)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: pip install playwright")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # One line per chunk, one chunk at a time: a job's progress moves in steps the page can show.
+    settings = make_settings(
+        tmp_path_factory.mktemp("playground"),
+        auth="required",
+        job_chunk_lines=1,
+        job_parallel_chunks=1,
+    )
+    live = start_server(settings)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def secret(server: LiveServer) -> str:
+    return KeyStore(make_engine(server.settings)).create("playground", credits=1000).secret
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with _playwright()() as driver:
+        chromium = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: LiveServer) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: problems.append(message.text) if _bad(message) else None)
+    page.goto(server.url + "/")
+    yield page
+    context.close()
+    assert problems == []
+
+
+def _bad(message: Any) -> bool:
+    """A script error; not the browser's own note on a refused request (401 before the key is
+    pasted), which the page answers itself."""
+    return message.type == "error" and "Failed to load resource" not in message.text
+
+
+def _paste_key(page: Any, secret: str) -> None:
+    page.fill("#api-key", secret)
+    page.click("#save-key")
+    page.wait_for_selector("#skill option[value='detect']", state="attached")
+
+
+def _hex(color: str) -> tuple[int, int, int]:
+    value = color.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def _has_color(
+    image: Image.Image, box: tuple[int, int, int, int], color: tuple[int, int, int]
+) -> bool:
+    """Whether a pixel in `box` is within a small distance of `color` on every channel."""
+    region = np.asarray(image.convert("RGB").crop(box), dtype=np.int16)
+    return bool((np.abs(region - np.array(color)) <= _TOLERANCE).all(axis=-1).any())
+
+
+def _edge_windows(box: list[float], scale: float, reach: int) -> list[tuple[int, int, int, int]]:
+    """Small windows across the middle of the box's left and bottom edges, in screenshot pixels
+    (the label tag covers part of the top edge)."""
+    x1, y1, x2, y2 = (round(v * scale) for v in box)
+    mid_x, mid_y = (x1 + x2) // 2, (y1 + y2) // 2
+    return [
+        (x1 - reach, mid_y - reach, x1 + reach + 1, mid_y + reach + 1),
+        (mid_x - reach, y2 - reach, mid_x + reach + 1, y2 + reach + 1),
+    ]
+
+
+def test_detect_draws_labelled_boxes_where_the_json_puts_them(page: Any, secret: str) -> None:
+    _paste_key(page, secret)
+    assert page.evaluate("localStorage.getItem('batchvision.apiKey')") == secret
+    page.set_input_files("#files", str(PHOTO))
+    page.select_option("#skill", "detect")
+    page.click("#run")
+    page.wait_for_selector("figure.result .legend li")
+    body = json.loads(page.text_content("#json"))
+    objects = body["results"][0]["outputs"]["detect"]["objects"]
+    truth = json.loads((EVALDATA / "coco" / "labels.json").read_text())[PHOTO.name]
+    assert (
+        {"cat", "laptop"} <= {o["label"] for o in objects} <= {o["class"] for o in truth["objects"]}
+    )
+
+    items = page.query_selector_all("figure.result .legend li[data-skill='detect']")
+    listed = [item.text_content().strip() for item in items]
+    assert listed == [f"{o['label']} {o['score']:.2f}" for o in objects]
+
+    canvas = page.query_selector("figure.result canvas")
+    shot = Image.open(io.BytesIO(canvas.screenshot()))
+    scale = shot.width / body["results"][0]["image"]["width"]
+    photo = Image.open(PHOTO).resize(shot.size)
+    for item, found in zip(items, objects, strict=True):
+        color = _hex(item.get_attribute("data-color"))
+        for window in _edge_windows(found["box"], scale, reach=4):
+            assert _has_color(shot, window, color), (found, window)
+            assert not _has_color(photo, window, color), (found, window)  # the drawing put it there
+
+
+def test_copy_as_curl_gives_the_same_answer_from_a_shell(page: Any, secret: str) -> None:
+    _paste_key(page, secret)
+    page.set_input_files("#files", str(PHOTO))
+    page.fill("#param-threshold", "0.5")
+    page.click("#run")
+    page.wait_for_selector("figure.result .legend li")
+    page.click("#copy-curl")
+    command = page.text_content("#curl")
+    assert "$BATCHVISION_API_KEY" in command
+    assert secret not in command
+    assert shutil.which("curl"), "curl is missing: apt-get install curl"
+    env = {**os.environ, "BATCHVISION_API_KEY": secret}
+    run = subprocess.run(
+        ["bash", "-c", command],
+        cwd=COCO_IMAGES,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    from_shell = json.loads(run.stdout)
+    from_page = json.loads(page.text_content("#json"))
+    assert from_shell["tasks"] == from_page["tasks"]
+    assert from_shell["tasks"][0]["params"]["threshold"] == 0.5
+    assert from_shell["results"][0]["outputs"] == from_page["results"][0]["outputs"]
+
+
+def _jsonl(tmp_path: Path, count: int) -> Path:
+    line = {"skill": "detect", "image": _b64(PHOTO)}
+    path = tmp_path / "batch.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", **line}) + "\n" for i in range(count)))
+    return path
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+# Records each state the job's row shows, so the test sees the bar move, not just its end.
+_WATCH = """() => {
+  window.seen = [];
+  new MutationObserver(() => {
+    const row = document.querySelector('#jobs-table tbody tr');
+    if (!row) return;
+    const bar = row.querySelector('progress');
+    const entry = `${row.dataset.status} ${bar.value}/${bar.max}`;
+    if (window.seen[window.seen.length - 1] !== entry) window.seen.push(entry);
+  }).observe(document.querySelector('#jobs-table tbody'), {childList: true, subtree: true});
+}"""
+
+
+def test_a_submitted_job_shows_its_progress_bar_reach_the_end(
+    page: Any, server: LiveServer, secret: str, tmp_path: Path
+) -> None:
+    _paste_key(page, secret)
+    page.click("nav a[data-page='jobs']")
+    page.wait_for_selector("#page-jobs:not([hidden])")
+    page.evaluate(_WATCH)
+    page.set_input_files("#job-file", str(_jsonl(tmp_path, 4)))
+    page.click("#submit-job")
+    row = page.wait_for_selector("#jobs-table tbody tr[data-status='completed']")
+    bar = row.query_selector("progress")
+    assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("4", "4")
+    seen = page.evaluate("window.seen")
+    assert seen[-1] == "completed 4/4"
+    assert any(entry.startswith(("chunking", "processing")) for entry in seen), seen
+    job_id = row.get_attribute("data-job-id")
+    with server.client(headers={"Authorization": f"Bearer {secret}"}) as client:
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "completed"
+        link = row.query_selector("a.download").get_attribute("href")
+        lines = client.get(link).text.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["p0", "p1", "p2", "p3"]
+
+
+def test_the_usage_page_shows_the_keys_usage(page: Any, server: LiveServer, secret: str) -> None:
+    _paste_key(page, secret)
+    with server.client(headers={"Authorization": f"Bearer {secret}"}) as client:
+        client.post("/v1/analyze", files=[("images", ("a.jpg", PHOTO.read_bytes()))])
+        usage = client.get("/v1/usage").json()
+    page.click("nav a[data-page='usage']")
+    page.wait_for_selector("#usage-table tbody tr")
+    assert page.text_content("dd[data-field='images']") == str(usage["totals"]["images"])
+    assert page.text_content("dd[data-field='balance']") == str(usage["balance"])
+    today = usage["days"][-1]
+    cells = page.query_selector_all(f"#usage-table tr[data-date='{today['date']}'] td")
+    assert [c.text_content() for c in cells][1:3] == [str(today["requests"]), str(today["images"])]
+    assert page.query_selector_all("#usage-chart .bar")
