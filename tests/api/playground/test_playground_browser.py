@@ -28,6 +28,7 @@ PHOTO = (
     COCO_IMAGES / "000000004795.jpg"
 )  # a cat, a laptop beside it (and a tv the nano model misses)
 TIMEOUT_MS = 30_000
+PALETTE_GREEN = "#00e676"
 _TOLERANCE = 40  # per channel: the screenshot is the canvas scaled, so edges blend a little
 
 
@@ -120,14 +121,44 @@ def _edge_windows(box: list[float], scale: float, reach: int) -> list[tuple[int,
     ]
 
 
+def _run(page: Any, image: Path, skill: str) -> dict[str, Any]:
+    """Choose `image`, run `skill` with its default parameters; the page's JSON response."""
+    page.set_input_files("#files", str(image))
+    page.select_option("#skill", skill)
+    page.click("#run")
+    page.wait_for_selector(f"figure.result .legend li[data-skill='{skill}']")
+    body: dict[str, Any] = json.loads(page.text_content("#json"))
+    return body
+
+
+def _drawn(page: Any, image: Path, width: int) -> tuple[Image.Image, Image.Image, float]:
+    """The canvas as the screen shows it, the photo at that size, and the scale between them."""
+    canvas = page.query_selector("figure.result canvas")
+    shot = Image.open(io.BytesIO(canvas.screenshot()))
+    return shot, Image.open(image).resize(shot.size), shot.width / width
+
+
+def _assert_outlined(
+    page: Any, image: Path, width: int, boxes: list[tuple[list[float], str]]
+) -> None:
+    """Each box's colour is on its left and bottom edges in the screenshot and was not there
+    in the photo: the drawing put it where the JSON says."""
+    shot, photo, scale = _drawn(page, image, width)
+    for box, color in boxes:
+        for window in _edge_windows(box, scale, reach=4):
+            assert _has_color(shot, window, _hex(color)), (box, window)
+            assert not _has_color(photo, window, _hex(color)), (box, window)
+
+
+def _bounds(polygon: list[list[float]]) -> list[float]:
+    xs, ys = [x for x, _ in polygon], [y for _, y in polygon]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
 def test_detect_draws_labelled_boxes_where_the_json_puts_them(page: Any, secret: str) -> None:
     _paste_key(page, secret)
     assert page.evaluate("localStorage.getItem('batchvision.apiKey')") == secret
-    page.set_input_files("#files", str(PHOTO))
-    page.select_option("#skill", "detect")
-    page.click("#run")
-    page.wait_for_selector("figure.result .legend li")
-    body = json.loads(page.text_content("#json"))
+    body = _run(page, PHOTO, "detect")
     objects = body["results"][0]["outputs"]["detect"]["objects"]
     truth = json.loads((EVALDATA / "coco" / "labels.json").read_text())[PHOTO.name]
     assert (
@@ -138,15 +169,41 @@ def test_detect_draws_labelled_boxes_where_the_json_puts_them(page: Any, secret:
     listed = [item.text_content().strip() for item in items]
     assert listed == [f"{o['label']} {o['score']:.2f}" for o in objects]
 
-    canvas = page.query_selector("figure.result canvas")
-    shot = Image.open(io.BytesIO(canvas.screenshot()))
-    scale = shot.width / body["results"][0]["image"]["width"]
-    photo = Image.open(PHOTO).resize(shot.size)
-    for item, found in zip(items, objects, strict=True):
-        color = _hex(item.get_attribute("data-color"))
-        for window in _edge_windows(found["box"], scale, reach=4):
-            assert _has_color(shot, window, color), (found, window)
-            assert not _has_color(photo, window, color), (found, window)  # the drawing put it there
+    colors = [item.get_attribute("data-color") for item in items]
+    width = body["results"][0]["image"]["width"]
+    _assert_outlined(
+        page, PHOTO, width, [(o["box"], c) for o, c in zip(objects, colors, strict=True)]
+    )
+
+
+def test_barcode_outlines_carry_the_decoded_text(page: Any, secret: str) -> None:
+    _paste_key(page, secret)
+    image = EVALDATA / "barcodes" / "images" / "code128-1_1.png"
+    body = _run(page, image, "barcode")
+    (code,) = body["results"][0]["outputs"]["barcode"]["barcodes"]
+    truth = json.loads((EVALDATA / "barcodes" / "labels.json").read_text())[image.name]
+    assert (code["format"], code["text"]) == (truth["format"], truth["text"])
+    item = page.query_selector("figure.result .legend li[data-skill='barcode']")
+    assert item.text_content().strip() == f"{truth['format']}: {truth['text']}"
+    width = body["results"][0]["image"]["width"]
+    _assert_outlined(
+        page, image, width, [(_bounds(code["polygon"]), item.get_attribute("data-color"))]
+    )
+
+
+def test_ocr_words_are_outlined_and_lines_listed_with_their_text(page: Any, secret: str) -> None:
+    _paste_key(page, secret)
+    image = EVALDATA / "ocr" / "multilang_lines" / "rapidocr_eslav.jpg"
+    body = _run(page, image, "ocr")
+    output = body["results"][0]["outputs"]["ocr"]
+    lines = [line for block in output["pages"][0]["blocks"] for line in block["lines"]]
+    words = [word for line in lines for word in line["words"]]
+    assert "Славянские" in [word["text"] for word in words]
+    items = page.query_selector_all("figure.result .legend li[data-skill='ocr']")
+    assert [item.text_content().strip() for item in items] == [line["text"] for line in lines]
+    word_color = PALETTE_GREEN  # words are outlined in the palette's green (draw.js)
+    width = body["results"][0]["image"]["width"]
+    _assert_outlined(page, image, width, [(_bounds(w["polygon"]), word_color) for w in words[:3]])
 
 
 def test_copy_as_curl_gives_the_same_answer_from_a_shell(page: Any, secret: str) -> None:
@@ -188,40 +245,71 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-# Records each state the job's row shows, so the test sees the bar move, not just its end.
+# Records each state every job's row shows, so the test sees a bar move, not just its end.
 _WATCH = """() => {
-  window.seen = [];
+  window.seen = {};
   new MutationObserver(() => {
-    const row = document.querySelector('#jobs-table tbody tr');
-    if (!row) return;
-    const bar = row.querySelector('progress');
-    const entry = `${row.dataset.status} ${bar.value}/${bar.max}`;
-    if (window.seen[window.seen.length - 1] !== entry) window.seen.push(entry);
+    for (const row of document.querySelectorAll('#jobs-table tbody tr')) {
+      const bar = row.querySelector('progress');
+      const entry = `${row.dataset.status} ${bar.value}/${bar.max}`;
+      const seen = (window.seen[row.dataset.jobId] ||= []);
+      if (seen[seen.length - 1] !== entry) seen.push(entry);
+    }
   }).observe(document.querySelector('#jobs-table tbody'), {childList: true, subtree: true});
 }"""
+
+
+def _submit_from_the_jobs_page(page: Any, jsonl: Path) -> str:
+    """Submit `jsonl` with the page's file input; the new job's id."""
+    page.click("nav a[data-page='jobs']")
+    page.wait_for_selector("#page-jobs:not([hidden])")
+    page.evaluate(_WATCH)
+    page.set_input_files("#job-file", str(jsonl))
+    page.click("#submit-job")
+    page.wait_for_selector("#jobs-table[data-submitted]")
+    job_id: str = page.get_attribute("#jobs-table", "data-submitted")
+    return job_id
 
 
 def test_a_submitted_job_shows_its_progress_bar_reach_the_end(
     page: Any, server: LiveServer, secret: str, tmp_path: Path
 ) -> None:
     _paste_key(page, secret)
-    page.click("nav a[data-page='jobs']")
-    page.wait_for_selector("#page-jobs:not([hidden])")
-    page.evaluate(_WATCH)
-    page.set_input_files("#job-file", str(_jsonl(tmp_path, 4)))
-    page.click("#submit-job")
-    row = page.wait_for_selector("#jobs-table tbody tr[data-status='completed']")
+    job_id = _submit_from_the_jobs_page(page, _jsonl(tmp_path, 4))
+    row = page.wait_for_selector(f"tr[data-job-id='{job_id}'][data-status='completed']")
     bar = row.query_selector("progress")
     assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("4", "4")
-    seen = page.evaluate("window.seen")
+    seen = page.evaluate("window.seen")[job_id]
     assert seen[-1] == "completed 4/4"
     assert any(entry.startswith(("chunking", "processing")) for entry in seen), seen
-    job_id = row.get_attribute("data-job-id")
     with server.client(headers={"Authorization": f"Bearer {secret}"}) as client:
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "completed"
         link = row.query_selector("a.download").get_attribute("href")
         lines = client.get(link).text.splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["p0", "p1", "p2", "p3"]
+
+
+def test_cancel_on_the_jobs_page_stops_a_running_job(
+    page: Any, server: LiveServer, secret: str, tmp_path: Path
+) -> None:
+    _paste_key(page, secret)
+    job_id = _submit_from_the_jobs_page(page, _jsonl(tmp_path, 40))
+    page.click(f"tr[data-job-id='{job_id}'] button.cancel")
+    row = page.wait_for_selector(f"tr[data-job-id='{job_id}'][data-status='cancelled']")
+    bar = row.query_selector("progress")
+    assert int(bar.get_attribute("value")) < int(bar.get_attribute("max")) == 40
+    assert row.query_selector("button.cancel") is None
+    with server.client(headers={"Authorization": f"Bearer {secret}"}) as client:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "cancelled"
+    assert job["progress"]["completed"] == int(bar.get_attribute("value"))
+
+
+def test_without_a_key_the_page_says_where_to_put_one(page: Any) -> None:
+    alert = page.wait_for_selector("#status[data-kind='error']")
+    assert "unauthorized" in alert.text_content()
+    assert "paste an API key" in alert.text_content()
+    assert page.query_selector_all("#skill option") == []
 
 
 def test_the_usage_page_shows_the_keys_usage(page: Any, server: LiveServer, secret: str) -> None:

@@ -78,6 +78,7 @@ function legendList(entries) {
     const swatch = make("span", { class: "swatch" });
     swatch.style.backgroundColor = entry.color;
     const item = make("li", { "data-skill": entry.skill, "data-color": entry.color });
+    if (entry.empty) item.classList.add("empty");
     item.append(swatch, make("span", { class: "label" }, entry.text));
     list.append(item);
   }

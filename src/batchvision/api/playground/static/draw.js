@@ -20,8 +20,7 @@ function lineWidth(ctx) {
   return Math.max(2, Math.round(Math.max(ctx.canvas.width, ctx.canvas.height) / 250));
 }
 
-function tag(ctx, text, x, y, color) {
-  const size = Math.max(12, lineWidth(ctx) * 6);
+function tag(ctx, text, x, y, color, size = Math.max(12, lineWidth(ctx) * 6)) {
   ctx.font = `${size}px sans-serif`;
   const width = ctx.measureText(text).width + 8;
   const top = Math.max(0, y - size - 4);
@@ -87,8 +86,11 @@ function ocr(ctx, scale, output) {
     polygon(ctx, scale, line.polygon, lineColor, lineWidth(ctx), true);
     for (const word of line.words || []) {
       polygon(ctx, scale, word.polygon, wordColor, Math.max(1, lineWidth(ctx) / 2));
-      const [x, y] = word.polygon[0];
-      tag(ctx, word.text, x * scale[0], y * scale[1], wordColor);
+      const xs = word.polygon.map(([x]) => x * scale[0]);
+      const ys = word.polygon.map(([, y]) => y * scale[1]);
+      // Half the word's height: the text above a word should not hide the line above it.
+      const size = Math.max(10, Math.round((Math.max(...ys) - Math.min(...ys)) / 2));
+      tag(ctx, word.text, Math.min(...xs), Math.min(...ys), wordColor, size);
     }
     legend.push({ text: line.text, color: lineColor });
   }
@@ -166,6 +168,7 @@ export function drawResult(canvas, source, outputs, size) {
   for (const [skill, output] of Object.entries(outputs || {})) {
     const draw = DRAWERS[skill];
     const entries = draw ? draw(ctx, scale, output) : [{ text: JSON.stringify(output), color: "#888" }];
+    if (!entries.length) entries.push({ text: `${skill}: nothing found`, color: "#888", empty: true });
     legend.push(...entries.map((entry) => ({ skill, ...entry })));
   }
   return legend;

@@ -124,6 +124,7 @@ async function submit() {
     });
     const job = await response.json();
     say(`Submitted job ${job.id} (${job.size} bytes).`);
+    $("#jobs-table").dataset.submitted = job.id;
     $("#job-file").value = "";
     $("#job-lines").value = "";
   } catch (error) {
