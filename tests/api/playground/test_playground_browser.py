@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -285,8 +286,12 @@ def test_a_submitted_job_shows_its_progress_bar_reach_the_end(
     with server.client(headers={"Authorization": f"Bearer {secret}"}) as client:
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "completed"
         link = row.query_selector("a.download").get_attribute("href")
-        lines = client.get(link).text.splitlines()
+        lines = client.get(link).text.splitlines()  # a signed link: no key needed
     assert [json.loads(line)["id"] for line in lines] == ["p0", "p1", "p2", "p3"]
+    with page.expect_download() as download:
+        row.query_selector("button.results").click()
+    assert download.value.suggested_filename == f"{job_id}.jsonl"
+    assert Path(download.value.path()).read_text().splitlines() == lines
 
 
 def test_cancel_on_the_jobs_page_stops_a_running_job(
@@ -310,6 +315,93 @@ def test_without_a_key_the_page_says_where_to_put_one(page: Any) -> None:
     assert "unauthorized" in alert.text_content()
     assert "paste an API key" in alert.text_content()
     assert page.query_selector_all("#skill option") == []
+
+
+def _first_frame(path: Path) -> Image.Image:
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        image: Image.Image = frame.to_image()
+        return image
+
+
+def test_a_video_shows_each_sampled_frame_with_its_boxes(page: Any, secret: str) -> None:
+    _paste_key(page, secret)
+    video = EVALDATA / "video" / "intel_bottle-detection.mp4"
+    page.set_input_files("#files", str(video))
+    page.fill("#fps", "0.2")  # a frame every 5 s of the 40 s clip
+    page.click("#run")
+    page.wait_for_selector("figure.video .legend li[data-skill='detect']")
+    (result,) = json.loads(page.text_content("#json"))["videos"]
+    frames = result["frames"]
+    assert len(frames) == 8
+    objects = frames[0]["outputs"]["detect"]["objects"]
+    assert "bottle" in {o["label"] for o in objects}
+    items = page.query_selector_all("figure.video .legend li[data-skill='detect']")
+    assert [i.text_content().strip() for i in items] == [
+        f"{o['label']} {o['score']:.2f}" for o in objects
+    ]
+    shot = Image.open(io.BytesIO(page.query_selector("figure.video canvas").screenshot()))
+    photo = _first_frame(video).resize(shot.size)
+    scale = shot.width / result["video"]["width"]
+    for item, found in zip(items, objects, strict=True):
+        color = _hex(item.get_attribute("data-color"))
+        for window in _edge_windows(found["box"], scale, reach=4):
+            assert _has_color(shot, window, color), (found, window)
+            assert not _has_color(photo, window, color), (found, window)
+
+    last = frames[-1]
+    page.eval_on_selector(
+        "figure.video input[type=range]",
+        "(slider, value) => { slider.value = value; slider.dispatchEvent(new Event('input')); }",
+        str(len(frames) - 1),
+    )
+    page.wait_for_selector(f"figure.video span:text('frame {last['number']} at')")
+    shown = page.query_selector_all("figure.video .legend li[data-skill='detect']")
+    assert [i.text_content().strip() for i in shown] == [
+        f"{o['label']} {o['score']:.2f}" for o in last["outputs"]["detect"]["objects"]
+    ]
+
+
+# A drop of real files, as a desktop drag would deliver them (Playwright cannot drag from the OS).
+_DROP = """([name, type, data]) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, {type}));
+  return transfer;
+}"""
+
+
+def test_dropped_images_become_job_lines_with_the_chosen_skill(page: Any, secret: str) -> None:
+    _paste_key(page, secret)
+    image = EVALDATA / "barcodes" / "images" / "code128-1_1.png"
+    transfer = page.evaluate_handle(_DROP, [image.name, "image/png", _b64(image)])
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    assert page.text_content("#chosen li").startswith(image.name)
+    page.select_option("#skill", "barcode")
+    page.fill("#param-max_symbols", "3")
+    page.click("nav a[data-page='jobs']")
+    page.click("#job-from-images")
+    page.wait_for_function("() => document.querySelector('#job-lines').value.length > 0")
+    (line,) = [json.loads(text) for text in page.input_value("#job-lines").splitlines()]
+    assert line == {"id": image.name, "skill": "barcode", "image": _b64(image), "max_symbols": 3}
+
+
+def test_the_json_editor_and_the_form_edit_the_same_parameters(page: Any, secret: str) -> None:
+    _paste_key(page, secret)
+    page.select_option("#skill", "detect")
+    shown = json.loads(page.input_value("#params-json"))
+    assert shown["threshold"] == 0.25  # the schema's defaults, from GET /v1/skills
+    assert shown["model"] == "yolox-nano"
+    page.click("details summary")
+    page.fill("#params-json", json.dumps({**shown, "threshold": 0.7, "classes": ["cat"]}))
+    page.click("#apply-json")
+    assert page.input_value("#param-threshold") == "0.7"
+    assert page.input_value("#param-classes") == "cat"
+    assert '"params":{"threshold":0.7,"classes":["cat"]}' in page.text_content("#curl")
+    body = _run(page, PHOTO, "detect")
+    assert body["tasks"][0]["params"]["threshold"] == 0.7
+    labels = [o["label"] for o in body["results"][0]["outputs"]["detect"]["objects"]]
+    assert labels == ["cat"]
 
 
 def test_the_usage_page_shows_the_keys_usage(page: Any, server: LiveServer, secret: str) -> None:

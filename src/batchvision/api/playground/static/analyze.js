@@ -7,7 +7,7 @@ import { drawResult } from "./draw.js";
 import { ParamsForm } from "./params.js";
 import { $, make, say } from "./ui.js";
 
-const state = { files: [], skills: [], response: null };
+const state = { files: [], skills: [], shown: null, response: null };
 let form;
 
 const isVideo = (file) => file.type.startsWith("video/");
@@ -40,9 +40,11 @@ function syncJson() {
   updateCurl();
 }
 
+// A new form for a newly picked skill; picking the same one again keeps what the user typed.
 function showSkill() {
   const skill = state.skills.find((s) => s.name === $("#skill").value);
-  if (!skill) return;
+  if (!skill || skill === state.shown) return;
+  state.shown = skill;
   $("#skill-description").textContent = skill.description || "";
   form.show(skill);
   syncJson();

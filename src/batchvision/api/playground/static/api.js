@@ -20,10 +20,11 @@ export function authHeaders() {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfter = null) {
     super(`${code}: ${message}`);
     this.status = status;
     this.code = code;
+    this.retryAfter = retryAfter; // seconds, from a 429's or a 503's Retry-After
   }
 }
 
@@ -36,9 +37,10 @@ async function failure(response) {
     // not JSON: fall through to the status line
   }
   const error = body && body.error;
+  const retryAfter = Number(response.headers.get("retry-after")) || null;
   if (error && error.code) {
     const hint = response.status === 401 ? " (paste an API key at the top of the page)" : "";
-    return new ApiError(response.status, error.code, error.message + hint);
+    return new ApiError(response.status, error.code, error.message + hint, retryAfter);
   }
   return new ApiError(response.status, `http_${response.status}`, response.statusText);
 }

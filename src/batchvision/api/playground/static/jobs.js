@@ -75,10 +75,12 @@ function render() {
   $("#more-jobs").hidden = state.cursor === null;
 }
 
-function schedule() {
+// Polls count against the key's request rate like any request: a 429 waits out its Retry-After.
+function schedule(delayMs = POLL_MS) {
   clearTimeout(state.timer);
-  if (state.visible && state.jobs.some((job) => ACTIVE.has(job.status))) {
-    state.timer = setTimeout(refreshJobs, POLL_MS);
+  const watching = state.visible && document.visibilityState === "visible";
+  if (watching && state.jobs.some((job) => ACTIVE.has(job.status))) {
+    state.timer = setTimeout(refreshJobs, delayMs);
   }
 }
 
@@ -93,6 +95,10 @@ export async function refreshJobs() {
     render();
   } catch (error) {
     say(`Could not list jobs: ${error.message}`, "error");
+    if (error.retryAfter) {
+      schedule(error.retryAfter * 1000);
+      return;
+    }
   }
   schedule();
 }
@@ -165,6 +171,7 @@ export function showJobs(visible) {
 }
 
 export function initJobs() {
+  document.addEventListener("visibilitychange", () => state.visible && refreshJobs());
   $("#submit-job").addEventListener("click", submit);
   $("#refresh-jobs").addEventListener("click", refreshJobs);
   $("#more-jobs").addEventListener("click", loadMore);
