@@ -36,7 +36,8 @@ def _static_files() -> list[Path]:
 def _loaded_by_the_page(client: httpx.Client) -> set[str]:
     """Every same-origin path the page loads: its references, then module imports, followed."""
     page = client.get("/").text
-    wanted = {ref for ref in _REFERENCE.findall(page) if ref.startswith("/playground/")}
+    # Relative to the page, so a proxy's path prefix carries over; from "/" they are these.
+    wanted = {f"/{ref}" for ref in _REFERENCE.findall(page) if ref.startswith("playground/")}
     seen: set[str] = set()
     while wanted:
         path = wanted.pop()
@@ -59,7 +60,7 @@ def test_the_page_and_its_assets_are_served_with_their_types_and_without_a_key(
         page = client.get("/")  # ... the page does not
         assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
-        assert '<script type="module" src="/playground/app.js">' in page.text
+        assert '<script type="module" src="playground/app.js">' in page.text
         loaded = _loaded_by_the_page(client)
         assert {"/playground/app.js", "/playground/style.css", "/playground/draw.js"} <= loaded
         for path in sorted(loaded):
@@ -87,6 +88,14 @@ def test_no_file_of_the_page_names_another_origin() -> None:
     ]
     assert offenders == []
     assert len(_static_files()) >= 8  # the check read the real folder
+
+
+def test_the_page_calls_the_api_by_paths_relative_to_itself() -> None:
+    absolute = re.compile(r"""(?:request|getJson|fetch)\(\s*[`"']/""")
+    scripts = [path for path in _static_files() if path.suffix == ".js"]
+    calls = [path.name for path in scripts if "getJson(" in path.read_text(encoding="utf-8")]
+    assert calls  # the pattern looks at the real calls
+    assert [p.name for p in scripts if absolute.search(p.read_text(encoding="utf-8"))] == []
 
 
 def test_an_unknown_or_escaping_asset_name_is_a_native_404(server: LiveServer) -> None:

@@ -1,7 +1,7 @@
 // The analyze page: choose files and a skill, run POST /v1/analyze (multipart, as curl would),
 // see each result drawn on its image, the JSON response, and the equivalent curl command.
 
-import { apiKey, getJson, request } from "./api.js";
+import { apiKey, getJson, request, serverBase } from "./api.js";
 import { analyzeCurl } from "./curl.js";
 import { drawResult } from "./draw.js";
 import { ParamsForm } from "./params.js";
@@ -27,7 +27,7 @@ function fps() {
 
 function updateCurl() {
   $("#curl").textContent = analyzeCurl({
-    origin: location.origin,
+    base: serverBase(),
     files: state.files.length ? state.files : [{ name: "photo.jpg", type: "image/jpeg" }],
     tasks: [currentTask()],
     fps: fps(),
@@ -52,7 +52,7 @@ function showSkill() {
 
 export async function loadSkills() {
   try {
-    const body = await getJson("/v1/skills");
+    const body = await getJson("v1/skills");
     state.skills = body.skills;
   } catch (error) {
     say(`Could not list skills: ${error.message}`, "error");
@@ -175,7 +175,7 @@ async function run() {
   button.disabled = true;
   say("Running…");
   try {
-    const response = await request("/v1/analyze", { method: "POST", body: formData() });
+    const response = await request("v1/analyze", { method: "POST", body: formData() });
     const body = await response.json();
     state.response = body;
     $("#json").textContent = JSON.stringify(body, null, 2);

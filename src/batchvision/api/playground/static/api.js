@@ -1,4 +1,6 @@
 // Talking to this server: the key from localStorage as a Bearer token, errors as messages.
+// Paths are relative to the page ("v1/jobs"): the page calls the base URL it was loaded from,
+// a reverse proxy's path prefix included (loaded at /vision/, it calls /vision/v1/jobs).
 
 const KEY_NAME = "batchvision.apiKey";
 
@@ -45,9 +47,14 @@ async function failure(response) {
   return new ApiError(response.status, `http_${response.status}`, response.statusText);
 }
 
+// The server's base URL as this page sees it, with its trailing slash.
+export function serverBase() {
+  return new URL(".", document.baseURI).href;
+}
+
 export async function request(path, options = {}) {
   const headers = { ...authHeaders(), ...(options.headers || {}) };
-  const response = await fetch(path, { ...options, headers });
+  const response = await fetch(new URL(path, serverBase()), { ...options, headers });
   if (!response.ok) {
     throw await failure(response);
   }

@@ -12,8 +12,8 @@ function formFile(field, name) {
   return `-F ${shellQuote(`${field}=@${safe}`)}`;
 }
 
-export function analyzeCurl({ origin, files, tasks, fps, withKey }) {
-  const parts = [`curl -s ${shellQuote(`${origin}/v1/analyze`)}`];
+export function analyzeCurl({ base, files, tasks, fps, withKey }) {
+  const parts = [`curl -s ${shellQuote(`${base}v1/analyze`)}`];
   if (withKey) parts.push(`-H "Authorization: Bearer $BATCHVISION_API_KEY"`);
   for (const file of files) {
     parts.push(formFile(file.type.startsWith("video/") ? "videos" : "images", file.name));

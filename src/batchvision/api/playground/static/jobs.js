@@ -19,7 +19,7 @@ function progressCell(job) {
 
 async function downloadResults(job) {
   try {
-    const response = await request(`/v1/jobs/${job.id}/results`);
+    const response = await request(`v1/jobs/${job.id}/results`);
     const link = make("a", { href: URL.createObjectURL(await response.blob()), download: `${job.id}.jsonl` });
     link.click();
     URL.revokeObjectURL(link.href);
@@ -30,7 +30,7 @@ async function downloadResults(job) {
 
 async function cancel(job) {
   try {
-    await request(`/v1/jobs/${job.id}/cancel`, { method: "POST" });
+    await request(`v1/jobs/${job.id}/cancel`, { method: "POST" });
     say(`Cancelling ${job.id}; finished lines are kept.`);
   } catch (error) {
     say(error.message, "error");
@@ -57,7 +57,10 @@ function actionsCell(job) {
 
 function row(job) {
   const status = make("td", { class: `state state-${job.status}` }, job.status);
-  if (job.error) status.title = `${job.error.code}: ${job.error.message}`;
+  if (job.error) {
+    status.title = job.error.message;
+    status.append(make("small", { class: "error-code" }, ` (${job.error.code})`));
+  }
   return make(
     "tr",
     { "data-job-id": job.id, "data-status": job.status },
@@ -86,7 +89,7 @@ function schedule(delayMs = POLL_MS) {
 
 export async function refreshJobs() {
   try {
-    const page = await getJson("/v1/jobs");
+    const page = await getJson("v1/jobs");
     // Rows of further pages the user loaded stay below the refreshed first page.
     const ids = new Set(page.jobs.map((job) => job.id));
     const older = state.loadedMore ? state.jobs.filter((job) => !ids.has(job.id)) : [];
@@ -105,7 +108,7 @@ export async function refreshJobs() {
 
 async function loadMore() {
   try {
-    const page = await getJson(`/v1/jobs?cursor=${encodeURIComponent(state.cursor)}`);
+    const page = await getJson(`v1/jobs?cursor=${encodeURIComponent(state.cursor)}`);
     state.jobs.push(...page.jobs);
     state.loadedMore = true;
     state.cursor = page.next_cursor;
@@ -123,7 +126,7 @@ async function submit() {
     return;
   }
   try {
-    const response = await request("/v1/jobs", {
+    const response = await request("v1/jobs", {
       method: "POST",
       headers: { "Content-Type": "application/jsonl" },
       body,

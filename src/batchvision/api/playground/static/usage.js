@@ -39,7 +39,7 @@ function table(days) {
 export async function refreshUsage() {
   const days = Number($("#usage-days").value) || 30;
   try {
-    const body = await getJson(`/v1/usage?days=${days}`);
+    const body = await getJson(`v1/usage?days=${days}`);
     summary(body);
     chart(body.days);
     table(body.days);
