@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from PIL import Image
 from batchvision.accounts.keys import KeyStore
 from batchvision.core.db import make_engine
 from conftest import COCO_IMAGES, EVALDATA, LiveServer, make_settings, start_server
+from vlm_standin import run_standin, square_image
 
 CHROMIUM = Path("/usr/bin/chromium")
 PHOTO = (
@@ -48,15 +50,17 @@ def _playwright() -> Any:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     # One line per chunk, one chunk at a time: a job's progress moves in steps the page can show.
-    settings = make_settings(
-        tmp_path_factory.mktemp("playground"),
-        auth="required",
-        job_chunk_lines=1,
-        job_parallel_chunks=1,
-    )
-    live = start_server(settings)
-    yield live
-    live.stop()
+    with run_standin() as vlm:
+        settings = make_settings(
+            tmp_path_factory.mktemp("playground"),
+            auth="required",
+            job_chunk_lines=1,
+            job_parallel_chunks=1,
+            vlm_url=vlm.url,
+        )
+        live = start_server(settings)
+        yield live
+        live.stop()
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +209,32 @@ def test_ocr_words_are_outlined_and_lines_listed_with_their_text(page: Any, secr
     word_color = PALETTE_GREEN  # words are outlined in the palette's green (draw.js)
     width = body["results"][0]["image"]["width"]
     _assert_outlined(page, image, width, [(_bounds(w["polygon"]), word_color) for w in words[:3]])
+
+
+def test_vision_language_points_and_captions_are_shown(
+    page: Any, secret: str, tmp_path: Path
+) -> None:
+    image = tmp_path / "square.jpg"
+    image.write_bytes(square_image(320, 240, (100, 60, 180, 140)))
+    _paste_key(page, secret)
+    page.set_input_files("#files", str(image))
+    page.select_option("#skill", "point")
+    page.fill("#param-object", "red square")  # not a detector class: the VLM points
+    page.click("#run")
+    page.wait_for_selector("figure.result .legend li[data-skill='point']")
+    (point,) = json.loads(page.text_content("#json"))["results"][0]["outputs"]["point"]["points"]
+    assert 130 <= point["x"] <= 150 and 90 <= point["y"] <= 110  # the square's centre
+    color = page.get_attribute("figure.result .legend li[data-skill='point']", "data-color")
+    shot, photo, scale = _drawn(page, image, 320)
+    x, y = round(point["x"] * scale), round(point["y"] * scale)
+    assert _has_color(shot, (x - 2, y - 2, x + 3, y + 3), _hex(color))
+    assert not _has_color(photo, (x - 2, y - 2, x + 3, y + 3), _hex(color))
+
+    body = _run(page, image, "caption")
+    caption = body["results"][0]["outputs"]["caption"]["caption"]
+    assert re.match(r"\d+x\d+ mean \(", caption), caption  # the stand-in describes the image
+    legend = page.text_content("figure.result .legend li[data-skill='caption']")
+    assert legend.strip() == caption
 
 
 def test_copy_as_curl_gives_the_same_answer_from_a_shell(page: Any, secret: str) -> None:

@@ -173,6 +173,7 @@ async function run() {
   }
   const button = $("#run");
   button.disabled = true;
+  $("#results").replaceChildren(); // an answer shown must be this request's
   say("Running…");
   try {
     const response = await request("v1/analyze", { method: "POST", body: formData() });
