@@ -427,6 +427,7 @@ def test_the_json_editor_and_the_form_edit_the_same_parameters(page: Any, secret
     page.click("#apply-json")
     assert page.input_value("#param-threshold") == "0.7"
     assert page.input_value("#param-classes") == "cat"
+    page.fill("#param-model", "")  # an emptied box means the default, not null
     assert '"params":{"threshold":0.7,"classes":["cat"]}' in page.text_content("#curl")
     body = _run(page, PHOTO, "detect")
     assert body["tasks"][0]["params"]["threshold"] == 0.7

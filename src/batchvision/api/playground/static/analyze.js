@@ -7,7 +7,7 @@ import { drawResult } from "./draw.js";
 import { ParamsForm } from "./params.js";
 import { $, make, say } from "./ui.js";
 
-const state = { files: [], skills: [], shown: null, response: null };
+const state = { files: [], skills: [], shown: null };
 let form;
 
 const isVideo = (file) => file.type.startsWith("video/");
@@ -178,7 +178,6 @@ async function run() {
   try {
     const response = await request("v1/analyze", { method: "POST", body: formData() });
     const body = await response.json();
-    state.response = body;
     $("#json").textContent = JSON.stringify(body, null, 2);
     await showResults(body);
     say(`Done in ${Math.round(body.timings_ms.total)} ms: ${summary(body.summary)}.`);

@@ -131,7 +131,8 @@ export class ParamsForm {
     for (const [name, field] of Object.entries(this.fields)) {
       const value = readValue(field.control, field);
       const unchanged = JSON.stringify(value) === JSON.stringify(field.default ?? null);
-      if (!unchanged && !(value === null && field.default === undefined)) params[name] = value;
+      const cleared = value === null && !field.nullable; // an emptied box means the default
+      if (!unchanged && !cleared) params[name] = value;
     }
     return { ...params, ...this.extra };
   }
