@@ -1,7 +1,9 @@
-"""The playground in real headless Chromium against the real app over HTTP: paste a key, upload
-a COCO photo, run detect, and check the boxes in the DOM and in the pixels of a screenshot; the
-curl command the page offers gives the same answer; a small job's progress bar reaches the end;
-the usage page shows what the key did."""
+"""The playground in real headless Chromium against the real app over HTTP: paste a key,
+upload a COCO photo, run detect, and check the boxes in the DOM and in the pixels of a
+screenshot (likewise barcode outlines, OCR word polygons, VLM points, a video's frames); the
+curl command the page offers gives the same answer from a shell; the parameter form and the
+JSON editor agree; a small job's progress bar reaches the end, another is cancelled from the
+page; the usage page shows what the key did."""
 
 from __future__ import annotations
 
@@ -27,9 +29,8 @@ from conftest import COCO_IMAGES, EVALDATA, LiveServer, make_settings, start_ser
 from vlm_standin import run_standin, square_image
 
 CHROMIUM = Path("/usr/bin/chromium")
-PHOTO = (
-    COCO_IMAGES / "000000004795.jpg"
-)  # a cat, a laptop beside it (and a tv the nano model misses)
+# A cat and a laptop beside it (and a tv the nano model misses).
+PHOTO = COCO_IMAGES / "000000004795.jpg"
 TIMEOUT_MS = 30_000
 PALETTE_GREEN = "#00e676"
 _TOLERANCE = 40  # per channel: the screenshot is the canvas scaled, so edges blend a little
