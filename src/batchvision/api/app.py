@@ -27,13 +27,16 @@ from batchvision.api.guards import BodyDeadlineGuard
 from batchvision.api.native.surface import native_surface
 from batchvision.api.surface import Services, Surface
 from batchvision.core.db import open_database
+from batchvision.core.periodic import every
 from batchvision.core.settings import Settings
+from batchvision.intake.video import spool_directory, sweep_spool
 from batchvision.pipeline import Pipeline
 from batchvision.work.service import JobService
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("batchvision.access")
 
+SPOOL_SWEEP_INTERVAL_S = 3600.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -136,6 +139,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
         await services.accounts.start()  # refunds credits held by requests a crash cut short
         await services.jobs.start()
         background = [asyncio.create_task(run(services)) for s in surfaces for run in s.background]
+        background.append(asyncio.create_task(_sweep_video_spool(settings)))
         try:
             yield
         finally:
@@ -165,6 +169,11 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+async def _sweep_video_spool(settings: Settings) -> None:
+    directory, max_age_s = spool_directory(settings), settings.video_spool_max_age_s
+    await every(SPOOL_SWEEP_INTERVAL_S, lambda: sweep_spool(directory, max_age_s), "spool sweep")
 
 
 def _build_services(

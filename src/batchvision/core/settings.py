@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     video_fetch_timeout_s: Annotated[float, Field(gt=0)] = Field(
         300.0, description="deadline for downloading one video URL (DNS, redirects and body)"
     )
+    video_spool_max_age_s: Annotated[float, Field(gt=0)] = Field(
+        6 * 3600.0,
+        description="spooled video files older than this are a crashed request's: deleted at "
+        "start-up and hourly (live ones are deleted by their request as it ends)",
+    )
 
     # Decoded-pixel memory, admitted from header dimensions before decoding
     max_decoded_mb: PositiveInt = Field(
