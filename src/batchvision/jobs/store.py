@@ -59,6 +59,7 @@ class ChunkResult:
     credits: int = 0  # what its lines cost: images and vision-language calls (work/chunks.py)
     input_tokens: int = 0  # as the vision-language backends reported them
     output_tokens: int = 0
+    videos: int = 0  # videos its lines analysed (their frames are not counted as images)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class JobView:
     expires_at: dt.datetime | None
     end_state: JobState | None = None  # decided, not yet the state (see the module docstring)
     uncharged_credits: int = 0  # finished work's cost beyond the owner's balance
+    videos: int = 0  # analysed by its video lines (their frames are not counted in `images`)
 
     @classmethod
     def of(cls, row: Job) -> JobView:
@@ -177,6 +179,7 @@ class JobStore:
             images=0,
             input_tokens=0,
             output_tokens=0,
+            videos=0,
             cancel_requested=False,
         )
         with Session(self.engine) as session, session.begin():
@@ -256,6 +259,7 @@ class JobStore:
                         images=Job.images + chunk.images,
                         input_tokens=Job.input_tokens + chunk.input_tokens,
                         output_tokens=Job.output_tokens + chunk.output_tokens,
+                        videos=Job.videos + chunk.videos,
                     )
                 )
                 self._bill_owner(session, job_id, chunk, finished)
@@ -311,8 +315,10 @@ class JobStore:
                 .values(credits=ApiKey.credits - taken)
             )
         dialect = self.engine.dialect.name
-        requests = 1 if chunk.images else 0
-        usage = usage_upsert(dialect, key_id, requests, chunk.images, taken, cost - taken)
+        # As on sync requests, a video counts as one item in the usage ledger's `images`.
+        items = chunk.images + chunk.videos
+        requests = 1 if items else 0
+        usage = usage_upsert(dialect, key_id, requests, items, taken, cost - taken)
         session.execute(usage)
         return cost - taken
 
@@ -352,6 +358,7 @@ class JobStore:
                     r.credits,
                     r.input_tokens,
                     r.output_tokens,
+                    r.videos,
                 )
                 for r in rows
             ]
