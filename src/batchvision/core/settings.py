@@ -212,7 +212,14 @@ class Settings(BaseSettings):
     )
 
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'batchvision.core.db').resolve()}"
+        if self.database_url:
+            return self.database_url
+        path = self.data_dir / "batchvision.db"
+        # Releases before 0.1.1 named the file by mistake after a module; keep using theirs.
+        legacy = self.data_dir / "batchvision.core.db"
+        if legacy.exists() and not path.exists():
+            path = legacy
+        return f"sqlite:///{path.resolve()}"
 
     @field_validator("model_dirs", "model_card_paths", mode="before")
     @classmethod
