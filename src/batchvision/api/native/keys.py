@@ -40,7 +40,7 @@ class NewKeyRequest(BaseModel):
     client_cert: str | None = Field(
         None,
         max_length=64 * 1024,
-        description="PEM certificate the key's requests must present in X-Client-Cert (BitMind)",
+        description="PEM certificate the key's requests must present in X-Client-Cert",
     )
 
     def pinned_fingerprint(self) -> str | None:
