@@ -19,7 +19,7 @@ from typing import ParamSpec, TypeVar
 from sqlalchemy import Engine
 
 from batchvision.accounts.keys import KeyStore, Usage
-from batchvision.accounts.ratelimit import RateLimiter
+from batchvision.accounts.ratelimit import make_limiter
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.tables import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
@@ -73,7 +73,7 @@ class Accounts:
         self.required = settings.auth == "required"
         self.engine = engine
         self.keys = KeyStore(self.engine)
-        self.limiter = RateLimiter()
+        self.limiter = make_limiter(settings)
         # Database calls are short and blocking; a few dedicated threads keep them off the loop
         # and out of the image workers' way.
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="bv-db")
@@ -206,3 +206,4 @@ class Accounts:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         self._pool.shutdown(wait=True)
+        self.limiter.close()

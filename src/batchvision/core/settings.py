@@ -156,6 +156,16 @@ class Settings(BaseSettings):
     callback_base_delay_s: Annotated[float, Field(ge=0)] = 1.0
     callback_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Scale-out (README "Scale-out"): the embedded default needs none of these.
+    broker_url: str | None = Field(
+        None,
+        description="Redis URL, e.g. redis://127.0.0.1:6379/0: the rate-limit store with "
+        "rate_limit_store=redis",
+    )
+    rate_limit_store: Literal["memory", "redis"] = Field(
+        "memory", description="memory: per process; redis: one bucket per key across replicas"
+    )
+
     # Vision-language backend: the default `vlm` model card (others by card files)
     vlm_url: str | None = Field(
         None, description="base URL of the default VLM server, e.g. http://127.0.0.1:11434/v1"
@@ -233,6 +243,12 @@ class Settings(BaseSettings):
     def _outputs_hold_whole_chunks(self) -> Settings:
         if self.job_output_lines % self.job_chunk_lines:
             raise ValueError("job_output_lines must be a multiple of job_chunk_lines")
+        return self
+
+    @model_validator(mode="after")
+    def _redis_store_has_a_url(self) -> Settings:
+        if self.rate_limit_store == "redis" and not self.broker_url:
+            raise ValueError("rate_limit_store=redis needs broker_url (BATCHVISION_BROKER_URL)")
         return self
 
     @model_validator(mode="after")
