@@ -90,11 +90,17 @@ class LineProgress(_Closing):
     """One plain line at the start, then at most one every `every_s`, and one at the end."""
 
     def __init__(
-        self, description: str, total: int | None, unit: str, stream: IO[str], every_s: float
+        self,
+        description: str,
+        total: int | None,
+        unit: str,
+        stream: IO[str],
+        every_s: float,
+        completed: int = 0,
     ) -> None:
         self.description, self.total, self.unit = description, total, unit
         self.stream, self.every_s = stream, every_s
-        self.completed = 0
+        self.completed = self.initial = completed  # a resumed run's rate counts only new work
         self.started = time.monotonic()
         self._printed_at: float | None = None
         self._last = ""
@@ -135,7 +141,7 @@ class LineProgress(_Closing):
             text += f"/{_amount(self.total, self.unit)} {unit} ({percent}%)"
         else:
             text += f" {unit}"
-        rate = self.completed / elapsed if elapsed > 0 else 0.0
+        rate = (self.completed - self.initial) / elapsed if elapsed > 0 else 0.0
         if rate:
             shown = f"{rate / MIB:.1f}" if self.unit == BYTES else f"{rate:.1f}"
             text += f", {shown} {unit}/s"
@@ -167,10 +173,12 @@ def _columns(unit: str) -> list[ProgressColumn]:
 class BarProgress(_Closing):
     """A live bar (rich) on a terminal."""
 
-    def __init__(self, description: str, total: int | None, unit: str, console: Console) -> None:
+    def __init__(
+        self, description: str, total: int | None, unit: str, console: Console, completed: int = 0
+    ) -> None:
         self._bar = RichProgress(*_columns(unit), console=console)
         self._bar.start()
-        self._task = self._bar.add_task(description, total=total or None)
+        self._task = self._bar.add_task(description, total=total or None, completed=completed)
 
     def update(
         self, *, completed: int | None = None, total: int | None = None, description: str = ""
@@ -197,13 +205,19 @@ def every_s_from_env() -> float:
 
 
 def stderr_progress(
-    description: str, total: int | None = None, *, unit: str = "items", enabled: bool = True
+    description: str,
+    total: int | None = None,
+    *,
+    unit: str = "items",
+    completed: int = 0,
+    enabled: bool = True,
 ) -> QuietProgress | LineProgress | BarProgress:
     """A bar when stderr is a terminal, plain lines when it is not, nothing when disabled.
-    Use it as a context manager (or call `close()`): the end prints the final state."""
+    `completed`: work done before (a resumed run). Use it as a context manager (or call
+    `close()`): the end prints the final state."""
     if not enabled:
         return QuietProgress()
     console = Console(file=sys.stderr)
     if console.is_terminal:
-        return BarProgress(description, total, unit, console)
-    return LineProgress(description, total, unit, sys.stderr, every_s_from_env())
+        return BarProgress(description, total, unit, console, completed)
+    return LineProgress(description, total, unit, sys.stderr, every_s_from_env(), completed)

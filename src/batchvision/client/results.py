@@ -130,7 +130,7 @@ class JobOutput:
 @dataclass(frozen=True)
 class Job:
     id: str
-    status: str  # queued, running, completed, failed, cancelled or expired
+    status: str  # chunking, processing, then completed, failed, cancelled (expired once purged)
     progress: JobProgress
     usage: dict[str, Any]
     outputs: list[JobOutput]
