@@ -146,7 +146,10 @@ class AsyncJobs:
     ) -> Job:
         current = job if isinstance(job, Job) else await self.status(job)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with stderr_progress(current.status, unit="lines", enabled=progress) as bar:
+        lines = current.progress
+        with stderr_progress(
+            current.status, lines.total, unit="lines", completed=lines.done, enabled=progress
+        ) as bar:
             while True:
                 done, total = current.progress.done, current.progress.total
                 bar.update(completed=done, total=total, description=current.status)

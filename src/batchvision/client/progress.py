@@ -78,16 +78,16 @@ def _clock(seconds: float) -> str:
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
-def _amount(value: int, unit: str) -> str:
-    return f"{value / MIB:.1f}" if unit == BYTES else str(value)
-
-
-def _unit(unit: str) -> str:
-    return "MiB" if unit == BYTES else unit
+def _scale(unit: str, size: int) -> tuple[str, int]:
+    """The unit shown and its size in counted units: bytes as KiB or MiB by the file's size."""
+    if unit != BYTES:
+        return unit, 1
+    return ("MiB", MIB) if size >= MIB else ("KiB", 1024)
 
 
 class LineProgress(_Closing):
-    """One plain line at the start, then at most one every `every_s`, and one at the end."""
+    """One plain line at the start, then at most one every `every_s` as work advances, and
+    one at the end."""
 
     def __init__(
         self,
@@ -103,7 +103,8 @@ class LineProgress(_Closing):
         self.completed = self.initial = completed  # a resumed run's rate counts only new work
         self.started = time.monotonic()
         self._printed_at: float | None = None
-        self._last = ""
+        self._printed: tuple[str, int, int | None] | None = None  # the state last printed
+        self._print()  # a log shows the work started (and its size) before the first step
 
     def update(
         self, *, completed: int | None = None, total: int | None = None, description: str = ""
@@ -118,7 +119,7 @@ class LineProgress(_Closing):
         self._tick()
 
     def close(self) -> None:
-        if self.line() != self._last:
+        if self._state() != self._printed:
             self._print()
 
     def _tick(self) -> None:
@@ -126,29 +127,33 @@ class LineProgress(_Closing):
         if self._printed_at is None or now - self._printed_at >= self.every_s:
             self._print()
 
+    def _state(self) -> tuple[str, int, int | None]:
+        return self.description, self.completed, self.total
+
     def _print(self) -> None:
-        self._last = self.line()
-        self._printed_at = time.monotonic()
-        print(self._last, file=self.stream, flush=True)
+        self._printed, self._printed_at = self._state(), time.monotonic()
+        print(self.line(), file=self.stream, flush=True)
 
     def line(self) -> str:
-        """e.g. "running: 40/100 lines (40%), 2.1 lines/s, 0:00:19 elapsed, eta 0:00:28"."""
-        unit, done = _unit(self.unit), _amount(self.completed, self.unit)
+        """e.g. "processing: 40/100 lines (40%), 2.1 lines/s, 0:00:19 elapsed, eta 0:00:28"."""
+        unit, size = _scale(self.unit, self.total or self.completed)
         elapsed = time.monotonic() - self.started
-        text = f"{self.description}: {done}"
+        text = f"{self.description}: {self._shown(self.completed, size)}"
         if self.total:
             percent = 100 * self.completed // self.total
-            text += f"/{_amount(self.total, self.unit)} {unit} ({percent}%)"
+            text += f"/{self._shown(self.total, size)} {unit} ({percent}%)"
         else:
             text += f" {unit}"
         rate = (self.completed - self.initial) / elapsed if elapsed > 0 else 0.0
         if rate:
-            shown = f"{rate / MIB:.1f}" if self.unit == BYTES else f"{rate:.1f}"
-            text += f", {shown} {unit}/s"
+            text += f", {rate / size:.1f} {unit}/s"
         text += f", {_clock(elapsed)} elapsed"
         if rate and self.total and self.completed < self.total:
             text += f", eta {_clock((self.total - self.completed) / rate)}"
         return text
+
+    def _shown(self, value: int, size: int) -> str:
+        return str(value) if size == 1 else f"{value / size:.1f}"
 
 
 class _RateColumn(ProgressColumn):
