@@ -34,7 +34,7 @@ ApiKey = Annotated[
     typer.Option(
         "--api-key",
         envvar=API_KEY_ENV,
-        help=f"API key, sent as a Bearer token (or set {API_KEY_ENV})",
+        help="API key, sent as 'Authorization: Bearer <key>'",
         show_default=False,
     ),
 ]
