@@ -28,7 +28,6 @@ from batchvision.client.wire import (
     TaskSpec,
     analyze_body,
     client_headers,
-    is_job_file,
     job_id_of,
     jsonl_blocks,
     output_name,
@@ -46,8 +45,8 @@ from batchvision.core.fsutil import AtomicFile
 class AsyncClient:
     """A batchvision server's native API, for asyncio code.
 
-    >>> async with AsyncClient("http://127.0.0.1:8080", api_key="bv_...") as bv:
-    ...     reply = await bv.analyze(["photo.jpg"], ["detect"])
+    async with AsyncClient("http://127.0.0.1:8080", api_key="bv_...") as bv:
+        reply = await bv.analyze(["photo.jpg"], ["detect"])
     """
 
     def __init__(
@@ -112,8 +111,8 @@ class AsyncJobs:
     ) -> Job:
         """See `Jobs.submit`."""
         options = submit_options(callback_url, retention_days, callback_secret)
-        if is_job_file(source):
-            path = Path(source)  # type: ignore[arg-type]
+        if isinstance(source, str | os.PathLike):
+            path = Path(source)
             size = path.stat().st_size
             with stderr_progress(
                 f"upload {path.name}", size, unit="bytes", enabled=progress
@@ -121,7 +120,7 @@ class AsyncJobs:
                 job = await self._upload_file(path, part_bytes, options, bar)
         else:
             with stderr_progress("upload", unit="bytes", enabled=progress) as bar:
-                job = await self._post_lines(source, options, bar)  # type: ignore[arg-type]
+                job = await self._post_lines(source, options, bar)
         return await self.wait(job, poll_s=poll_s, progress=progress) if wait else job
 
     async def status(self, job: Job | str) -> Job:

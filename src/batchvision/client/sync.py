@@ -26,7 +26,6 @@ from batchvision.client.wire import (
     TaskSpec,
     analyze_body,
     client_headers,
-    is_job_file,
     job_id_of,
     jsonl_blocks,
     output_name,
@@ -44,9 +43,9 @@ from batchvision.core.fsutil import AtomicFile
 class Client:
     """A batchvision server's native API.
 
-    >>> with Client("http://127.0.0.1:8080", api_key="bv_...") as bv:
-    ...     reply = bv.analyze(["photo.jpg"], ["detect"])
-    ...     reply.results[0].outputs["detect"]["objects"]
+    with Client("http://127.0.0.1:8080", api_key="bv_...") as bv:
+        reply = bv.analyze(["photo.jpg"], ["detect"])
+        objects = reply.results[0].outputs["detect"]["objects"]
     """
 
     def __init__(
@@ -117,15 +116,15 @@ class Jobs:
         (dicts or JSON text, streamed). `wait`: return only once the job has ended. `progress`:
         upload and job progress on stderr."""
         options = submit_options(callback_url, retention_days, callback_secret)
-        if is_job_file(source):
-            path = Path(source)  # type: ignore[arg-type]
+        if isinstance(source, str | os.PathLike):
+            path = Path(source)
             with stderr_progress(
                 f"upload {path.name}", path.stat().st_size, unit="bytes", enabled=progress
             ) as bar:
                 job = self._upload_file(path, part_bytes, options, bar)
         else:
             with stderr_progress("upload", unit="bytes", enabled=progress) as bar:
-                job = self._post_lines(source, options, bar)  # type: ignore[arg-type]
+                job = self._post_lines(source, options, bar)
         return self.wait(job, poll_s=poll_s, progress=progress) if wait else job
 
     def status(self, job: Job | str) -> Job:

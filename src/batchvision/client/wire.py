@@ -129,10 +129,6 @@ def analyze_body(
         yield {"files": parts, "data": {"tasks": json.dumps(listed)}}
 
 
-def is_job_file(source: Any) -> bool:
-    return isinstance(source, str | os.PathLike)
-
-
 def jsonl_blocks(lines: Iterable[JobLine]) -> Iterator[bytes]:
     """Job lines as JSONL, about a block at a time (a generator, so lines are never all held)."""
     pending: list[bytes] = []
