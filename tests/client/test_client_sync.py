@@ -4,6 +4,7 @@ usage, and the server's errors as BatchVisionAPIError."""
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,14 @@ from client_support import (
     write_jsonl,
 )
 
-from batchvision.client import BatchVisionAPIError, BatchVisionClientError, Client, Job
+from batchvision.client import (
+    BatchVisionAPIError,
+    BatchVisionClientError,
+    Client,
+    Job,
+    VideoSampling,
+)
+from conftest import EVALDATA
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +171,20 @@ def test_usage_counts_this_keys_requests_and_images(client: Client) -> None:
     assert after.totals["images"] == 2
     assert after.totals["requests"] >= 1
     assert sum(day["images"] for day in after.days) == 2
+
+
+def test_videos_come_back_as_sampled_frames_beside_the_images(client: Client) -> None:
+    clip = EVALDATA / "video" / "intel_bottle-detection.mp4"  # bottles in every frame
+    sampling = VideoSampling(fps=1.0, max_frames=2)
+    reply = client.analyze([PHOTO], "detect", videos=[clip], sampling=sampling)
+    assert [r.ok for r in reply.results] == [True]
+    [video] = reply.videos
+    assert video.status == "ok" and video.filename == clip.name
+    assert [round(frame["time_s"]) for frame in video.frames] == [0, 1]
+    assert all("bottle" in labels(f["outputs"]["detect"]["objects"]) for f in video.frames)
+    assert reply.summary["videos"] == 1
+
+    # A data: URI goes in a JSON body; the same frames come back.
+    uri = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+    as_json = client.analyze((), "detect", videos=uri, sampling=sampling)
+    assert as_json.videos[0].frames == video.frames

@@ -29,6 +29,7 @@ from batchvision.client.results import (
     VideoResult,
 )
 from batchvision.client.sync import Client, Jobs
+from batchvision.client.wire import VideoSampling
 
 __all__ = [
     "AnalyzeResponse",
@@ -46,4 +47,5 @@ __all__ = [
     "Jobs",
     "Usage",
     "VideoResult",
+    "VideoSampling",
 ]

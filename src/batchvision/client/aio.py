@@ -23,9 +23,10 @@ from batchvision.client.wire import (
     DEFAULT_PART_BYTES,
     DEFAULT_URL,
     TIMEOUT,
-    ImageSource,
     JobLine,
+    Media,
     TaskSpec,
+    VideoSampling,
     analyze_body,
     client_headers,
     job_id_of,
@@ -68,11 +69,16 @@ class AsyncClient:
 
     async def analyze(
         self,
-        images: ImageSource | Sequence[ImageSource],
+        images: Media = (),
         tasks: str | TaskSpec | Sequence[TaskSpec] | None = None,
+        *,
+        videos: Media = (),
+        sampling: VideoSampling | None = None,
     ) -> AnalyzeResponse:
-        """Run `tasks` (default detect) over `images`: paths, bytes or http(s) URLs."""
-        with analyze_body(images, tasks) as body:
+        """Run `tasks` (default detect) over `images` and `videos`: paths, bytes or http(s)
+        URLs. Results come back in request order, per image in `results` and per video (its
+        sampled frames and a summary, `sampling` choosing the frames) in `videos`."""
+        with analyze_body(images, tasks, videos, sampling) as body:
             return AnalyzeResponse.from_json(await self.request("POST", "/v1/analyze", **body))
 
     async def usage(self, days: int = 30) -> Usage:

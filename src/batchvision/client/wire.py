@@ -15,6 +15,7 @@ import math
 import mimetypes
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -89,44 +90,80 @@ def task_list(tasks: str | TaskSpec | Sequence[TaskSpec] | None) -> list[dict[st
     return [{"skill": t} if isinstance(t, str) else dict(t) for t in tasks]
 
 
-def _is_remote(image: ImageSource) -> bool:
-    return isinstance(image, str) and image.startswith(("http://", "https://", "data:"))
+@dataclass(frozen=True)
+class VideoSampling:
+    """Which frames of the request's videos are analysed; None keeps the server's default
+    (1 frame a second, from the start to the end, at most 300 frames a video)."""
+
+    fps: float | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    max_frames: int | None = None
+
+    def fields(self) -> dict[str, float | int]:
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+Media = ImageSource | Sequence[ImageSource]
+
+
+def _listed(media: Media) -> list[ImageSource]:
+    return [media] if isinstance(media, str | bytes | os.PathLike) else list(media)
+
+
+def _is_remote(item: ImageSource) -> bool:
+    return isinstance(item, str) and item.startswith(("http://", "https://", "data:"))
+
+
+def _inline(item: ImageSource) -> tuple[str, dict[str, Any]]:
+    """A URL or data: URI as given, else base64 of the bytes (and the file's name)."""
+    if isinstance(item, str) and _is_remote(item):
+        return item, {}
+    if isinstance(item, bytes):
+        return base64.b64encode(item).decode("ascii"), {}
+    path = Path(item)
+    return base64.b64encode(path.read_bytes()).decode("ascii"), {"filename": path.name}
 
 
 def _json_image(image: ImageSource) -> dict[str, Any]:
-    if isinstance(image, str) and image.startswith("data:"):
-        return {"data": image}
-    if _is_remote(image):
-        return {"url": image}
-    data = image if isinstance(image, bytes) else Path(image).read_bytes()
-    entry: dict[str, Any] = {"data": base64.b64encode(data).decode("ascii")}
-    if not isinstance(image, bytes):
-        entry["filename"] = Path(image).name
-    return entry
+    text, named = _inline(image)
+    field = "url" if text.startswith(("http://", "https://")) else "data"
+    return {field: text, **named}
 
 
-def _part(index: int, image: bytes | str | os.PathLike[str], files: contextlib.ExitStack) -> Any:
-    if isinstance(image, bytes):
-        return ("images", (f"image{index}", image, "application/octet-stream"))
-    path = Path(image)
+def _json_video(video: ImageSource) -> dict[str, Any]:
+    text, named = _inline(video)
+    return {"video": text, **named}
+
+
+def _part(field: str, index: int, item: ImageSource, files: contextlib.ExitStack) -> Any:
+    if isinstance(item, bytes):
+        return (field, (f"{field[:-1]}{index}", item, "application/octet-stream"))
+    path = Path(item)
     mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return ("images", (path.name, files.enter_context(path.open("rb")), mime))
+    return (field, (path.name, files.enter_context(path.open("rb")), mime))
 
 
 @contextlib.contextmanager
 def analyze_body(
-    images: ImageSource | Sequence[ImageSource], tasks: str | TaskSpec | Sequence[TaskSpec] | None
+    images: Media,
+    tasks: str | TaskSpec | Sequence[TaskSpec] | None,
+    videos: Media = (),
+    sampling: VideoSampling | None = None,
 ) -> Iterator[dict[str, Any]]:
     """httpx keyword arguments for `POST /v1/analyze`; files opened for it close at the end."""
-    if isinstance(images, str | bytes | os.PathLike):
-        images = [images]
-    listed = task_list(tasks)
-    if any(_is_remote(image) for image in images):
-        yield {"json": {"images": [_json_image(image) for image in images], "tasks": listed}}
+    image_list, video_list = _listed(images), _listed(videos)
+    fields: dict[str, Any] = {"tasks": task_list(tasks), **(sampling or VideoSampling()).fields()}
+    if any(_is_remote(item) for item in [*image_list, *video_list]):
+        fields["images"] = [_json_image(image) for image in image_list]
+        fields["videos"] = [_json_video(video) for video in video_list]
+        yield {"json": fields}
         return
+    fields["tasks"] = json.dumps(fields["tasks"])
     with contextlib.ExitStack() as files:
-        parts = [_part(i, image, files) for i, image in enumerate(images)]
-        yield {"files": parts, "data": {"tasks": json.dumps(listed)}}
+        parts = [_part("images", i, image, files) for i, image in enumerate(image_list)]
+        parts += [_part("videos", i, video, files) for i, video in enumerate(video_list)]
+        yield {"files": parts, "data": {name: str(value) for name, value in fields.items()}}
 
 
 def jsonl_blocks(lines: Iterable[JobLine]) -> Iterator[bytes]:
