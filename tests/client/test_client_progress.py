@@ -7,8 +7,15 @@ import io
 import time
 
 import pytest
+from rich.console import Console
 
-from batchvision.client.progress import EVERY_ENV, LineProgress, QuietProgress, stderr_progress
+from batchvision.client.progress import (
+    EVERY_ENV,
+    BarProgress,
+    LineProgress,
+    QuietProgress,
+    stderr_progress,
+)
 
 
 def test_lines_come_at_most_once_per_interval_plus_the_start_and_the_end() -> None:
@@ -73,3 +80,26 @@ def test_a_bad_interval_in_the_environment_keeps_the_default(
         for done in range(10):
             bar.update(completed=done)  # within the default 5 s: no line until the end
     assert len(capsys.readouterr().err.splitlines()) == 2
+
+
+def test_a_terminal_gets_a_live_bar_in_bytes_for_uploads() -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with BarProgress("upload big.jsonl", 4 * 1024 * 1024, "bytes", console) as bar:
+        bar.advance(1024 * 1024)
+        bar.update(completed=4 * 1024 * 1024)
+    drawn = screen.getvalue()
+    assert "\x1b[" in drawn  # redrawn in place, not printed line after line
+    assert "upload big.jsonl" in drawn
+    assert "4.0/4.0 MiB" in drawn
+    assert "upload big.jsonl:" not in drawn  # the plain line's form
+
+
+def test_a_terminal_bar_counts_lines_and_changes_its_description() -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with BarProgress("chunking", None, "lines", console) as bar:
+        bar.update(completed=3, total=10, description="processing")
+        bar.update(completed=10, description="completed")
+    drawn = screen.getvalue()
+    assert "completed" in drawn and "10/10" in drawn
