@@ -102,7 +102,7 @@ class LineProgress(_Closing):
         self.stream, self.every_s = stream, every_s
         self.completed = self.initial = completed  # a resumed run's rate counts only new work
         self.started = time.monotonic()
-        self._printed_at: float | None = None
+        self._printed_at = self.started
         self._printed: tuple[str, int, int | None] | None = None  # the state last printed
         self._print()  # a log shows the work started (and its size) before the first step
 
@@ -123,8 +123,8 @@ class LineProgress(_Closing):
             self._print()
 
     def _tick(self) -> None:
-        now = time.monotonic()
-        if self._printed_at is None or now - self._printed_at >= self.every_s:
+        # Unchanged work still gets its line each interval: a log shows the job is alive.
+        if time.monotonic() - self._printed_at >= self.every_s:
             self._print()
 
     def _state(self) -> tuple[str, int, int | None]:
