@@ -84,11 +84,12 @@ class Accounts:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
-    async def authenticate(self, secret: str | None) -> Principal:
+    async def authenticate(self, secret: str | None, missing: str = "missing API key") -> Principal:
+        """`missing`: the message when no key was sent (a surface may say how to send one)."""
         if not self.required:
             return Principal.anonymous()
         if not secret:
-            raise unauthorized("missing API key")
+            raise unauthorized(missing)
         key = await self.run(self.keys.authenticate, secret)
         if key is None:
             raise unauthorized("invalid or revoked API key")
