@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount
 
 from batchvision.accounts.keys import KeyStore
+from batchvision.api.native.metrics import route_template
 from batchvision.core.db import make_engine
 from conftest import LiveServer, coco_image, error_of, spawn_server
 from vlm_standin import VlmStandin
@@ -160,6 +164,36 @@ def test_an_overload_counts_each_503_as_an_admission_refusal(
     assert after.total("batchvision_images_in_flight") == 0
 
 
+def noise_png(side: int) -> str:
+    pixels = np.random.default_rng(side).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_images_refused_by_the_full_decoded_budget_are_counted_and_the_budget_returns(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """Room for one decoded 1200² image at a time and almost no wait for room: of three read
+    at once, those that found the budget full are overloaded, each one refusal."""
+    live = serve(max_decoded_mb=16, decoded_wait_s=0.001)
+    body = {"images": [{"data": noise_png(1200)}] * 3, "tasks": ["barcode"]}
+    with live.client() as client:
+        before = scrape(client)
+        response = client.post("/v1/analyze", json=body)
+        assert response.status_code == 200, response.text
+        after = scrape(client)
+
+    results = response.json()["results"]
+    overloaded = [r for r in results if r["status"] == "error"]
+    assert overloaded and len(overloaded) < 3, results
+    assert {e["code"] for r in overloaded for e in r["errors"]} == {"overloaded"}
+    full = {"reason": "decoded_budget"}
+    assert moved(before, after, "batchvision_admission_refusals_total", **full) == len(overloaded)
+    assert after.total("batchvision_decoded_bytes_in_use") == 0
+    assert after.total("batchvision_decoded_bytes_capacity") == 16 * MB
+
+
 # --- jobs ------------------------------------------------------------------------------------
 
 
@@ -253,6 +287,8 @@ def test_a_backend_retry_counts_one_call_two_attempts_and_one_retry(
     assert moved(before, after, "batchvision_vlm_errors_total", **bad) == 1
     assert moved(before, after, "batchvision_vlm_errors_total", **backend) == 1
     assert moved(before, after, "batchvision_skill_images_total", skill="caption") == 2
+    assert after.label_values("batchvision_model_queued_images", "model") == {"vlm"}
+    assert after.total("batchvision_model_queued_images") == 0
 
 
 # --- the token -------------------------------------------------------------------------------
@@ -318,3 +354,9 @@ def test_two_server_processes_sharing_a_multiproc_dir_report_each_others_request
     # Each process wrote its own files; per-process collectors are not merged.
     assert len({p.name.rsplit("_", 1)[1] for p in shared.glob("counter_*.db")}) == 2
     assert "process_cpu_seconds_total" not in answer.text
+
+
+def test_a_mounted_app_is_labelled_by_its_prefix_never_by_the_file_asked_for() -> None:
+    assets = Mount("/assets", app=PlainTextResponse("x"))
+    assert route_template({"route": assets, "path": "/assets/app.js"}) == "/assets/{path}"
+    assert route_template({"path": "/favicon.ico"}) == "unmatched"
