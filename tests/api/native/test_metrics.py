@@ -207,17 +207,19 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float = 120.0) ->
     raise AssertionError(f"job {job_id} did not end")
 
 
-def test_a_job_counts_its_finished_lines_and_shows_in_jobs_by_state(
+def test_a_job_counts_its_finished_lines_its_credits_and_shows_in_jobs_by_state(
     serve: Callable[..., LiveServer],
 ) -> None:
-    live = serve(job_chunk_lines=2)
+    live = serve(auth="required", job_chunk_lines=2)
+    keys = KeyStore(make_engine(live.settings))
+    auth = {"Authorization": f"Bearer {keys.create('jobs', credits=10).secret}"}
     lines = [
         {"id": "a", "skill": "metadata", "image": png()},
         {"id": "b", "skill": "metadata", "image": png()},
         {"id": "bad", "skill": "metadata", "image": "not base64!"},
     ]
     body = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    with live.client() as client:
+    with live.client(headers=auth) as client:
         before = scrape(client)
         assert before.total("batchvision_jobs", state="completed") == 0
         submitted = client.post("/v1/jobs", content=body)
@@ -228,6 +230,9 @@ def test_a_job_counts_its_finished_lines_and_shows_in_jobs_by_state(
 
     assert moved(before, after, "batchvision_job_lines_total", status="ok") == 2
     assert moved(before, after, "batchvision_job_lines_total", status="error") == 1
+    # Two images read, one credit each; the invalid line costs nothing.
+    assert moved(before, after, "batchvision_credits_charged_total", source="job") == 2
+    assert keys.by_name("jobs").credits == 8
     assert after.total("batchvision_jobs", state="completed") == 1
     assert after.total("batchvision_jobs", state="processing") == 0
     assert after.label_values("batchvision_jobs", "state") >= {"chunking", "failed", "expired"}
