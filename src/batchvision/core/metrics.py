@@ -34,6 +34,25 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+
+def multiprocess_dir() -> str | None:
+    """The directory prometheus_client keeps every process's values in, when it is set."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def _check_multiprocess_dir() -> None:
+    """prometheus_client writes there as soon as the first metric below is made; a directory
+    that is not there would fail with a bare FileNotFoundError from deep inside it."""
+    directory = multiprocess_dir()
+    if directory is not None and not os.path.isdir(directory):
+        raise RuntimeError(
+            f"{MULTIPROC_ENV}={directory} is not a directory: create it (empty) before starting "
+            "batchvision, or unset it"
+        )
+
+
+_check_multiprocess_dir()
+
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _SHORT_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _REMOTE_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -144,11 +163,6 @@ RATE_LIMIT_REFUSALS = Counter(
     " (rate_limited: retry later; exceeds_limit: larger than the limit itself)",
     ["kind", "reason"],
 )
-
-
-def multiprocess_dir() -> str | None:
-    """The directory prometheus_client keeps every process's values in, when it is set."""
-    return os.environ.get(MULTIPROC_ENV) or None
 
 
 def render(collected_now: Iterable[Collector] = ()) -> bytes:

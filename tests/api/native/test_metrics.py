@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +31,11 @@ from starlette.routing import Mount
 from batchvision.accounts.keys import KeyStore
 from batchvision.api.native.metrics import route_template
 from batchvision.core.db import make_engine
-from conftest import LiveServer, coco_image, error_of, spawn_server
+from conftest import REPO, LiveServer, coco_image, error_of, spawn_server
 from vlm_standin import VlmStandin
 
 MB = 1024 * 1024
+SRC = REPO / "src"
 PHOTO = coco_image()
 
 
@@ -365,3 +369,18 @@ def test_a_mounted_app_is_labelled_by_its_prefix_never_by_the_file_asked_for() -
     assets = Mount("/assets", app=PlainTextResponse("x"))
     assert route_template({"route": assets, "path": "/assets/app.js"}) == "/assets/{path}"
     assert route_template({"path": "/favicon.ico"}) == "unmatched"
+
+
+def test_a_multiproc_dir_that_is_not_there_is_named_at_start_up(tmp_path: Path) -> None:
+    missing = tmp_path / "never-made"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(missing), "PYTHONPATH": str(SRC)}
+    started = subprocess.run(
+        [sys.executable, "-c", "import batchvision.api.app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode != 0
+    assert f"PROMETHEUS_MULTIPROC_DIR={missing} is not a directory" in started.stderr
+    assert not missing.exists()
