@@ -325,7 +325,9 @@ def test_without_a_token_metrics_are_open(serve: Callable[..., LiveServer]) -> N
     live = serve(auth="required")
     with live.client() as client:
         scraped = scrape(client)
-    assert "batchvision_decoded_bytes_capacity" in {name for name, _, _ in scraped.samples}
+    names = {name for name, _, _ in scraped.samples}
+    assert "batchvision_decoded_bytes_capacity" in names
+    assert not [name for name in names if name.endswith("_created")]  # no doubled series
 
 
 # --- several processes -----------------------------------------------------------------------
