@@ -22,6 +22,7 @@ from batchvision.accounts.keys import KeyStore, Usage
 from batchvision.accounts.ratelimit import make_limiter
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.tables import utcnow
+from batchvision.core import metrics
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.periodic import every
 from batchvision.core.settings import Settings
@@ -128,6 +129,7 @@ class Accounts:
         if amount > per_minute:
             # Never allowed, however long the client waits: a 429 with Retry-After would
             # invite retries forever. Checked first, so it takes no tokens.
+            metrics.RATE_LIMIT_REFUSALS.labels(kind=kind, reason="exceeds_limit").inc()
             raise BatchVisionError(
                 ErrorCode.EXCEEDS_RATE_LIMIT,
                 f"this request needs {amount} {kind} but the key's limit is {per_minute} "
@@ -135,6 +137,7 @@ class Accounts:
             )
         decision = self.limiter.take(principal.key_id, kind, per_minute, amount)
         if not decision.allowed:
+            metrics.RATE_LIMIT_REFUSALS.labels(kind=kind, reason="rate_limited").inc()
             raise BatchVisionError(
                 ErrorCode.RATE_LIMITED,
                 f"rate limit of {per_minute} {kind} per minute exceeded; retry in "

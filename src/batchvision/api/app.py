@@ -24,6 +24,7 @@ from batchvision.api.compat.raku.surface import raku_surface
 from batchvision.api.compat.yandex.surface import yandex_surface
 from batchvision.api.errors import INTERNAL, install_error_handlers, render, unexpected
 from batchvision.api.guards import BodyDeadlineGuard
+from batchvision.api.native.metrics import record_request
 from batchvision.api.native.surface import native_surface
 from batchvision.api.surface import Services, Surface
 from batchvision.core.db import open_database
@@ -42,8 +43,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 class RequestContextMiddleware:
     """Gives every response an X-Request-ID (echoing a well-formed client one) plus any headers
-    a route left in `request.state.response_headers` (rate limits), and logs one access line
-    per request: method, route, status, key prefix, images, milliseconds. Never the secret."""
+    a route left in `request.state.response_headers` (rate limits), logs one access line
+    per request: method, route, status, key prefix, images, milliseconds (never the secret),
+    and counts it for /metrics."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -92,7 +94,9 @@ class RequestContextMiddleware:
             response = render(surfaces, scope["path"], error)
             await response(scope, receive, send_with_context)
         finally:
-            self._log(scope, state, status, (time.perf_counter() - start) * 1000.0)
+            took_s = time.perf_counter() - start
+            self._log(scope, state, status, took_s * 1000.0)
+            record_request(scope, status, took_s)
 
     @staticmethod
     def _log(scope: Scope, state: dict[str, Any], status: int, took_ms: float) -> None:

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
         "replicas sharing one database, set it above the longest request (then swept that often)",
     )
 
+    # Prometheus metrics at /metrics
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="when set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise); "
+        "unset, /metrics is open to whoever can reach the server (127.0.0.1 by default)",
+    )
+
     # Intake limits, enforced while bytes arrive
     max_image_bytes: PositiveInt = 20 * MB
     max_request_bytes: PositiveInt = 100 * MB

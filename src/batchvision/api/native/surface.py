@@ -1,18 +1,18 @@
 """The native surface: `/v1/analyze`, `/v1/jobs`, `/v1/uploads`, keys, usage, skills, models and
-health, in batchvision's own error form."""
+health and metrics, in batchvision's own error form."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from batchvision.api.native import analyze, jobs, keys
+from batchvision.api.native import analyze, jobs, keys, metrics
 from batchvision.api.native.job_lines import SURFACE, NativeJobs
 from batchvision.api.surface import NativeErrors, Surface
 
 
 def native_surface() -> Surface:
     router = APIRouter()
-    for module in (analyze, keys, jobs):
+    for module in (analyze, keys, jobs, metrics):
         router.include_router(module.router)
     return Surface(
         name=SURFACE,
