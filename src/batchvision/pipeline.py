@@ -41,6 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from batchvision.core import metrics
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
 from batchvision.core.types import (
@@ -287,7 +288,7 @@ class Pipeline:
             output = await task.skill.run_together(images, task.params)
         except Exception as exc:  # as in `_run_task`: the skill's failure is the output's
             output = task.skill.item_error(exc)
-        _record(task, output, result, start)
+        _record(task, output, result, start, images=len(images))
 
     async def _bytes(self, item: ImageInput, fetched: ByteTally) -> bytes:
         if item.error is not None:
@@ -516,13 +517,18 @@ class Pipeline:
         await self.engine.close()
 
 
-def _record(task: PreparedTask, output: SkillOutput, result: ItemResult, start: float) -> None:
-    """A task's output (or its error) on `result`, with how long it took."""
+def _record(
+    task: PreparedTask, output: SkillOutput, result: ItemResult, start: float, images: int = 1
+) -> None:
+    """A task's output (or its error) on `result`, with how long it took; `images`: how many
+    images it was run on (several for a question about them together)."""
+    failed = isinstance(output, ItemError)
     if isinstance(output, ItemError):
         result.errors.append(output)
     else:
         result.outputs[task.name] = output
     result.timings_ms[task.name] = _elapsed_ms(start)
+    metrics.SKILL_IMAGES.labels(skill=task.name, outcome="error" if failed else "ok").inc(images)
 
 
 def _decode_side(tasks: Sequence[PreparedTask]) -> int | None:

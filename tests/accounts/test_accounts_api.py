@@ -32,6 +32,11 @@ from batchvision.core.settings import Settings
 from conftest import LiveServer, make_settings, start_server
 
 WWW_AUTHENTICATE = 'Bearer realm="batchvision"'
+# A first-hour user's copied example: the 401 says how to send the key, to curl and to the CLI.
+MISSING_KEY_MESSAGE = (
+    "missing API key: send 'Authorization: Bearer <key>' "
+    "(the CLI: --api-key or BATCHVISION_API_KEY)"
+)
 
 # (method, path, JSON body): every route behind a key.
 ROUTES: list[tuple[str, str, Any]] = [
@@ -108,7 +113,9 @@ def wrong_rest(secret: str) -> str:
 def test_missing_key_is_401_on_every_route(
     client: httpx.Client, tenants: Tenants, method: str, path: str, body: Any
 ) -> None:
-    assert_unauthorized(call(client, method, path, body, {}))
+    missing = call(client, method, path, body, {})
+    assert_unauthorized(missing)
+    assert missing.json()["error"]["message"] == MISSING_KEY_MESSAGE
     # Nothing happened: no key was made, none revoked, no credits moved.
     assert [k.name for k in tenants.store.all_keys()][:3] == ["admin", "alice", "bob"]
     assert all(k.active and k.credits is None for k in tenants.store.all_keys()[:3])
@@ -119,7 +126,9 @@ def test_wrong_secret_is_401_on_every_route(
     client: httpx.Client, tenants: Tenants, method: str, path: str, body: Any
 ) -> None:
     headers = bearer(wrong_rest(tenants.admin.secret))
-    assert_unauthorized(call(client, method, path, body, headers))
+    wrong = call(client, method, path, body, headers)
+    assert_unauthorized(wrong)
+    assert wrong.json()["error"]["message"] == "invalid or revoked API key"
 
 
 @pytest.mark.parametrize(

@@ -235,14 +235,14 @@ def test_add_credits_needs_an_integer(bv: Any) -> None:
 
 def test_commands_share_one_database_file(bv: Any, data_dir: Path) -> None:
     create(bv, "on-disk")
-    assert (data_dir / "batchvision.core.db").is_file()
+    assert (data_dir / "batchvision.db").is_file()
     assert "on-disk" in ok(bv("keys", "list")).stdout
 
 
 def test_data_dir_option_wins_over_the_environment(bv: Any, tmp_path: Path) -> None:
     other = tmp_path / "other"
     create(bv, "elsewhere", "--data-dir", str(other))
-    assert (other / "batchvision.core.db").is_file()
+    assert (other / "batchvision.db").is_file()
     assert "elsewhere" in ok(bv("keys", "list", "--data-dir", str(other))).stdout
     assert ok(bv("keys", "list")).stdout == ""  # BATCHVISION_DATA_DIR's database has no keys
 

@@ -182,7 +182,7 @@ def test_the_database_holds_hashes_never_secrets(serve: Callable[..., LiveServer
     secrets = [k.secret for k in keys] + [made.json()["secret"]]
 
     def check(files: dict[str, bytes]) -> None:
-        assert "batchvision.core.db" in files
+        assert "batchvision.db" in files
         everything = b"".join(files.values())
         for secret in secrets:
             assert secret.encode() not in everything
@@ -196,7 +196,7 @@ def test_the_database_holds_hashes_never_secrets(serve: Callable[..., LiveServer
     keyed.store.engine.dispose()
     check(data_files(data_dir))  # stopped: checkpointed into the main file
 
-    with sqlite3.connect(data_dir / "batchvision.core.db") as db:
+    with sqlite3.connect(data_dir / "batchvision.db") as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(api_keys)")}
         rows = db.execute("SELECT name, prefix, secret_hash FROM api_keys ORDER BY id").fetchall()
     assert "secret_hash" in columns

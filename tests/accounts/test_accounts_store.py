@@ -53,7 +53,7 @@ def test_two_servers_one_after_another_share_the_data_dir(
         assert usage.json()["balance"] == 4
         assert usage.json()["totals"]["images"] == 1
         assert analyze(client, key.secret).status_code == 200
-    with sqlite3.connect(second.settings.data_dir / "batchvision.core.db") as db:
+    with sqlite3.connect(second.settings.data_dir / "batchvision.db") as db:
         versions = db.execute("SELECT version_num FROM alembic_version").fetchall()
     assert len(versions) == 1
 
@@ -74,14 +74,26 @@ def test_migrate_is_idempotent(engine: Engine, store: KeyStore) -> None:
 def test_sqlite_file_in_the_data_dir_uses_wal_and_foreign_keys(
     engine: Engine, tmp_path: Path
 ) -> None:
-    assert engine.url.database == str((tmp_path / "data" / "batchvision.core.db").resolve())
+    assert engine.url.database == str((tmp_path / "data" / "batchvision.db").resolve())
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
     # WAL is a property of the file: a plain connection sees it too.
-    with sqlite3.connect(tmp_path / "data" / "batchvision.core.db") as db:
+    with sqlite3.connect(tmp_path / "data" / "batchvision.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_data_dir_from_before_the_rename_keeps_its_database_file(tmp_path: Path) -> None:
+    """Early releases named the file `batchvision.core.db`; such a data dir keeps using it
+    (its keys and jobs stay), and a fresh one gets `batchvision.db`."""
+    legacy = tmp_path / "old" / "batchvision.core.db"
+    legacy.parent.mkdir()
+    sqlite3.connect(legacy).close()
+    old = make_settings(tmp_path / "old-root", data_dir=legacy.parent)
+    assert old.resolved_database_url() == f"sqlite:///{legacy.resolve()}"
+    fresh = make_settings(tmp_path / "new-root", data_dir=tmp_path / "new")
+    assert fresh.resolved_database_url().endswith("/new/batchvision.db")
 
 
 def test_every_pooled_connection_enforces_foreign_keys(engine: Engine) -> None:
@@ -106,7 +118,7 @@ def test_the_data_dir_is_created_on_demand(tmp_path: Path) -> None:
     engine = make_engine(settings)
     try:
         migrate(engine)
-        assert (settings.data_dir / "batchvision.core.db").is_file()
+        assert (settings.data_dir / "batchvision.db").is_file()
     finally:
         engine.dispose()
 

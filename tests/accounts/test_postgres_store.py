@@ -108,7 +108,7 @@ def test_migrate_creates_schema_on_empty_database_and_is_idempotent(
         migrate(engine)  # second run: nothing to do, nothing broken
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0009_key_credentials",)]
+        assert versions == [("0010_job_videos",)]
         assert set(inspect(engine).get_table_names()) == ALL_TABLES
     finally:
         engine.dispose()

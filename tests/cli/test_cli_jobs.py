@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import socket
 import threading
 import time
@@ -67,6 +68,10 @@ def test_submit_wait_download_status_list_and_cancel(serve: Serve, tmp_path: Pat
     assert parts > 1
     assert f"in {parts} parts" in submitted.stderr
     assert "12/12" in submitted.stderr  # the progress bar's last state
+    # Not a terminal here: the upload's progress comes as plain lines, in bytes.
+    assert re.search(
+        r"^upload batch\.jsonl: [\d.]+/[\d.]+ (KiB|MiB) \(100%\)", submitted.stderr, re.M
+    )
     job_id, state = submitted.stdout.split()[:2]
     assert state == "completed"
 
@@ -138,7 +143,8 @@ def test_api_key_comes_from_the_option_or_the_environment(serve: Serve) -> None:
     live = serve(auth="required")
     missing = jobs(live.url, "list")
     assert missing.exit_code == 1
-    assert missing.stderr.startswith("error: unauthorized: ")
+    assert missing.stderr.startswith("error: unauthorized: missing API key: send ")
+    assert "(the CLI: --api-key or BATCHVISION_API_KEY)" in missing.stderr
     wrong = jobs(live.url, "list", "--api-key", "bv_wrong_key")
     assert wrong.exit_code == 1
     assert "unauthorized" in wrong.stderr

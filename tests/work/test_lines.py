@@ -346,3 +346,76 @@ def test_one_bad_line_does_not_affect_the_others() -> None:
     )
     assert [type(r).__name__ for r in results] == ["JobLine", "LineError", "JobLine"]
     assert [r.id if isinstance(r, JobLine) else r.client_id for r in results] == ["a", "b", "c"]
+
+
+# ---------------------------------------------------------------- video lines
+
+VIDEO_LIMITS = BodyLimits(
+    max_request_bytes=1 << 20,
+    max_image_bytes=4096,
+    max_images=3,
+    max_field_bytes=1024,
+    max_video_bytes=100,
+)
+
+
+def video_line(**fields: Any) -> dict[str, Any]:
+    return {"skill": "detect", "video": base64.b64encode(b"v" * 50).decode(), **fields}
+
+
+def video_ok(obj: dict[str, Any]) -> JobLine:
+    parsed = parse_line(0, json.dumps(obj).encode(), VIDEO_LIMITS, videos=True)
+    assert isinstance(parsed, JobLine), parsed
+    return parsed
+
+
+def test_a_video_line_takes_base64_or_a_url_and_its_sampling_keys() -> None:
+    parsed = video_ok(video_line(fps=2, start_time=1.5, max_frames=7, threshold=0.4))
+    assert parsed.images == [] and parsed.video is not None
+    assert parsed.video.data == b"v" * 50 and parsed.video.url is None
+    sampling = parsed.video.sampling
+    assert (sampling.fps, sampling.start_time, sampling.end_time, sampling.max_frames) == (
+        2,
+        1.5,
+        None,
+        7,
+    )
+    assert parsed.params == {"threshold": 0.4}  # the sampling keys are the line's own
+    by_url = video_ok({"skill": "detect", "video": "https://x/clip.mp4"})
+    assert by_url.video is not None and by_url.video.url == "https://x/clip.mp4"
+    assert by_url.video.sampling.fps == 1.0 and by_url.video.sampling.max_frames == 300
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "fragment"),
+    [
+        ({"fps": "fast"}, ErrorCode.INVALID_PARAMETER, "'fps' must be a number (got a string)"),
+        ({"max_frames": 1.5}, ErrorCode.INVALID_PARAMETER, "'max_frames' must be an integer"),
+        ({"fps": True}, ErrorCode.INVALID_PARAMETER, "'fps' must be a number (got a boolean)"),
+        ({"fps": 0}, ErrorCode.INVALID_PARAMETER, "fps must be greater than 0"),
+        ({"start_time": 3, "end_time": 2}, ErrorCode.INVALID_PARAMETER, "end_time must be after"),
+        ({"video": 7}, ErrorCode.INVALID_REQUEST, "'video' must be a base64 string"),
+        ({"video": "http://"}, ErrorCode.INVALID_REQUEST, "'video' is not an absolute http(s)"),
+        ({"video": "!!"}, ErrorCode.INVALID_REQUEST, "video data is not valid base64"),
+        ({"video": "dg" * 200}, ErrorCode.VIDEO_TOO_LARGE, "over 100 bytes"),
+        ({"image_url": "https://x/a.jpg"}, ErrorCode.INVALID_REQUEST, "send only one of"),
+    ],
+)
+def test_a_bad_video_line_is_refused_with_its_code(
+    fields: dict[str, Any], code: ErrorCode, fragment: str
+) -> None:
+    refused = parse_line(0, json.dumps(video_line(**fields)).encode(), VIDEO_LIMITS, videos=True)
+    assert isinstance(refused, LineError)
+    assert refused.code == code and fragment in refused.message, refused.message
+
+
+def test_without_video_lines_video_is_a_plain_param() -> None:
+    """A surface that takes images only (Moondream Batch) keeps `video` among the params,
+    and a line with no image is refused for that, naming only the image fields."""
+    refused = err(video_line())
+    assert refused.message == "missing image: send one of 'image', 'images' or 'image_url'"
+    with_image = ok(video_line(image=PNG_B64))
+    assert "video" in with_image.params and with_image.video is None
+    no_source = parse_line(0, b'{"skill": "detect"}', VIDEO_LIMITS, videos=True)
+    assert isinstance(no_source, LineError)
+    assert no_source.message.endswith("'image', 'images', 'image_url' or 'video'")

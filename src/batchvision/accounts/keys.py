@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from batchvision.accounts.tables import ApiKey, Reservation, UsageDay, utcnow
+from batchvision.core import metrics
 
 _SECRET = re.compile(r"^bv_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 _CLIENT_ID = re.compile(r"^bvc_([0-9a-f]{8})$")
@@ -321,6 +322,7 @@ class KeyStore:
             if usage is not None:
                 statement = usage_upsert(self.engine.dialect.name, held.key_id, *usage)
                 connection.execute(statement)
+                metrics.CREDITS_CHARGED.labels(source="request").inc(usage.credits)
             return True
 
     def settle_abandoned(self, made_before: dt.datetime) -> list[tuple[str, int]]:

@@ -19,9 +19,10 @@ from typing import ParamSpec, TypeVar
 from sqlalchemy import Engine
 
 from batchvision.accounts.keys import KeyStore, Usage
-from batchvision.accounts.ratelimit import RateLimiter
+from batchvision.accounts.ratelimit import make_limiter
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.tables import utcnow
+from batchvision.core import metrics
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.periodic import every
 from batchvision.core.settings import Settings
@@ -73,7 +74,7 @@ class Accounts:
         self.required = settings.auth == "required"
         self.engine = engine
         self.keys = KeyStore(self.engine)
-        self.limiter = RateLimiter()
+        self.limiter = make_limiter(settings)
         # Database calls are short and blocking; a few dedicated threads keep them off the loop
         # and out of the image workers' way.
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="bv-db")
@@ -84,11 +85,12 @@ class Accounts:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
-    async def authenticate(self, secret: str | None) -> Principal:
+    async def authenticate(self, secret: str | None, missing: str = "missing API key") -> Principal:
+        """`missing`: the message when no key was sent (a surface may say how to send one)."""
         if not self.required:
             return Principal.anonymous()
         if not secret:
-            raise unauthorized("missing API key")
+            raise unauthorized(missing)
         key = await self.run(self.keys.authenticate, secret)
         if key is None:
             raise unauthorized("invalid or revoked API key")
@@ -127,6 +129,7 @@ class Accounts:
         if amount > per_minute:
             # Never allowed, however long the client waits: a 429 with Retry-After would
             # invite retries forever. Checked first, so it takes no tokens.
+            metrics.RATE_LIMIT_REFUSALS.labels(kind=kind, reason="exceeds_limit").inc()
             raise BatchVisionError(
                 ErrorCode.EXCEEDS_RATE_LIMIT,
                 f"this request needs {amount} {kind} but the key's limit is {per_minute} "
@@ -134,6 +137,7 @@ class Accounts:
             )
         decision = self.limiter.take(principal.key_id, kind, per_minute, amount)
         if not decision.allowed:
+            metrics.RATE_LIMIT_REFUSALS.labels(kind=kind, reason="rate_limited").inc()
             raise BatchVisionError(
                 ErrorCode.RATE_LIMITED,
                 f"rate limit of {per_minute} {kind} per minute exceeded; retry in "
@@ -206,3 +210,4 @@ class Accounts:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         self._pool.shutdown(wait=True)
+        self.limiter.close()

@@ -51,9 +51,20 @@ def field_token(fields: Mapping[str, object], name: str = "api_key") -> str | No
     return _clean(value) if isinstance(value, str) else None
 
 
-async def authorize(request: Request, secret: str | None) -> Principal:
-    """Authenticate `secret`, take a request token, and remember both for the response."""
-    return admit(request, await services(request).accounts.authenticate(secret))
+# Native clients are mostly people following the README: the 401 says how to send the key.
+NATIVE_MISSING_KEY = (
+    "missing API key: send 'Authorization: Bearer <key>' "
+    "(the CLI: --api-key or BATCHVISION_API_KEY)"
+)
+
+
+async def authorize(
+    request: Request, secret: str | None, missing: str = "missing API key"
+) -> Principal:
+    """Authenticate `secret`, take a request token, and remember both for the response.
+    `missing`: the message when no key was sent."""
+    accounts = services(request).accounts
+    return admit(request, await accounts.authenticate(secret, missing=missing))
 
 
 def admit(request: Request, principal: Principal) -> Principal:
@@ -64,7 +75,12 @@ def admit(request: Request, principal: Principal) -> Principal:
 
 
 async def native_principal(request: Request) -> Principal:
-    """Native API: `Authorization: Bearer <key>`."""
+    """Native API: `Authorization: Bearer <key>`; a 401 for a missing key says so."""
+    return await authorize(request, bearer_token(request.headers), missing=NATIVE_MISSING_KEY)
+
+
+async def bearer_principal(request: Request) -> Principal:
+    """A compat surface that reads a Bearer key too, with its own page's plain 401 message."""
     return await authorize(request, bearer_token(request.headers))
 
 

@@ -24,23 +24,28 @@ from batchvision.api.compat.raku.surface import raku_surface
 from batchvision.api.compat.yandex.surface import yandex_surface
 from batchvision.api.errors import INTERNAL, install_error_handlers, render, unexpected
 from batchvision.api.guards import BodyDeadlineGuard
+from batchvision.api.native.metrics import record_request
 from batchvision.api.native.surface import native_surface
 from batchvision.api.surface import Services, Surface
 from batchvision.core.db import open_database
+from batchvision.core.periodic import every
 from batchvision.core.settings import Settings
+from batchvision.intake.video import spool_directory, sweep_spool
 from batchvision.pipeline import Pipeline
 from batchvision.work.service import JobService
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("batchvision.access")
 
+SPOOL_SWEEP_INTERVAL_S = 3600.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
     """Gives every response an X-Request-ID (echoing a well-formed client one) plus any headers
-    a route left in `request.state.response_headers` (rate limits), and logs one access line
-    per request: method, route, status, key prefix, images, milliseconds. Never the secret."""
+    a route left in `request.state.response_headers` (rate limits), logs one access line
+    per request: method, route, status, key prefix, images, milliseconds (never the secret),
+    and counts it for /metrics."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -89,7 +94,9 @@ class RequestContextMiddleware:
             response = render(surfaces, scope["path"], error)
             await response(scope, receive, send_with_context)
         finally:
-            self._log(scope, state, status, (time.perf_counter() - start) * 1000.0)
+            took_s = time.perf_counter() - start
+            self._log(scope, state, status, took_s * 1000.0)
+            record_request(scope, status, took_s)
 
     @staticmethod
     def _log(scope: Scope, state: dict[str, Any], status: int, took_ms: float) -> None:
@@ -136,6 +143,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
         await services.accounts.start()  # refunds credits held by requests a crash cut short
         await services.jobs.start()
         background = [asyncio.create_task(run(services)) for s in surfaces for run in s.background]
+        background.append(asyncio.create_task(_sweep_video_spool(settings)))
         try:
             yield
         finally:
@@ -165,6 +173,11 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+async def _sweep_video_spool(settings: Settings) -> None:
+    directory, max_age_s = spool_directory(settings), settings.video_spool_max_age_s
+    await every(SPOOL_SWEEP_INTERVAL_S, lambda: sweep_spool(directory, max_age_s), "spool sweep")
 
 
 def _build_services(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from batchvision import __version__
 from batchvision.cli import jobs, keys, models
 from batchvision.cli.analyze import analyze
 from batchvision.cli.exits import exit_status_help
@@ -15,6 +18,26 @@ app = typer.Typer(
     epilog=exit_status_help(),
     no_args_is_help=True,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"batchvision {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = None,
+) -> None:
+    """batchvision: self-hosted batch vision inference."""
+
+
 app.command("serve")(serve)
 app.command("analyze")(analyze)
 app.command("run")(run)

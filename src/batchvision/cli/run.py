@@ -24,23 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Task as ProgressTask
-from rich.text import Text
 
 from batchvision.api.native.outputs import native_outputs
 from batchvision.cli.exits import CliError, ExitStatus, reported
 from batchvision.cli.options import ModelDirs, build_settings, parse_params
 from batchvision.cli.run_formats import FormatError, Record, RunInfo, check_format, render
+from batchvision.client.progress import stderr_progress
 from batchvision.core.errors import ErrorCode
 from batchvision.core.fsutil import write_atomic
 from batchvision.core.settings import Settings
@@ -231,9 +220,9 @@ async def _process(
     order, so a checkpoint still holds exactly the first k*N images."""
     todo = [name for name in spec.files if name not in done]
     window: deque[tuple[list[str], asyncio.Task[list[ItemResult]]]] = deque()
-    with _progress() as progress:
-        bar = progress.add_task("images", total=len(spec.files), completed=len(done))
-        recorder = _Recorder(spec, identity, done, len(todo), lambda n: progress.advance(bar, n))
+    # A bar on a terminal, plain lines every few seconds under nohup, cron or CI.
+    with stderr_progress("images", len(spec.files), unit="images", completed=len(done)) as bar:
+        recorder = _Recorder(spec, identity, done, len(todo), bar.advance)
         try:
             for chunk in _chunks(todo, spec.batch, spec.checkpoint_every):
                 inputs = await asyncio.to_thread(_read_all, spec, chunk)
@@ -359,25 +348,3 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Record]:
 def _save_checkpoint(spec: RunSpec, identity: dict[str, Any], done: dict[str, Record]) -> None:
     body = {"version": CHECKPOINT_VERSION, **identity, "records": done}
     write_atomic(spec.checkpoint, json.dumps(body, ensure_ascii=False).encode())
-
-
-# --- progress ---------------------------------------------------------------------------------
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task: ProgressTask) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} img/s" if speed else "- img/s")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )

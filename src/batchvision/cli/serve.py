@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from batchvision.cli.banner import banner, gather
 from batchvision.cli.connections import (
     ACCEPT_BACKLOG,
     ConnectionGuard,
@@ -38,6 +39,12 @@ def serve(
     insecure: Annotated[
         bool, typer.Option(help="allow a non-loopback address while auth is disabled")
     ] = False,
+    first_key: Annotated[
+        bool,
+        typer.Option(
+            "--first-key", help="with auth on and no key yet, create an admin key and print it once"
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP server."""
     import uvicorn
@@ -56,6 +63,9 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     quiet_repeated_errors()
+    if log_level.lower() != "debug":  # one line per migration at every start buries the banner
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    print_banner(settings, first_key=first_key)
     if not is_loopback(settings.host):
         logging.getLogger("batchvision").warning(
             "listening on %s: reachable from other machines", settings.host
@@ -70,6 +80,18 @@ def serve(
         timeout_keep_alive=settings.keep_alive_timeout_s,
         backlog=ACCEPT_BACKLOG,
     )
+
+
+def print_banner(settings: Settings, *, first_key: bool) -> None:
+    from batchvision.core.db import open_database
+
+    database = open_database(settings)  # migrated now, so the keys can be counted
+    try:
+        facts = gather(settings, database, first_key=first_key)
+    finally:
+        database.dispose()
+    for line in banner(facts):
+        typer.echo(line, err=True)
 
 
 def connection_guard(settings: Settings) -> ConnectionGuard:

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
         "replicas sharing one database, set it above the longest request (then swept that often)",
     )
 
+    # Prometheus metrics at /metrics
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="when set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise); "
+        "unset, /metrics is open to whoever can reach the server (127.0.0.1 by default)",
+    )
+
     # Intake limits, enforced while bytes arrive
     max_image_bytes: PositiveInt = 20 * MB
     max_request_bytes: PositiveInt = 100 * MB
@@ -89,6 +96,11 @@ class Settings(BaseSettings):
     max_videos_per_request: PositiveInt = 20
     video_fetch_timeout_s: Annotated[float, Field(gt=0)] = Field(
         300.0, description="deadline for downloading one video URL (DNS, redirects and body)"
+    )
+    video_spool_max_age_s: Annotated[float, Field(gt=0)] = Field(
+        6 * 3600.0,
+        description="spooled video files older than this are a crashed request's: deleted at "
+        "start-up and hourly (live ones are deleted by their request as it ends)",
     )
 
     # Decoded-pixel memory, admitted from header dimensions before decoding
@@ -151,6 +163,16 @@ class Settings(BaseSettings):
     callback_base_delay_s: Annotated[float, Field(ge=0)] = 1.0
     callback_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Scale-out (README "Scale-out"): the embedded default needs none of these.
+    broker_url: str | None = Field(
+        None,
+        description="Redis URL, e.g. redis://127.0.0.1:6379/0: the rate-limit store with "
+        "rate_limit_store=redis",
+    )
+    rate_limit_store: Literal["memory", "redis"] = Field(
+        "memory", description="memory: per process; redis: one bucket per key across replicas"
+    )
+
     # Vision-language backend: the default `vlm` model card (others by card files)
     vlm_url: str | None = Field(
         None, description="base URL of the default VLM server, e.g. http://127.0.0.1:11434/v1"
@@ -207,7 +229,14 @@ class Settings(BaseSettings):
     )
 
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'batchvision.core.db').resolve()}"
+        if self.database_url:
+            return self.database_url
+        path = self.data_dir / "batchvision.db"
+        # Releases before 0.1.1 named the file by mistake after a module; keep using theirs.
+        legacy = self.data_dir / "batchvision.core.db"
+        if legacy.exists() and not path.exists():
+            path = legacy
+        return f"sqlite:///{path.resolve()}"
 
     @field_validator("model_dirs", "model_card_paths", mode="before")
     @classmethod
@@ -221,6 +250,12 @@ class Settings(BaseSettings):
     def _outputs_hold_whole_chunks(self) -> Settings:
         if self.job_output_lines % self.job_chunk_lines:
             raise ValueError("job_output_lines must be a multiple of job_chunk_lines")
+        return self
+
+    @model_validator(mode="after")
+    def _redis_store_has_a_url(self) -> Settings:
+        if self.rate_limit_store == "redis" and not self.broker_url:
+            raise ValueError("rate_limit_store=redis needs broker_url (BATCHVISION_BROKER_URL)")
         return self
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ The first item opens a batch; the batch closes when it holds `max_batch_size` it
 `max_wait_ms` have passed, whichever comes first. The batch function is awaited, at most
 `max_concurrent_batches` at a time: it puts its work where it belongs (a pool thread for a local
 model, an HTTP call for a remote one) and must return exactly one result per item, in order.
+How long each item waited for its batch to start is recorded under the batcher's `name`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from batchvision.core import metrics
 from batchvision.models.base import check_count
 
 In = TypeVar("In")
@@ -24,6 +26,7 @@ Out = TypeVar("Out")
 class _Pending(Generic[In, Out]):
     item: In
     future: asyncio.Future[Out]
+    queued_at: float  # the event loop's clock
 
 
 class DynamicBatcher(Generic[In, Out]):
@@ -34,8 +37,10 @@ class DynamicBatcher(Generic[In, Out]):
         max_batch_size: int,
         max_wait_ms: float,
         max_concurrent_batches: int = 1,
+        name: str = "",
     ) -> None:
         self._fn = fn
+        self.name = name
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_ms / 1000.0
         self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue()
@@ -46,8 +51,9 @@ class DynamicBatcher(Generic[In, Out]):
 
     async def submit(self, item: In) -> Out:
         self._ensure_collector()
-        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(item, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Out] = loop.create_future()
+        await self._queue.put(_Pending(item, future, loop.time()))
         return await future
 
     async def submit_many(self, items: Sequence[In]) -> list[Out]:
@@ -87,6 +93,7 @@ class DynamicBatcher(Generic[In, Out]):
             if not batch:
                 return
             items = [p.item for p in batch]
+            self._record_waits(batch)
             try:
                 results = await self._fn(items)
                 check_count(results, items, "batch function")
@@ -101,6 +108,12 @@ class DynamicBatcher(Generic[In, Out]):
         finally:
             self.batches_run += 1
             self._slots.release()
+
+    def _record_waits(self, batch: list[_Pending[In, Out]]) -> None:
+        now = asyncio.get_running_loop().time()
+        waited = metrics.BATCHER_WAIT_SECONDS.labels(model=self.name)
+        for pending in batch:
+            waited.observe(now - pending.queued_at)
 
     async def close(self) -> None:
         if self._collector is not None:

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from batchvision.core import metrics
 from batchvision.core.errors import BatchVisionError, ErrorCode
 
 MB = 1024 * 1024
@@ -33,12 +34,23 @@ class Reservation:
 
 
 class ByteBudget:
-    def __init__(self, capacity: int, *, name: str) -> None:
+    def __init__(self, capacity: int, *, name: str, metered: bool = False) -> None:
         self.capacity = capacity
         self.name = name
-        self.in_use = 0
+        self.metered = metered  # the server's budget, shown in /metrics (not a request's share)
+        self._in_use = 0
         # Waiters in arrival order: a large image is not starved by a stream of small ones.
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @in_use.setter
+    def in_use(self, nbytes: int) -> None:
+        if self.metered:
+            metrics.DECODED_BYTES_IN_USE.inc(nbytes - self._in_use)
+        self._in_use = nbytes
 
     def fits_ever(self, nbytes: int) -> bool:
         return nbytes <= self.capacity
@@ -69,6 +81,8 @@ class ByteBudget:
         except BaseException as exc:
             self._withdraw(entry)
             if isinstance(exc, TimeoutError):
+                if self.metered:
+                    metrics.ADMISSION_REFUSALS.labels(reason="decoded_budget").inc()
                 raise self.busy() from None
             raise
 

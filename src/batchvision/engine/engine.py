@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
+from batchvision.core import metrics
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
 from batchvision.engine.batcher import DynamicBatcher
@@ -42,8 +43,11 @@ class Engine:
         self._in_flight = 0
         self._queued: dict[str, int] = {}
         self.decoded = ByteBudget(
-            settings.max_decoded_mb * MB, name="server's decoded-pixel budget (max_decoded_mb)"
+            settings.max_decoded_mb * MB,
+            name="server's decoded-pixel budget (max_decoded_mb)",
+            metered=True,
         )
+        metrics.DECODED_BYTES_CAPACITY.set(self.decoded.capacity)
 
     @property
     def in_flight(self) -> int:
@@ -54,16 +58,19 @@ class Engine:
         """Reserve room for `images`; refuse with `overloaded` rather than queue without bound."""
         limit = self.settings.max_queued_images
         if self._in_flight and self._in_flight + images > limit:
+            metrics.ADMISSION_REFUSALS.labels(reason="images_in_flight").inc()
             raise BatchVisionError(
                 ErrorCode.OVERLOADED,
                 f"server is at capacity ({self._in_flight} images in flight); retry shortly",
                 retry_after_s=self.settings.retry_after_s,
             )
         self._in_flight += images
+        metrics.IMAGES_IN_FLIGHT.inc(images)
         try:
             yield
         finally:
             self._in_flight -= images
+            metrics.IMAGES_IN_FLIGHT.dec(images)
 
     @contextmanager
     def admit_models(self, names: Sequence[str], items: int) -> Iterator[None]:
@@ -75,6 +82,7 @@ class Engine:
         for name, batching in bounded:
             queued = self._queued.get(name, 0)
             if queued and batching.max_queued is not None and queued + items > batching.max_queued:
+                metrics.ADMISSION_REFUSALS.labels(reason="model_queue").inc()
                 raise BatchVisionError(
                     ErrorCode.OVERLOADED,
                     f"model '{name}' is at capacity ({queued} images queued); retry shortly",
@@ -82,11 +90,13 @@ class Engine:
                 )
         for name, _ in bounded:
             self._queued[name] = self._queued.get(name, 0) + items
+            metrics.MODEL_QUEUED.labels(model=name).inc(items)
         try:
             yield
         finally:
             for name, _ in bounded:
                 self._queued[name] -= items
+                metrics.MODEL_QUEUED.labels(model=name).dec(items)
 
     def queued(self, name: str) -> int:
         """Images reserved in model `name`'s queue (waiting or in flight)."""
@@ -124,6 +134,7 @@ class Engine:
             batching = self.registry.batching(name)
             self._batchers[name] = DynamicBatcher(
                 functools.partial(self._run_batch, name),
+                name=name,
                 max_batch_size=batching.max_size,
                 max_wait_ms=batching.max_wait_ms,
                 max_concurrent_batches=batching.concurrency,
@@ -133,7 +144,9 @@ class Engine:
     async def _run_batch(self, name: str, batch: list[Any]) -> list[Any]:
         # Looked up per batch: the registry may have unloaded the model to stay in budget.
         model = await self.model(name)
-        return await model.infer(batch, self.pools)
+        metrics.BATCH_SIZE.labels(model=name).observe(len(batch))
+        with metrics.INFERENCE_SECONDS.labels(model=name).time():
+            return await model.infer(batch, self.pools)
 
     async def close(self) -> None:
         for batcher in self._batchers.values():

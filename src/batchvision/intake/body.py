@@ -178,6 +178,22 @@ def image_from_base64(
     return item
 
 
+def video_from_base64(text: str, max_bytes: int) -> bytes:
+    """A video sent as base64 (bare or a `data:` URI), under the same rules as an image's;
+    more than `max_bytes` decoded is `video_too_large`, bad base64 `invalid_request`."""
+    decoded = image_from_base64(0, text, replace(_NO_LIMITS, max_image_bytes=max_bytes))
+    if decoded.error is not None and decoded.error.code == ErrorCode.IMAGE_TOO_LARGE:
+        raise video_too_large(f"over {max_bytes} bytes")
+    if decoded.error is not None:
+        message = decoded.error.message.replace("image data", "video data")
+        raise BatchVisionError(decoded.error.code, message)
+    assert decoded.data is not None
+    return decoded.data
+
+
+_NO_LIMITS = BodyLimits(max_request_bytes=0, max_image_bytes=0, max_images=0, max_field_bytes=0)
+
+
 def _b64decode(payload: str) -> bytes:
     padded = payload + "=" * (-len(payload) % 4)
     if "-" in padded or "_" in padded:

@@ -21,9 +21,11 @@ applied: frames come as stored.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -156,6 +158,20 @@ def remove_spooled(paths: Iterable[Path | None]) -> None:
     for path in paths:
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+def sweep_spool(directory: Path, max_age_s: float, now: float | None = None) -> int:
+    """Delete spooled files last written more than `max_age_s` ago: left by a process that died
+    mid-request (a request deletes its own files as it ends, whatever its end). Only old ones,
+    as other processes sharing the data directory may be using theirs. Returns how many."""
+    cutoff = (time.time() if now is None else now) - max_age_s
+    removed = 0
+    for path in directory.glob("video-*.part") if directory.is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):  # another sweeper, or its request, won
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def frame_size(info: VideoInfo, target_side: int | None) -> tuple[int, int]:

@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from batchvision.accounts.keys import usage_upsert
 from batchvision.accounts.scoping import Principal, get_owned, owned_by
 from batchvision.accounts.tables import ApiKey
+from batchvision.core import metrics
 from batchvision.core.db import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.tables import CallbackState, Job, JobChunk, JobState
@@ -59,6 +60,7 @@ class ChunkResult:
     credits: int = 0  # what its lines cost: images and vision-language calls (work/chunks.py)
     input_tokens: int = 0  # as the vision-language backends reported them
     output_tokens: int = 0
+    videos: int = 0  # videos its lines analysed (their frames are not counted as images)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class JobView:
     expires_at: dt.datetime | None
     end_state: JobState | None = None  # decided, not yet the state (see the module docstring)
     uncharged_credits: int = 0  # finished work's cost beyond the owner's balance
+    videos: int = 0  # analysed by its video lines (their frames are not counted in `images`)
 
     @classmethod
     def of(cls, row: Job) -> JobView:
@@ -177,6 +180,7 @@ class JobStore:
             images=0,
             input_tokens=0,
             output_tokens=0,
+            videos=0,
             cancel_requested=False,
         )
         with Session(self.engine) as session, session.begin():
@@ -256,11 +260,14 @@ class JobStore:
                         images=Job.images + chunk.images,
                         input_tokens=Job.input_tokens + chunk.input_tokens,
                         output_tokens=Job.output_tokens + chunk.output_tokens,
+                        videos=Job.videos + chunk.videos,
                     )
                 )
                 self._bill_owner(session, job_id, chunk, finished)
         except IntegrityError:
             return False
+        metrics.JOB_LINES.labels(status="ok").inc(chunk.ok_lines)
+        metrics.JOB_LINES.labels(status="error").inc(chunk.failed_lines)
         return True
 
     def _bill_owner(
@@ -310,9 +317,12 @@ class JobStore:
                 .where(ApiKey.id == key_id, ApiKey.credits.is_not(None))
                 .values(credits=ApiKey.credits - taken)
             )
+        metrics.CREDITS_CHARGED.labels(source="job").inc(taken)
         dialect = self.engine.dialect.name
-        requests = 1 if chunk.images else 0
-        usage = usage_upsert(dialect, key_id, requests, chunk.images, taken, cost - taken)
+        # As on sync requests, a video counts as one item in the usage ledger's `images`.
+        items = chunk.images + chunk.videos
+        requests = 1 if items else 0
+        usage = usage_upsert(dialect, key_id, requests, items, taken, cost - taken)
         session.execute(usage)
         return cost - taken
 
@@ -352,6 +362,7 @@ class JobStore:
                     r.credits,
                     r.input_tokens,
                     r.output_tokens,
+                    r.videos,
                 )
                 for r in rows
             ]
@@ -448,6 +459,15 @@ class JobStore:
         if row.cancel_requested:
             return Interruption.CANCEL
         return Interruption.KEY_REVOKED if row.revoked_at is not None else None
+
+    def count_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state, every state listed (for /metrics: one grouped
+        count over the indexed state column, cheap enough to run at every scrape)."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+        counts = dict.fromkeys(JobState, 0)
+        counts.update({JobState(state): count for state, count in rows})
+        return counts
 
     def unfinished(self) -> list[JobView]:
         """Jobs a restarted server must resume."""

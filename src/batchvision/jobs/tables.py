@@ -123,6 +123,8 @@ class Job(Base):
     # Tokens of its vision-language calls, as the backends reported them (never estimated).
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Videos its video lines analysed (their sampled frames are not counted in `images`).
+    videos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     chunk_lines: Mapped[int] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     callback_url: Mapped[str | None] = mapped_column(Text, default=None)
@@ -157,5 +159,6 @@ class JobChunk(Base):
     credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    videos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     result_key: Mapped[str] = mapped_column(String(512))
     completed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

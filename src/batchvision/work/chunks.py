@@ -41,19 +41,21 @@ import json
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from batchvision.core.db import utcnow
 from batchvision.core.errors import HTTP_STATUS, BatchVisionError, ErrorCode
-from batchvision.core.types import ItemError, ItemResult
+from batchvision.core.types import FrameResult, ItemError, ItemResult, VideoInput, VideoResult
 from batchvision.intake.body import BodyLimits
+from batchvision.intake.video import remove_spooled, spool_bytes
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.chunks import ChunkSpec, chunk_key, input_key
 from batchvision.jobs.progress import LiveProgress
 from batchvision.jobs.store import ChunkResult, FinishedLine, JobStore, JobView
 from batchvision.pipeline import Pipeline, PreparedTask
-from batchvision.work.lines import JobLine, LineError, parse_line
-from batchvision.work.surface import JobSurface, LinePlan
+from batchvision.work.lines import JobLine, LineError, LineVideo, parse_line
+from batchvision.work.surface import JobSurface, LinePlan, VideoJobSurface, takes_videos
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +71,24 @@ class LineCost:
     vlm_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    videos: int = 0  # a video line's video, once analysed (its frames are not images)
 
 
 @dataclass(frozen=True)
 class Prices:
-    """Credits per unit, as on sync requests: an image, and each vision-language call on it."""
+    """Credits per unit, as on sync requests: an image, a video, and each vision-language call
+    on an image or a frame."""
 
     credits_per_image: int = 0
     credits_per_vlm_call: int = 0
+    credits_per_video: int = 0
 
     def of(self, cost: LineCost) -> int:
-        return cost.images * self.credits_per_image + cost.vlm_calls * self.credits_per_vlm_call
+        return (
+            cost.images * self.credits_per_image
+            + cost.videos * self.credits_per_video
+            + cost.vlm_calls * self.credits_per_vlm_call
+        )
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,7 @@ def _chunk_result(
         ok_lines=len(done) - failed,
         failed_lines=failed,
         images=sum(outcome.cost.images for outcome in done),
+        videos=sum(outcome.cost.videos for outcome in done),
         result_key=chunk_key(job_id, spec.index),
         invalid_lines=sum(1 for outcome in done if outcome.invalid),
         credits=sum(prices.of(outcome.cost) for outcome in done),
@@ -250,7 +260,14 @@ def _count_line(work: ChunkWork, job_id: str, chunk: int, task: asyncio.Task[Lin
 async def run_line(work: ChunkWork, surface: JobSurface, index: int, raw: bytes) -> LineOutcome:
     """One result line, what it used, and whether the line was invalid."""
     skills = surface.line_skills(work.pipeline)
-    line = parse_line(index, raw, work.body_limits, skills=skills, id_problem=surface.check_id)
+    line = parse_line(
+        index,
+        raw,
+        work.body_limits,
+        skills=skills,
+        id_problem=surface.check_id,
+        videos=takes_videos(surface),
+    )
     if isinstance(line, LineError):
         return failed_line(surface, index, line.sent_id, line)
     try:
@@ -267,6 +284,9 @@ async def _run_planned(work: ChunkWork, surface: JobSurface, line: JobLine) -> L
     plan = surface.plan_line(line, work.pipeline)
     if isinstance(plan, ItemError):
         return failed_line(surface, line.index, line.sent_id, plan)
+    if line.video is not None:
+        assert isinstance(surface, VideoJobSurface)  # parse_line takes videos only for one
+        return await _run_video(work, surface, line, line.video, plan)
     results = await _analyze(work, plan)
     cost = line_cost(work.pipeline, plan.tasks, results)
     failure = _first_error(results)
@@ -276,22 +296,76 @@ async def _run_planned(work: ChunkWork, surface: JobSurface, line: JobLine) -> L
     return LineOutcome(ok_line(line.index, line.sent_id, fields), cost)
 
 
+async def _run_video(
+    work: ChunkWork, surface: VideoJobSurface, line: JobLine, video: LineVideo, plan: LinePlan
+) -> LineOutcome:
+    """A video line: its video spooled to a file (sent as base64) or fetched (a URL), its
+    frames sampled and run through the line's task. It fails as a whole when the video does
+    (unreadable, over a limit) or when every sampled frame failed."""
+    item = VideoInput(0, client_id=line.id, url=video.url)
+    try:
+        if video.data is not None:
+            item.path = await asyncio.to_thread(_spool_line_video, work.body_limits, video.data)
+        result = await work.pipeline.analyze_video(item, plan.tasks, video.sampling)
+    finally:
+        remove_spooled([item.path])
+    cost = video_cost(work.pipeline, plan.tasks, result)
+    failure = result.errors[0] if result.errors else _every_frame_failed(result.frames)
+    if failure is not None:
+        return failed_line(surface, line.index, line.sent_id, failure, cost)
+    fields = surface.encode_video_line(plan, result)
+    return LineOutcome(ok_line(line.index, line.sent_id, fields), cost)
+
+
+def _spool_line_video(limits: BodyLimits, data: bytes) -> Path:
+    assert limits.video_dir is not None  # the job service's limits take videos
+    return spool_bytes(data, limits.video_dir, limits.max_video_bytes)
+
+
+def _every_frame_failed(frames: Sequence[FrameResult]) -> ItemError | None:
+    if frames and all(frame.errors for frame in frames):
+        return frames[0].errors[0]
+    return None
+
+
 def line_cost(
     pipeline: Pipeline, tasks: Sequence[PreparedTask], results: Sequence[ItemResult]
 ) -> LineCost:
     """What the line used (see `LineCost`); tokens from each output's `usage`, where the
     backend reported it."""
+    input_tokens, output_tokens = _tokens(results)
+    return LineCost(
+        images=sum(1 for result in results if result.image is not None),
+        vlm_calls=pipeline.vlm_calls_made(tasks, results),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+
+
+def video_cost(pipeline: Pipeline, tasks: Sequence[PreparedTask], result: VideoResult) -> LineCost:
+    """What a video line used: its video when it was analysed (not when it failed as a
+    whole, which costs nothing, as on sync requests), the calls answered on its frames and the
+    tokens those reported."""
+    input_tokens, output_tokens = _tokens(result.frames)
+    return LineCost(
+        videos=0 if result.errors else 1,
+        vlm_calls=pipeline.vlm_calls_made(tasks, result.frames),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+
+
+def _tokens(results: Sequence[ItemResult]) -> tuple[int, int]:
+    """Input and output tokens from each output's `usage`, where the backend reported it."""
     usages = [
         output["usage"]
         for result in results
         for output in result.outputs.values()
         if isinstance(output.get("usage"), Mapping)
     ]
-    return LineCost(
-        images=sum(1 for result in results if result.image is not None),
-        vlm_calls=pipeline.vlm_calls_made(tasks, results),
-        input_tokens=sum(int(usage.get("input_tokens", 0)) for usage in usages),
-        output_tokens=sum(int(usage.get("output_tokens", 0)) for usage in usages),
+    return (
+        sum(int(usage.get("input_tokens", 0)) for usage in usages),
+        sum(int(usage.get("output_tokens", 0)) for usage in usages),
     )
 
 
@@ -304,7 +378,7 @@ def failed_line(
 ) -> LineOutcome:
     """A failed line; invalid when a client-fault code refused it before any inference."""
     cost = cost or LineCost()
-    invalid = cost.images == 0 and HTTP_STATUS[error.code] < 500
+    invalid = cost.images == 0 and cost.videos == 0 and HTTP_STATUS[error.code] < 500
     return LineOutcome(error_line(surface, index, sent_id, error), cost, invalid)
 
 

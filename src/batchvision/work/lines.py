@@ -16,6 +16,12 @@ Line rules (`parse_line`'s decisions), typed by the pydantic envelope `_Envelope
   `null` counts as absent. Base64 is decoded by `intake.body.image_from_base64`, so its limits
   and errors are the same as for the JSON API (`image_too_large`, `invalid_request` for bad
   base64); such a `LineError` has `bad_image_data` set.
+- Video lines, on a surface that takes them (`videos=True`: the native one): `video` instead of
+  the image fields, holding base64, a `data:` URI or an http(s) URL (its base64 limit is
+  `BodyLimits.max_video_bytes`, `video_too_large` past it, though the line's own byte limit
+  usually comes first: bigger videos go by URL). Its frames are chosen by `fps`, `start_time`,
+  `end_time` and `max_frames` (numbers; the sync API's defaults: 1 frame a second, at most 300),
+  which are then the line's own keys, not params; a bad one is `invalid_parameter`.
 - Every other key goes to `params` unchanged, for the skill to validate.
 - A line whose strings hold an unpaired UTF-16 surrogate escape (`"\\ud800"`) is refused with
   `invalid_request`, as for JSON request bodies: nothing from it could be echoed back as UTF-8.
@@ -54,13 +60,32 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from batchvision.core.errors import BatchVisionError, ErrorCode, json_type
 from batchvision.core.types import ImageInput, ItemError
-from batchvision.intake.body import BodyLimits, image_from_base64, refuse_unpaired_surrogates
+from batchvision.intake.body import (
+    BodyLimits,
+    image_from_base64,
+    refuse_unpaired_surrogates,
+    video_from_base64,
+)
+from batchvision.intake.video import FrameSampling
 from batchvision.jobs.validate import BadLine, clean_line, load_object
 
 MAX_ID_CHARS = 256
 IMAGE_KEYS = ("image", "images", "image_url")
 RESERVED_KEYS = frozenset({"id", "skill", *IMAGE_KEYS})
+VIDEO_KEY = "video"
+SAMPLING_KEYS = ("fps", "start_time", "end_time", "max_frames")
+VIDEO_RESERVED_KEYS = RESERVED_KEYS | {VIDEO_KEY, *SAMPLING_KEYS}
+_DEFAULT_SAMPLING = FrameSampling()
 _ECHO_CHARS = 100  # how much of an unknown skill name an error message repeats
+
+
+@dataclass(frozen=True)
+class LineVideo:
+    """A video line's video: its bytes (decoded from base64) or its URL, and which frames."""
+
+    sampling: FrameSampling
+    data: bytes | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,9 +93,10 @@ class JobLine:
     index: int  # 0-based line index
     id: str | None  # the client's id as text: a string as is, any other JSON value as JSON
     skill: str
-    images: list[ImageInput]  # from image, images or image_url
+    images: list[ImageInput]  # from image, images or image_url (none for a video line)
     params: dict[str, Any]  # every other key of the line
     sent_id: Any = None  # the id exactly as sent, echoed in the result line
+    video: LineVideo | None = None  # a video line's video (then `images` is empty)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,21 +124,26 @@ def parse_line(
     limits: BodyLimits,
     skills: Collection[str] | None = None,
     id_problem: Callable[[Any], str | None] | None = None,
+    videos: bool = False,
 ) -> JobLine | LineError:
     """Per-line problems become a LineError (see the module docstring) — never an exception.
 
     `skills`, when given, is the set of skill names this server runs; a line naming another
     skill gets `unknown_skill`. Without it the skill name is only checked to be a string.
-    `id_problem` says why a line's `id` is refused (default: `string_or_integer_id`)."""
+    `id_problem` says why a line's `id` is refused (default: `string_or_integer_id`).
+    `videos`: the surface takes video lines (`video` is then a reserved key)."""
     body = _load_body(index, raw)
     if isinstance(body, LineError):
         return body
-    rules = _Rules(limits, skills, id_problem or string_or_integer_id)
+    rules = _Rules(limits, skills, id_problem or string_or_integer_id, videos)
     try:
         envelope: _Envelope = _ENVELOPE_VALIDATOR.validate_python(body, context=rules)
     except ValidationError as exc:
         return _line_error(index, body, exc.errors(include_url=False)[0])
     client_id = _id_text(envelope.id)
+    video = envelope.source.video
+    if video is not None:
+        return _video_line(index, body, envelope, client_id, video)
     return JobLine(
         index=index,
         id=client_id,
@@ -120,6 +151,48 @@ def parse_line(
         images=envelope.source.inputs(client_id),
         params={key: value for key, value in body.items() if key not in RESERVED_KEYS},
         sent_id=envelope.id,
+    )
+
+
+def _video_line(
+    index: int, body: dict[str, Any], envelope: _Envelope, client_id: str | None, video: LineVideo
+) -> JobLine | LineError:
+    try:
+        sampling = _sampling(body)
+    except BatchVisionError as exc:
+        return LineError(
+            exc.code,
+            exc.message,
+            envelope.skill,
+            index=index,
+            client_id=client_id,
+            sent_id=envelope.id,
+        )
+    return JobLine(
+        index=index,
+        id=client_id,
+        skill=envelope.skill,
+        images=[],
+        params={key: value for key, value in body.items() if key not in VIDEO_RESERVED_KEYS},
+        sent_id=envelope.id,
+        video=LineVideo(sampling, video.data, video.url),
+    )
+
+
+def _sampling(body: dict[str, Any]) -> FrameSampling:
+    """The line's frame sampling; a key absent or null keeps the default."""
+    given = {key: body[key] for key in SAMPLING_KEYS if body.get(key) is not None}
+    for key, value in given.items():
+        wanted = int if key == "max_frames" else int | float
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            kind = "an integer" if key == "max_frames" else "a number"
+            message = f"'{key}' must be {kind} (got {json_type(value)})"
+            raise BatchVisionError(ErrorCode.INVALID_PARAMETER, message)
+    return FrameSampling(
+        fps=given.get("fps", _DEFAULT_SAMPLING.fps),
+        start_time=given.get("start_time", _DEFAULT_SAMPLING.start_time),
+        end_time=given.get("end_time", _DEFAULT_SAMPLING.end_time),
+        max_frames=given.get("max_frames", _DEFAULT_SAMPLING.max_frames),
     )
 
 
@@ -153,6 +226,7 @@ class _Rules:
     limits: BodyLimits
     skills: Collection[str] | None
     id_problem: Callable[[Any], str | None]
+    videos: bool = False  # `video` is a source field (the surface takes video lines)
 
 
 # Two custom pydantic error types. Their `ctx` carries the ErrorCode, since not every line
@@ -209,6 +283,24 @@ def _decoded_base64(value: Any, info: ValidationInfo) -> Any:
     return item.data
 
 
+def _video_source(value: Any, info: ValidationInfo) -> LineVideo:
+    """`video`: an http(s) URL, or base64 decoded under `BodyLimits.max_video_bytes`."""
+    if not isinstance(value, str):
+        reason = "{path} must be " + _VIDEO_RULE + f" (got {json_type(value)})"
+        raise _field_refusal(ErrorCode.INVALID_REQUEST, reason)
+    if value.startswith(("http://", "https://")):
+        try:
+            return LineVideo(_DEFAULT_SAMPLING, url=_http_url(value))
+        except ValueError:
+            reason = "{path} is not an absolute http(s) URL"
+            raise _field_refusal(ErrorCode.INVALID_REQUEST, reason) from None
+    try:
+        data = video_from_base64(value, cast(_Rules, info.context).limits.max_video_bytes)
+    except BatchVisionError as exc:
+        raise _field_refusal(exc.code, "{path}: " + exc.message, bad_data=True) from None
+    return LineVideo(_DEFAULT_SAMPLING, data=data)
+
+
 def _http_url(text: str) -> str:
     try:
         url = urlsplit(text)
@@ -229,6 +321,8 @@ ImageList = Annotated[list[ImageBytes], Field(min_length=1), BeforeValidator(_at
 HttpUrlText = Annotated[str, Strict(), AfterValidator(_http_url)]
 
 _BASE64_RULE = "a base64 string or a data: URI"
+_VIDEO_RULE = "a base64 string, a data: URI or an http(s) URL"
+VideoSource = Annotated[Any, AfterValidator(_video_source)]
 
 
 class _ImageSource(BaseModel):
@@ -239,13 +333,16 @@ class _ImageSource(BaseModel):
     image: ImageBytes | None = Field(None, description=_BASE64_RULE)
     images: ImageList | None = Field(None, description="a list of base64 strings")
     image_url: HttpUrlText | None = Field(None, description="an absolute http(s) URL")
+    video: VideoSource | None = Field(None, description=_VIDEO_RULE)
 
     @model_validator(mode="before")
     @classmethod
-    def _exactly_one(cls, given: dict[str, Any]) -> dict[str, Any]:
+    def _exactly_one(cls, given: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         if not given:
-            message = "missing image: send one of 'image', 'images' or 'image_url'"
-            raise _refusal(ErrorCode.INVALID_REQUEST, message)
+            kinds = "'image', 'images', 'image_url' or 'video'"
+            if not cast(_Rules, info.context).videos:
+                kinds = "'image', 'images' or 'image_url'"
+            raise _refusal(ErrorCode.INVALID_REQUEST, f"missing image: send one of {kinds}")
         if len(given) > 1:
             both = " and ".join(f"'{key}'" for key in given)
             raise _refusal(ErrorCode.INVALID_REQUEST, f"send only one of {both}")
@@ -270,12 +367,16 @@ class _Envelope(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _gather(cls, line: dict[str, Any]) -> dict[str, Any]:
-        """Only the reserved keys, a null one left out as absent; the image fields as `source`."""
+    def _gather(cls, line: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Only the reserved keys, a null one left out as absent; the image fields (and the
+        video, on a surface that takes video lines) as `source`."""
         fields = {key: line[key] for key in ("id", "skill") if line.get(key) is not None}
-        fields["source"] = {key: line[key] for key in IMAGE_KEYS if line.get(key) is not None}
+        sources = _VIDEO_SOURCES if cast(_Rules, info.context).videos else IMAGE_KEYS
+        fields["source"] = {key: line[key] for key in sources if line.get(key) is not None}
         return fields
 
+
+_VIDEO_SOURCES = (*IMAGE_KEYS, VIDEO_KEY)
 
 # The model's own validator: `model_validate` adds ~0.8 us of Python around it, 15% of a line.
 _ENVELOPE_VALIDATOR = _Envelope.__pydantic_validator__

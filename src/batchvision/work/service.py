@@ -115,10 +115,14 @@ class JobService:
             store=self.store,
             blobs=self.blobs,
             pipeline=pipeline,
-            body_limits=BodyLimits.from_settings(settings),
+            body_limits=BodyLimits.from_settings(settings, videos=True),
             line_slots=asyncio.Semaphore(settings.job_lines_in_flight),
             surfaces=self.surfaces,
-            prices=Prices(settings.credits_per_image, settings.credits_per_vlm_call),
+            prices=Prices(
+                settings.credits_per_image,
+                settings.credits_per_vlm_call,
+                settings.credits_per_video,
+            ),
         )
         self.runner = JobRunner(settings, work, self.uploads, self.callback_body)
 

@@ -18,6 +18,10 @@ goes through these hooks:
   says what was wrong and a client of `/v1/jobs` reads them either way. Only a job that ran to
   its end is judged so: a cancelled, timed-out or failed job keeps its own ending.
 
+A surface that also takes video lines (a `video` instead of images: `work/lines.py`) is a
+`VideoJobSurface`: one more hook, `encode_video_line`, shapes a video's sampled frames and
+summary; the lines of any other surface keep `video` as a plain param.
+
 The line envelope `{line_index, id, status, result | error}` is shared by every surface.
 """
 
@@ -25,9 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from batchvision.core.types import ImageInput, ItemError, ItemResult
+from batchvision.core.types import ImageInput, ItemError, ItemResult, VideoResult
 from batchvision.jobs.store import JobView
 from batchvision.jobs.views import OutputLinks
 from batchvision.pipeline import Pipeline, PreparedTask
@@ -74,3 +78,16 @@ class JobSurface(Protocol):
         ...
 
     def job_view(self, job: JobView, links: OutputLinks) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class VideoJobSurface(JobSurface, Protocol):
+    """A surface whose lines may carry a video; see the module docstring."""
+
+    def encode_video_line(self, plan: LinePlan, result: VideoResult) -> dict[str, Any]:
+        """The ok video line's fields besides the envelope: its frames' outputs and summary."""
+        ...
+
+
+def takes_videos(surface: JobSurface) -> bool:
+    return isinstance(surface, VideoJobSurface)

@@ -567,6 +567,7 @@ def test_a_job_within_its_balance_records_nothing_uncharged(serve: Any) -> None:
     assert done["status"] == "completed"
     assert done["usage"] == {
         "images": 10,
+        "videos": 0,
         "uncharged_credits": 0,
         "input_tokens": 0,
         "output_tokens": 0,

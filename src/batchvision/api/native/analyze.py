@@ -72,8 +72,9 @@ from batchvision.intake.body import (
     refuse_unpaired_surrogates,
     too_many_images,
     too_many_videos,
+    video_from_base64,
 )
-from batchvision.intake.video import FrameSampling, remove_spooled, spool_bytes, video_too_large
+from batchvision.intake.video import FrameSampling, remove_spooled, spool_bytes
 from batchvision.pipeline import PreparedTask
 from batchvision.skills import SKILL_TYPES
 
@@ -362,17 +363,10 @@ def _json_video(index: int, entry: Any, limits: BodyLimits) -> VideoInput:
     if video.is_url:
         item.url = video.video
         return item
-    decoded = image_from_base64(index, video.video, limits)  # the same base64 rules
-    if decoded.error is not None and decoded.error.code == ErrorCode.IMAGE_TOO_LARGE:
-        decoded.error = ItemError.from_exception(
-            video_too_large(f"over {limits.max_video_bytes} bytes")
-        )
-    if decoded.error is not None or decoded.data is None:
-        item.error = decoded.error
-        return item
     assert limits.video_dir is not None
     try:
-        item.path = spool_bytes(decoded.data, limits.video_dir, limits.max_video_bytes)
+        data = video_from_base64(video.video, limits.max_video_bytes)
+        item.path = spool_bytes(data, limits.video_dir, limits.max_video_bytes)
     except BatchVisionError as exc:
         item.error = ItemError.from_exception(exc)
     return item

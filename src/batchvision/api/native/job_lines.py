@@ -1,5 +1,11 @@
 """The native job surface's hooks: a line is `{id?, skill, image | images | image_url, ...params}`
-run on that one skill; its result is the skill's output (`{"images": [...]}` for several)."""
+run on that one skill; its result is the skill's output (`{"images": [...]}` for several).
+
+A video line (`video` instead of the image fields, with `fps`, `start_time`, `end_time`,
+`max_frames`: work/lines.py) runs the skill on each sampled frame; its result is
+`{"video": {container, codec, width, height, fps, duration_s, ...}, "frames": [{number, time_s,
+result | error}], "summary": ...}`, the frames in time order and the summary the sync API's
+(core/video_summary.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from batchvision.api.native.outputs import native_outputs
-from batchvision.core.types import ItemError, ItemResult, Task
+from batchvision.core.types import FrameResult, ItemError, ItemResult, Task, VideoResult
 from batchvision.jobs.store import JobView
 from batchvision.jobs.views import OutputLinks, iso, job_error
 from batchvision.pipeline import Pipeline
@@ -38,11 +44,25 @@ class NativeJobs:
         outputs = [native_outputs(result)[plan.detail] for result in results]
         return {"result": outputs[0] if len(outputs) == 1 else {"images": outputs}}
 
+    def encode_video_line(self, plan: LinePlan, result: VideoResult) -> dict[str, Any]:
+        frames = [_frame_entry(frame, plan.detail) for frame in result.frames]
+        return {"result": {"video": result.video, "frames": frames, "summary": result.summary}}
+
     def line_error(self, error: ItemError) -> dict[str, Any]:
         return {"code": error.code.value, "message": error.message}
 
     def job_view(self, job: JobView, links: OutputLinks) -> dict[str, Any]:
         return native_view(job, links)
+
+
+def _frame_entry(frame: FrameResult, skill: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"number": frame.number, "time_s": frame.time_s}
+    if frame.errors:
+        error = frame.errors[0]
+        entry["error"] = {"code": error.code.value, "message": error.message}
+    else:
+        entry["result"] = native_outputs(frame)[skill]
+    return entry
 
 
 def native_view(job: JobView, links: OutputLinks) -> dict[str, Any]:
@@ -57,6 +77,7 @@ def native_view(job: JobView, links: OutputLinks) -> dict[str, Any]:
         },
         "usage": {
             "images": job.images,
+            "videos": job.videos,
             "uncharged_credits": job.uncharged_credits,
             "input_tokens": job.input_tokens,
             "output_tokens": job.output_tokens,

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from batchvision.accounts.certs import fingerprint
 from batchvision.accounts.keys import MAX_CREDITS, MAX_RATE_PER_MINUTE, AccountError, KeyInfo
 from batchvision.accounts.scoping import Principal, not_found
 from batchvision.api.access import native_principal
@@ -35,6 +36,20 @@ class NewKeyRequest(BaseModel):
     requests_per_minute: int | None = Field(None, ge=1, le=MAX_RATE_PER_MINUTE)
     images_per_minute: int | None = Field(None, ge=1, le=MAX_RATE_PER_MINUTE)
     admin: bool = False
+    oauth: bool = Field(False, description="also give the key OAuth client credentials")
+    client_cert: str | None = Field(
+        None,
+        max_length=64 * 1024,
+        description="PEM certificate the key's requests must present in X-Client-Cert",
+    )
+
+    def pinned_fingerprint(self) -> str | None:
+        if self.client_cert is None:
+            return None
+        try:
+            return fingerprint(self.client_cert.encode())
+        except ValueError as exc:
+            raise BatchVisionError(ErrorCode.INVALID_PARAMETER, f"client_cert: {exc}") from None
 
 
 class CreditsRequest(BaseModel):
@@ -110,9 +125,11 @@ async def get_key(request: Request, principal: Authorized, key_id: int) -> dict[
 
 @router.post("/v1/keys", status_code=201)
 async def create_key(request: Request, principal: Authorized) -> JSONResponse:
-    """Create a key (admin only). The secret is in this response and nowhere else, ever."""
+    """Create a key (admin only). The secret (and, with `oauth`, the client secret) is in this
+    response and nowhere else, ever."""
     _require_admin(principal)
     spec = await _body(request, NewKeyRequest)
+    pinned = spec.pinned_fingerprint()
     accounts = services(request).accounts
     try:
         created = await accounts.run(
@@ -122,10 +139,16 @@ async def create_key(request: Request, principal: Authorized) -> JSONResponse:
             requests_per_minute=spec.requests_per_minute,
             images_per_minute=spec.images_per_minute,
             is_admin=spec.admin,
+            oauth=spec.oauth,
+            client_cert_sha256=pinned,
         )
     except (AccountError, ValueError) as exc:
         raise BatchVisionError(ErrorCode.INVALID_PARAMETER, str(exc)) from None
-    return JSONResponse({"key": created.info.to_dict(), "secret": created.secret}, status_code=201)
+    body: dict[str, Any] = {"key": created.info.to_dict(), "secret": created.secret}
+    if created.client_secret is not None:
+        body["client_id"] = created.info.oauth_client_id
+        body["client_secret"] = created.client_secret
+    return JSONResponse(body, status_code=201)
 
 
 @router.post("/v1/keys/{key_id}/revoke")

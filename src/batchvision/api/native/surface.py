@@ -1,11 +1,11 @@
-"""The native surface: `/v1/analyze`, `/v1/jobs`, `/v1/uploads`, keys, usage, skills, models and
-health, and the playground page at `/`, in batchvision's own error form."""
+"""The native surface: `/v1/analyze`, `/v1/jobs`, `/v1/uploads`, keys, usage, skills, models,
+health and metrics, and the playground page at `/`, in batchvision's own error form."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from batchvision.api.native import analyze, jobs, keys
+from batchvision.api.native import analyze, jobs, keys, metrics
 from batchvision.api.native.job_lines import SURFACE, NativeJobs
 from batchvision.api.playground import router as playground
 from batchvision.api.surface import NativeErrors, Surface
@@ -13,7 +13,7 @@ from batchvision.api.surface import NativeErrors, Surface
 
 def native_surface() -> Surface:
     router = APIRouter()
-    for module in (analyze, keys, jobs, playground):
+    for module in (analyze, keys, jobs, metrics, playground):
         router.include_router(module.router)
     return Surface(
         name=SURFACE,

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from batchvision.core import metrics
 from batchvision.core.errors import BatchVisionError, ErrorCode
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -145,6 +146,7 @@ class Transport:
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """The JSON answer of `POST path`, retried as the policy says."""
         self.counters.calls += 1
+        metrics.VLM_CALLS.labels(backend=self.name).inc()
         for attempt in range(1, self.policy.attempts + 1):
             try:
                 return await self._attempt(path, body)
@@ -157,8 +159,10 @@ class Transport:
         async with state.slots:
             self._enter()
             try:
+                timed = metrics.VLM_SECONDS.labels(backend=self.name).time()
                 async with asyncio.timeout(self.policy.timeout_s):
-                    response = await state.client.post(path, json=body)
+                    with timed:
+                        response = await state.client.post(path, json=body)
                 self._check(response)
                 payload = response.json()
             except Transient:
@@ -178,6 +182,7 @@ class Transport:
 
     def _enter(self) -> None:
         if not self.breaker.allow():
+            metrics.VLM_ERRORS.labels(backend=self.name, reason="circuit_open").inc()
             breaker = self.breaker
             raise BatchVisionError(
                 ErrorCode.MODEL_UNAVAILABLE,
@@ -199,6 +204,7 @@ class Transport:
         raise self._bad_answer(response.text, reason)
 
     def _bad_answer(self, text: str, reason: str) -> BatchVisionError:
+        metrics.VLM_ERRORS.labels(backend=self.name, reason="bad_answer").inc()
         return BatchVisionError(
             ErrorCode.PROCESSING_ERROR,
             f"vision-language backend '{self.name}': {reason}: {text[:SHOWN_CHARS]!r}",
@@ -211,12 +217,14 @@ class Transport:
             self.breaker.released()
         if attempt >= self.policy.attempts:
             self.counters.failures += 1
+            metrics.VLM_ERRORS.labels(backend=self.name, reason="retries_exhausted").inc()
             raise BatchVisionError(
                 ErrorCode.PROCESSING_ERROR,
                 f"vision-language backend '{self.name}' failed after {attempt} attempts: "
                 f"{exc.reason}",
             )
         self.counters.retries += 1
+        metrics.VLM_RETRIES.labels(backend=self.name).inc()
         await asyncio.sleep(self._delay_s(attempt, exc.retry_after_s))
 
     def _delay_s(self, attempt: int, retry_after_s: float | None) -> float:
@@ -228,6 +236,7 @@ class Transport:
     async def stream_events(self, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
         """The `data:` payloads of a server-sent-event answer, as they arrive."""
         self.counters.calls += 1
+        metrics.VLM_CALLS.labels(backend=self.name).inc()
         for attempt in range(1, self.policy.attempts + 1):
             started = False
             try:
@@ -237,6 +246,7 @@ class Transport:
                 return
             except Transient as exc:
                 if started:
+                    metrics.VLM_ERRORS.labels(backend=self.name, reason="stream_broken").inc()
                     raise BatchVisionError(
                         ErrorCode.PROCESSING_ERROR,
                         f"vision-language backend '{self.name}': the stream broke: {exc.reason}",

@@ -622,7 +622,8 @@ def test_bad_base64_fails_alone(client: httpx.Client, auth: dict[str, str]) -> N
 
 
 def test_missing_or_unknown_key_is_401(client: httpx.Client) -> None:
-    error_of(post_json(client, [png()], {}), 401, "unauthorized")
+    # The native surface's hint (curl and CLI) is not AnimalDetect's: its page's plain message.
+    assert error_of(post_json(client, [png()], {}), 401, "unauthorized") == "missing API key"
     wrong = {"Authorization": "Bearer bv_00000000_" + "x" * 43}
     error_of(post_json(client, [png()], wrong), 401, "unauthorized")
     error_of(client.get(f"{BATCH}/{uuid.uuid4()}"), 401, "unauthorized")

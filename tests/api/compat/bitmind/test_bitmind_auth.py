@@ -204,3 +204,35 @@ def test_a_client_cert_file_that_is_not_a_certificate_is_a_usage_error(tmp_path:
     assert result.exit_code == 2
     assert "no PEM certificate" in result.output
     assert not (tmp_path / "data").exists()  # refused before the database was created
+
+
+def test_post_v1_keys_creates_oauth_and_pinned_keys_over_http(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """An admin creates BitMind-ready keys through the API, as `keys create --oauth
+    --client-cert` does: the client credentials work at the token route, the pin is enforced."""
+    keyed = keyed_server(serve)
+    admin = bearer(keyed.store.create("root", is_admin=True).secret)
+    pem = certificate_pem("client")
+    with keyed.client() as client:
+        made = client.post(
+            "/v1/keys",
+            json={"name": "bitmind", "oauth": True, "client_cert": pem.decode()},
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+        body = made.json()
+        fingerprint = hashlib.sha256(
+            x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+        ).hexdigest()
+        assert body["key"]["client_cert_sha256"] == fingerprint
+        assert body["client_id"] == body["key"]["oauth_client_id"]
+        token = access_token(client, body["client_id"], body["client_secret"])
+        pinned = {**bearer(token), **cert_header(pem)}
+        assert single(client, AI_JPEG, "image/jpeg", pinned).status_code == 200
+        error_of(single(client, AI_JPEG, "image/jpeg", bearer(token)), 403, "forbidden")
+        plain = client.post("/v1/keys", json={"name": "plain"}, headers=admin).json()
+        assert "client_secret" not in plain and plain["key"]["oauth_client_id"] is None
+        bad = client.post("/v1/keys", json={"name": "bad", "client_cert": "hello"}, headers=admin)
+    assert bad.status_code == 422 and "no PEM certificate" in bad.json()["error"]["message"]
+    assert "bad" not in [key.name for key in keyed.store.all_keys()]

@@ -4,8 +4,11 @@ the clips in ../shared/evaldata/video, corrupt videos, the 20-video and byte lim
 from __future__ import annotations
 
 import json
+import select
+import socket
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from bitmind_support import bearer, error_of, keyed_server
@@ -123,3 +126,66 @@ def test_a_video_costs_credits_per_video_and_a_failed_one_nothing(
     info = keyed.store.get(key.info.id)
     assert info is not None and info.credits == 100 - 5
     error_of(nobody, 401, "unauthorized")
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _stream_until_answered(url: str, path: str, head: bytes, block: bytes, blocks: int) -> bytes:
+    """POST a chunked body — `head`, then `blocks` times `block` — over a raw socket, stopping
+    as soon as the server answers (it may refuse, and close, long before the end)."""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    assert host is not None and port is not None
+    boundary = BOUNDARY.decode()
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+        )
+        sock.sendall(_chunk(head))
+        for _ in range(blocks):
+            if select.select([sock], [], [], 0)[0]:
+                break  # answered already
+            try:
+                sock.sendall(_chunk(block))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        return _read_response(sock)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    sock.settimeout(60)
+    received = b""
+    while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+        data = sock.recv(65536)
+        if not data:
+            break
+        received += data
+    return received
+
+
+BOUNDARY = b"batchvision-test-boundary"
+
+
+def test_a_501_mb_video_is_refused_413_at_the_500_mb_default(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """The default limit, for real: 501 MB streamed to /video is refused with 413 once
+    500 MB have arrived (spooled to disk, never in memory), and nothing is left behind."""
+    live = serve()
+    mb = 1024 * 1024
+    assert live.settings.video_max_bytes == 500 * mb  # BitMind's documented maximum
+    head = (
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="video"; '
+        b'filename="big.mp4"\r\nContent-Type: video/mp4\r\n\r\n' + BABOON
+    )
+    answer = _stream_until_answered(live.url, "/video", head, b"\0" * mb, 501)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413"), answer[:300]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"] == "video_too_large" and body["message"]
+    spooled = live.settings.data_dir / "tmp" / "videos"
+    assert not spooled.exists() or not any(spooled.iterdir())
+    with live.client() as client:
+        assert client.get("/healthz").status_code == 200  # the server is fine

@@ -69,7 +69,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
-from batchvision.api.access import analyze_metered, native_principal
+from batchvision.api.access import analyze_metered, bearer_principal
 from batchvision.api.bodies import parse_body
 from batchvision.api.compat.animaldetect.store import DetectResultStore, NewResult
 from batchvision.api.compat.animaldetect.wire import BatchFields, JsonBatch
@@ -90,7 +90,7 @@ from batchvision.skills.animals import AnimalsParams, AnimalsSkill, Profile
 
 router = APIRouter(tags=["animaldetect"])
 
-Authorized = Annotated[Principal, Depends(native_principal)]
+Authorized = Annotated[Principal, Depends(bearer_principal)]
 
 MAX_IMAGES = 10
 # Room for the form fields and part headers around the images, so the body cap stops an
