@@ -1,4 +1,5 @@
-"""`batchvision analyze FILE...`: skills on local files, no server, JSON on stdout."""
+"""`batchvision analyze FILE...`: skills on local files, no server; a short table on stdout, or
+the full JSON with `--json`, and with `--draw DIR` each image with its results drawn on it."""
 
 from __future__ import annotations
 
@@ -10,29 +11,79 @@ from typing import Annotated, Any
 
 import typer
 
-from batchvision.cli.exits import reported
+from batchvision.cli.draw import drawing_path, write_drawing
+from batchvision.cli.exits import CliError, reported
 from batchvision.cli.options import ModelDirs, build_settings, parse_params
+from batchvision.cli.summary import analyze_table
 from batchvision.core.settings import Settings
 from batchvision.core.types import Task
 from batchvision.intake.files import file_input
 
+DrawDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--draw",
+        metavar="DIR",
+        file_okay=False,
+        help="write each image with its results drawn on it into DIR (same file name)",
+    ),
+]
+
 
 def analyze(
-    files: Annotated[list[Path], typer.Argument(help="image files", exists=True, dir_okay=False)],
-    skill: Annotated[list[str] | None, typer.Option(help="skill to run (repeatable)")] = None,
-    params: Annotated[
-        str | None, typer.Option(help="JSON params for every skill, e.g. '{\"threshold\": 0.5}'")
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE", help="image files", exists=True, dir_okay=False),
+    ],
+    skill: Annotated[
+        list[str] | None, typer.Option(metavar="NAME", help="skill to run (repeatable)")
     ] = None,
+    params: Annotated[
+        str | None,
+        typer.Option(
+            metavar="JSON", help="JSON params for every skill, e.g. '{\"threshold\": 0.5}'"
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the full results as JSON instead of a table")
+    ] = False,
+    draw: DrawDir = None,
     model_dir: ModelDirs = None,
 ) -> None:
-    """Run skills on local files without a server and print JSON."""
+    """Run skills on local files without a server and print what they found."""
     with reported():
         parsed = parse_params(params)
         settings = build_settings(model_dirs=model_dir)
         tasks = [Task(name, parsed) for name in (skill or ["detect"])]
         output = asyncio.run(_analyze_files(settings, files, tasks))
-    json.dump(output, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+        if draw is not None:
+            _draw_all(files, output["results"], draw, settings.max_image_pixels)
+    if as_json:
+        write_utf8(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
+    else:
+        write_utf8(analyze_table(output["results"]) + "\n")
+    _fail_if_all_failed(output["results"])
+
+
+def write_utf8(text: str) -> None:
+    """Text to stdout as UTF-8 whatever the locale says, so "Александровка" is never `\\u0410`
+    or a UnicodeEncodeError under LANG=C."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.buffer.flush()
+
+
+def _draw_all(files: list[Path], results: list[dict[str, Any]], folder: Path, limit: int) -> None:
+    """One picture per image that was read; a failed one has nothing to draw."""
+    for path, result in zip(files, results, strict=True):
+        if result["status"] == "ok":
+            write_drawing(path, result["outputs"], drawing_path(folder, path.name), limit)
+
+
+def _fail_if_all_failed(results: list[dict[str, Any]]) -> None:
+    if results and all(result["status"] != "ok" for result in results):
+        with reported():
+            raise CliError(f"every one of the {len(results)} files failed")
 
 
 async def _analyze_files(

@@ -14,6 +14,7 @@ app = typer.Typer(
     help="batchvision: self-hosted batch vision inference.",
     epilog=exit_status_help(),
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.command("serve")(serve)
 app.command("analyze")(analyze)

@@ -52,7 +52,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from batchvision.core.errors import BatchVisionError, ErrorCode, json_type
+from batchvision.core.errors import BatchVisionError, ErrorCode, did_you_mean, json_type
 from batchvision.core.types import ImageInput, ItemError
 from batchvision.intake.body import BodyLimits, image_from_base64, refuse_unpaired_surrogates
 from batchvision.jobs.validate import BadLine, clean_line, load_object
@@ -182,7 +182,10 @@ def _known_skill(skill: str, info: ValidationInfo) -> str:
     if skills is not None and skill not in skills:
         known = ", ".join(sorted(skills))
         shown = skill[:_ECHO_CHARS]
-        raise _refusal(ErrorCode.UNKNOWN_SKILL, f"unknown skill '{shown}'; available: {known}")
+        hint = did_you_mean(skill, skills)
+        raise _refusal(
+            ErrorCode.UNKNOWN_SKILL, f"unknown skill '{shown}'{hint}; available: {known}"
+        )
     return skill
 
 
