@@ -151,3 +151,16 @@ def test_run_ends_with_a_summary_that_matches_its_results_and_draws_each_image(
     close = np.abs(edge - CATEGORY_COLOURS["human"]).sum(axis=1) < 60  # JPEG keeps it near
     assert close.mean() > 0.7, close.mean()
     assert np.abs(edge - before[rows, column + 2]).sum(axis=1).mean() > 60
+
+
+def test_two_inputs_with_one_name_get_two_pictures(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(PHOTO, tmp_path / folder / "x.jpg")
+    drawn = tmp_path / "drawn"
+    files = [str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.jpg")]
+    result = _analyze(*files, "--skill", "metadata", "--draw", str(drawn))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in drawn.iterdir()) == ["2-x.jpg", "x.jpg"]
+    with Image.open(drawn / "2-x.jpg") as picture:
+        assert picture.format == "JPEG" and picture.size == (640, 426)

@@ -50,7 +50,10 @@ def analyze(
     draw: DrawDir = None,
     model_dir: ModelDirs = None,
 ) -> None:
-    """Run skills on local files without a server and print what they found."""
+    """Run skills on local files without a server.
+
+    Prints a table of what each skill found (--json: the full results as JSON); --draw DIR
+    writes each image with its results drawn on it. Exits 1 when every file failed."""
     with reported():
         parsed = parse_params(params)
         settings = build_settings(model_dirs=model_dir)
@@ -74,10 +77,18 @@ def write_utf8(text: str) -> None:
 
 
 def _draw_all(files: list[Path], results: list[dict[str, Any]], folder: Path, limit: int) -> None:
-    """One picture per image that was read; a failed one has nothing to draw."""
-    for path, result in zip(files, results, strict=True):
-        if result["status"] == "ok":
-            write_drawing(path, result["outputs"], drawing_path(folder, path.name), limit)
+    """One picture per image that was read, under the image's file name; a failed one has
+    nothing to draw. Two inputs with one name (a/x.jpg, b/x.jpg) get their position in front
+    from the second on (2-x.jpg), never one picture over the other."""
+    used: set[Path] = set()
+    for position, (path, result) in enumerate(zip(files, results, strict=True), start=1):
+        if result["status"] != "ok":
+            continue
+        target = drawing_path(folder, path.name)
+        if target in used:
+            target = drawing_path(folder, f"{position}-{path.name}")
+        used.add(target)
+        write_drawing(path, result["outputs"], target, limit)
 
 
 def _fail_if_all_failed(results: list[dict[str, Any]]) -> None:
