@@ -4,7 +4,10 @@ the line a run ends with."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from typer.testing import CliRunner
 
 from batchvision.cli.draw import CATEGORY_COLOURS, colour_for
 from batchvision.cli.main import app
-from conftest import COCO_IMAGES, EVALDATA, MODELS
+from conftest import COCO_IMAGES, EVALDATA, MODELS, REPO
 
 runner = CliRunner()
 PHOTO = COCO_IMAGES / "000000000139.jpg"
@@ -164,3 +167,26 @@ def test_two_inputs_with_one_name_get_two_pictures(tmp_path: Path) -> None:
     assert sorted(p.name for p in drawn.iterdir()) == ["2-x.jpg", "x.jpg"]
     with Image.open(drawn / "2-x.jpg") as picture:
         assert picture.format == "JPEG" and picture.size == (640, 426)
+
+
+def test_json_and_table_are_utf8_even_when_the_locale_says_ascii(tmp_path: Path) -> None:
+    photo = tmp_path / "фото_лиса.jpg"
+    shutil.copy(PHOTO, photo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHVISION_")}
+    env.update(PYTHONPATH=str(REPO / "src"), PYTHONIOENCODING="ascii", LC_ALL="C")
+    command = [sys.executable, "-m", "batchvision.cli", "analyze", str(photo)]
+    outputs = []
+    for extra in (["--json"], []):
+        done = subprocess.run(
+            [*command, "--skill", "metadata", *extra],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        outputs.append(done.stdout.decode("utf-8"))  # raises if it were not UTF-8
+    as_json, table = outputs
+    assert json.loads(as_json)["results"][0]["filename"] == str(photo)
+    assert "фото_лиса.jpg" in as_json and "\\u0444" not in as_json
+    assert "фото_лиса.jpg" in table and "640x426 JPEG" in table
