@@ -195,6 +195,10 @@ def test_detect_into_json_writes_coco_and_an_explicit_format_wins(
     body = json.loads(coco.read_text())
     assert set(body) == {"images", "annotations", "categories"}
     assert len(body["images"]) == len(FORMATS)
+    with_boxes = len({a["image_id"] for a in body["annotations"]})
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"{len(FORMATS)} images: {with_boxes} with objects (")
+    assert summary.endswith(f", {len(FORMATS) - with_boxes} empty, 0 failed")
     lines = tmp_path / "boxes-as-lines.json"
     explicit = _run(every_format, "--skill", "detect", "--out", str(lines), "--format", "jsonl")
     assert explicit.exit_code == 0, explicit.output

@@ -190,3 +190,30 @@ def test_json_and_table_are_utf8_even_when_the_locale_says_ascii(tmp_path: Path)
     assert json.loads(as_json)["results"][0]["filename"] == str(photo)
     assert "фото_лиса.jpg" in as_json and "\\u0444" not in as_json
     assert "фото_лиса.jpg" in table and "640x426 JPEG" in table
+
+
+def test_points_are_dots_and_a_caption_is_a_banner_along_the_bottom(
+    tmp_path: Path, vlm_standin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "room.png"
+    with Image.open(PHOTO) as image:
+        image.save(source)
+    drawn = tmp_path / "drawn"
+    pointed = _analyze(
+        str(source), "--skill", "point", "--params", '{"object": "person"}',
+        "--json", "--draw", str(drawn),
+    )  # fmt: skip
+    assert pointed.exit_code == 0, pointed.output
+    points = json.loads(pointed.stdout)["results"][0]["outputs"]["point"]["points"]
+    assert points  # the detector answers "person" locally: one point per person box
+    after = _pixels(drawn / "room.png")
+    for point in points:
+        assert tuple(after[round(point["y"]), round(point["x"])]) == (214, 39, 40)
+
+    monkeypatch.setenv("BATCHVISION_VLM_URL", vlm_standin.url)
+    captioned = _analyze(str(source), "--skill", "caption", "--json", "--draw", str(drawn))
+    assert captioned.exit_code == 0, captioned.output
+    before, after = _pixels(source), _pixels(drawn / "room.png")
+    bottom_row = after[-3]
+    assert np.mean(np.all(bottom_row == (0, 0, 0), axis=1)) > 0.5  # the black banner
+    assert np.array_equal(after[: before.shape[0] // 2], before[: before.shape[0] // 2])
