@@ -306,3 +306,16 @@ def test_the_server_suggests_the_skill_and_class_too(live_server: LiveServer) ->
 def _message(reply: httpx.Response) -> str:
     assert reply.status_code in (400, 422), reply.text
     return json.dumps(reply.json())
+
+
+def test_pictures_drawn_inside_the_folder_are_not_inputs_of_the_next_run(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(PHOTO.read_bytes())
+    drawn = folder / "drawn"
+    for attempt in ("first.jsonl", "second.jsonl"):
+        out = tmp_path / attempt
+        result = _run(folder, "--skill", "metadata", "--out", str(out), "--draw", str(drawn))
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["file"] for line in out.read_text().splitlines()] == ["a.jpg"]
+    assert (drawn / "a.jpg").is_file()

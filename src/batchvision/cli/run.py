@@ -146,7 +146,7 @@ def run(
         spec.params.update(_shortcuts(threshold=threshold, country=country))
         spec.checkpoint_every, spec.batch, spec.resume = checkpoint_every, batch, resume
         spec.sampling, spec.draw = FrameSampling(fps=fps, max_frames=max_frames), draw
-        found = scan_folder(folder)
+        found = scan_folder(folder, leave_out=draw)
         spec.files, spec.videos = found.images, found.videos
         if not spec.files and not spec.videos:
             skipped = f"; {found.skipped_note()}" if found.skipped else ""
@@ -218,10 +218,13 @@ class Scan:
         return f"skipped {total} file{'s' * (total != 1)} batchvision does not read ({kinds})"
 
 
-def scan_folder(folder: Path) -> Scan:
+def scan_folder(folder: Path, leave_out: Path | None = None) -> Scan:
+    """`leave_out`: a folder inside `folder` whose files are not inputs (the --draw folder,
+    whose pictures would otherwise be analysed by the next run)."""
     scan = Scan()
+    skip = leave_out.resolve() if leave_out is not None else None
     for path in folder.rglob("*"):
-        if not path.is_file():
+        if not path.is_file() or (skip is not None and path.resolve().is_relative_to(skip)):
             continue
         suffix = path.suffix.lower()
         if suffix in IMAGE_SUFFIXES:
