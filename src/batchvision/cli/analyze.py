@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,21 +12,11 @@ import typer
 
 from batchvision.cli.draw import drawing_path, write_drawing
 from batchvision.cli.exits import CliError, reported
-from batchvision.cli.options import ModelDirs, build_settings, parse_params
+from batchvision.cli.options import DrawDir, ModelDirs, build_settings, parse_params, write_utf8
 from batchvision.cli.summary import analyze_table
 from batchvision.core.settings import Settings
 from batchvision.core.types import Task
 from batchvision.intake.files import file_input
-
-DrawDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--draw",
-        metavar="DIR",
-        file_okay=False,
-        help="write each image with its results drawn on it into DIR (same file name)",
-    ),
-]
 
 
 def analyze(
@@ -66,14 +55,6 @@ def analyze(
     else:
         write_utf8(analyze_table(output["results"]) + "\n")
     _fail_if_all_failed(output["results"])
-
-
-def write_utf8(text: str) -> None:
-    """Text to stdout as UTF-8 whatever the locale says, so "Александровка" is never `\\u0410`
-    or a UnicodeEncodeError under LANG=C."""
-    sys.stdout.flush()
-    sys.stdout.buffer.write(text.encode("utf-8"))
-    sys.stdout.buffer.flush()
 
 
 def _draw_all(files: list[Path], results: list[dict[str, Any]], folder: Path, limit: int) -> None:

@@ -1,9 +1,11 @@
-"""What every command reads the same way: the common options, `--params`, and `Settings`."""
+"""What every command reads and writes the same way: the common options, `--params`, `Settings`,
+and text on stdout."""
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,6 +35,16 @@ DataDir = Annotated[
         "--data-dir",
         metavar="DIR",
         help="database, uploads and results (default BATCHVISION_DATA_DIR, ./data)",
+    ),
+]
+
+DrawDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--draw",
+        metavar="DIR",
+        file_okay=False,
+        help="write each image with its results drawn on it into DIR (same file name)",
     ),
 ]
 
@@ -93,3 +105,11 @@ def parse_params(raw: str | None) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise CliError("--params must be a JSON object", ExitStatus.USAGE)
     return parsed
+
+
+def write_utf8(text: str) -> None:
+    """Text to stdout as UTF-8 whatever the locale says, so "Александровка" is never `\\u0410`
+    or a UnicodeEncodeError under LANG=C."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.buffer.flush()

@@ -38,10 +38,9 @@ from rich.progress import Task as ProgressTask
 from rich.text import Text
 
 from batchvision.api.native.outputs import native_outputs
-from batchvision.cli.analyze import DrawDir, write_utf8
 from batchvision.cli.draw import drawing_path, write_drawing
 from batchvision.cli.exits import CliError, ExitStatus, reported
-from batchvision.cli.options import ModelDirs, build_settings, parse_params
+from batchvision.cli.options import DrawDir, ModelDirs, build_settings, parse_params, write_utf8
 from batchvision.cli.run_formats import (
     FormatError,
     Record,
