@@ -31,6 +31,7 @@ def test_analyze_prints_detections_and_per_file_errors(tmp_path: Path) -> None:
             "metadata",
             "--model-dir",
             str(MODELS),
+            "--json",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -54,6 +55,7 @@ def test_analyze_params_apply_to_the_skill() -> None:
             '{"classes": ["tv"], "threshold": 0.5}',
             "--model-dir",
             str(MODELS),
+            "--json",
         ],
     )
     assert result.exit_code == 0, result.output

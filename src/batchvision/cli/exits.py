@@ -2,7 +2,8 @@
 
 Scripts branch on the status: 2 means fix the command line or the request it makes, 3 install
 the model the message names, 4 a file or the network failed (check the path or the server, then
-retry), 1 anything else (a job that did not complete, an unknown key, a server refusal).
+retry), 1 anything else (every image of an `analyze` or `run` failed, a job that did not
+complete, an unknown key, a server refusal).
 Every failure is one `error: ...` line on stderr, never a traceback.
 """
 
@@ -60,7 +61,10 @@ EXIT_STATUS: dict[ErrorCode, ExitStatus] = {
 
 # What each status means besides its codes; the help epilog and the README say both.
 MEANING: dict[ExitStatus, str] = {
-    ExitStatus.FAILED: "any other failure (a job that did not complete, an unknown key, …)",
+    ExitStatus.FAILED: (
+        "any other failure (every image of an analyze or run failed, a job that did not "
+        "complete, an unknown key, …)"
+    ),
     ExitStatus.USAGE: "usage error or invalid request",
     ExitStatus.MODEL_UNAVAILABLE: "model not installed; the message names the pull command",
     ExitStatus.IO: "file or network failure: local I/O, a model pull, an unreachable server",

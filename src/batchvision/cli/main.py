@@ -13,10 +13,14 @@ from batchvision.cli.exits import exit_status_help
 from batchvision.cli.run import run
 from batchvision.cli.serve import serve
 
+# Click's plain help layout (rich_markup_mode=None, for every command below): at 80 columns
+# typer's rich panels showed a `<bool>` type beside every flag and cut long option names
+# ("--checkpoint-eve…"); the plain layout wraps help text and prints option names whole.
 app = typer.Typer(
     help="batchvision: self-hosted batch vision inference.",
     epilog=exit_status_help(),
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -40,10 +44,11 @@ def _options(
 
 app.command("serve")(serve)
 app.command("analyze")(analyze)
-app.command("run")(run)
+# Short help where the first sentence is too long for the command list at 80 columns.
+app.command("run", short_help="Run one skill over a folder into one results file.")(run)
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
-app.add_typer(jobs.app, name="jobs")
+app.add_typer(jobs.app, name="jobs", short_help="Batch jobs on a running server.")
 
 
 def main() -> None:

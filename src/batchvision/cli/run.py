@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,14 +26,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from batchvision.api.native.outputs import native_outputs
+from batchvision.cli.draw import drawing_path, write_drawing
 from batchvision.cli.exits import CliError, ExitStatus, reported
-from batchvision.cli.options import ModelDirs, build_settings, parse_params
-from batchvision.cli.run_formats import FormatError, Record, RunInfo, check_format, render
+from batchvision.cli.options import DrawDir, ModelDirs, build_settings, parse_params, write_utf8
+from batchvision.cli.run_formats import (
+    FormatError,
+    Record,
+    RunInfo,
+    check_format,
+    format_for,
+    render,
+)
+from batchvision.cli.summary import run_summary
 from batchvision.client.progress import stderr_progress
 from batchvision.core.errors import ErrorCode
 from batchvision.core.fsutil import write_atomic
 from batchvision.core.settings import Settings
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task, VideoInput
+from batchvision.intake.decode import IMAGE_SUFFIXES
 from batchvision.intake.files import file_input
 from batchvision.intake.video import VIDEO_SUFFIXES, FrameSampling
 
@@ -41,7 +51,6 @@ if TYPE_CHECKING:
     from batchvision.core.types import VideoResult
     from batchvision.pipeline import Pipeline, PreparedTask
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"})
 CHECKPOINT_VERSION = 1
 
 
@@ -56,6 +65,7 @@ class RunSpec:
     checkpoint_every: int = 500
     batch: int = 16
     resume: bool = False
+    draw: Path | None = None
     files: list[str] = field(default_factory=list)
     videos: list[str] = field(default_factory=list)
     sampling: FrameSampling = field(default_factory=FrameSampling)
@@ -71,41 +81,84 @@ class RunSpec:
 
 def run(
     folder: Annotated[
-        Path, typer.Argument(help="folder to scan (recursively)", exists=True, file_okay=False)
+        Path,
+        typer.Argument(
+            metavar="FOLDER", help="folder to scan (recursively)", exists=True, file_okay=False
+        ),
     ],
-    skill: Annotated[str, typer.Option(help="skill to run, e.g. animals, detect, metadata")],
-    out: Annotated[Path, typer.Option(help="results file to write")],
+    skill: Annotated[
+        str, typer.Option(metavar="NAME", help="skill to run, e.g. animals, detect, metadata")
+    ],
+    out: Annotated[Path, typer.Option(metavar="FILE", help="results file to write")],
     format: Annotated[  # the option is called --format
         str | None,
-        typer.Option(help="megadetector, coco, csv or jsonl (default: megadetector for animals)"),
+        typer.Option(
+            metavar="NAME",
+            help="megadetector, coco, csv or jsonl (default: from the --out extension)",
+        ),
     ] = None,
-    params: Annotated[str | None, typer.Option(help="JSON params for the skill")] = None,
-    threshold: Annotated[float | None, typer.Option(help="shortcut for params.threshold")] = None,
-    country: Annotated[str | None, typer.Option(help="shortcut for params.country")] = None,
+    params: Annotated[
+        str | None, typer.Option(metavar="JSON", help="JSON params for the skill")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(metavar="SCORE", help="shortcut for params.threshold")
+    ] = None,
+    country: Annotated[
+        str | None, typer.Option(metavar="CODE", help="shortcut for params.country")
+    ] = None,
     checkpoint_every: Annotated[
-        int, typer.Option(min=1, help="write a checkpoint every N images")
+        int, typer.Option(min=1, metavar="N", help="write a checkpoint every N images")
     ] = 500,
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint")] = False,
-    batch: Annotated[int, typer.Option(min=1, help="images read and analysed at once")] = 16,
-    fps: Annotated[float, typer.Option(help="videos: frames analysed per second")] = 1.0,
-    max_frames: Annotated[int, typer.Option(help="videos: at most this many frames each")] = 300,
+    batch: Annotated[
+        int, typer.Option(min=1, metavar="N", help="images read and analysed at once")
+    ] = 16,
+    fps: Annotated[
+        float, typer.Option(metavar="FPS", help="videos: frames analysed per second")
+    ] = 1.0,
+    max_frames: Annotated[
+        int, typer.Option(metavar="N", help="videos: at most this many frames each")
+    ] = 300,
+    draw: DrawDir = None,
     model_dir: ModelDirs = None,
 ) -> None:
     """Run one skill over every image and video in FOLDER and write one results file, with
-    checkpoints (videos: one record per sampled frame, and a roll-up in OUT.videos.json)."""
+    checkpoints (videos: one record per sampled frame, and a roll-up in OUT.videos.json).
+
+    The format follows the --out extension unless --format is given: .csv is csv, .jsonl
+    jsonl, .json megadetector for animals and coco for detect; any other extension is jsonl
+    (megadetector for animals). Ends with a summary line on stdout; exits 1 when every image
+    failed."""
     with reported():
         spec = _spec(folder, skill, out, format, params, model_dir)
         spec.params.update(_shortcuts(threshold=threshold, country=country))
         spec.checkpoint_every, spec.batch, spec.resume = checkpoint_every, batch, resume
-        spec.sampling = FrameSampling(fps=fps, max_frames=max_frames)
-        spec.files, spec.videos = scan_images(folder), scan_videos(folder)
+        spec.sampling, spec.draw = FrameSampling(fps=fps, max_frames=max_frames), draw
+        found = scan_folder(folder, leave_out=draw)
+        spec.files, spec.videos = found.images, found.videos
         if not spec.files and not spec.videos:
-            raise CliError(f"no images or videos found in {folder}")
-        asyncio.run(_execute(spec))
+            skipped = f"; {found.skipped_note()}" if found.skipped else ""
+            raise CliError(f"no images or videos found in {folder}{skipped}")
+        if found.skipped:
+            typer.echo(found.skipped_note(), err=True)
+        records = asyncio.run(_execute(spec))
+    _report(spec, records)
+
+
+def _report(spec: RunSpec, records: list[Record]) -> None:
+    """What was written, the run's summary line, and exit 1 when no image succeeded."""
     wrote = f"wrote {len(spec.files)} image results"
     if spec.videos:
         wrote += f" and the frames of {len(spec.videos)} videos (roll-up: {spec.rollup})"
-    typer.echo(f"{wrote} to {out}", err=True)
+    typer.echo(f"{wrote} to {spec.out}", err=True)
+    write_utf8(run_summary(records, spec.skill, frames=len(records) - len(spec.files)) + "\n")
+    if records and all(record["status"] != "ok" for record in records):
+        with reported():
+            first = records[0]["error"]
+            raise CliError(
+                f"every one of the {len(records)} images failed "
+                f"(the first: {first['code']}: {first['message']})"
+            )
 
 
 def _spec(
@@ -121,8 +174,8 @@ def _spec(
 
     if skill not in SKILL_TYPES:
         raise unknown_skill(skill)
-    fmt = fmt or ("megadetector" if skill == "animals" else "jsonl")
     try:
+        fmt = fmt or format_for(out, skill)
         check_format(fmt, skill)
     except FormatError as exc:
         raise CliError(str(exc), ExitStatus.USAGE) from None
@@ -135,29 +188,52 @@ def _shortcuts(**values: Any) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
 
 
+@dataclass
+class Scan:
+    """A folder's files: images and videos as sorted relative POSIX paths, so runs (and resumed
+    runs) on any platform see the same order; the rest counted by extension."""
+
+    images: list[str] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def skipped_note(self) -> str:
+        """ "skipped 3 files batchvision does not read (2 .txt, 1 .bak)", or "" when none."""
+        if not self.skipped:
+            return ""
+        kinds = ", ".join(f"{n} {ext}" for ext, n in self.skipped.most_common())
+        total = sum(self.skipped.values())
+        return f"skipped {total} file{'s' * (total != 1)} batchvision does not read ({kinds})"
+
+
+def scan_folder(folder: Path, leave_out: Path | None = None) -> Scan:
+    """`leave_out`: a folder inside `folder` whose files are not inputs (the --draw folder,
+    whose pictures would otherwise be analysed by the next run)."""
+    scan = Scan()
+    skip = leave_out.resolve() if leave_out is not None else None
+    for path in folder.rglob("*"):
+        if not path.is_file() or (skip is not None and path.resolve().is_relative_to(skip)):
+            continue
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            scan.images.append(path.relative_to(folder).as_posix())
+        elif suffix in VIDEO_SUFFIXES:
+            scan.videos.append(path.relative_to(folder).as_posix())
+        else:
+            scan.skipped[suffix or "(no extension)"] += 1
+    scan.images.sort()
+    scan.videos.sort()
+    return scan
+
+
 def scan_images(folder: Path) -> list[str]:
-    """Relative POSIX paths of every image under `folder`, sorted, so runs (and resumed runs)
-    on any platform see the same order."""
-    return _scan(folder, IMAGE_SUFFIXES)
-
-
-def scan_videos(folder: Path) -> list[str]:
-    return _scan(folder, VIDEO_SUFFIXES)
-
-
-def _scan(folder: Path, suffixes: frozenset[str]) -> list[str]:
-    found = [
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.suffix.lower() in suffixes and path.is_file()
-    ]
-    return sorted(found)
+    return scan_folder(folder).images
 
 
 # --- the run ----------------------------------------------------------------------------------
 
 
-async def _execute(spec: RunSpec) -> None:
+async def _execute(spec: RunSpec) -> list[Record]:
     from batchvision.pipeline import Pipeline
 
     pipeline = Pipeline(spec.settings)
@@ -185,6 +261,7 @@ async def _execute(spec: RunSpec) -> None:
         rollup = {name: done[name]["rollup"] for name in spec.videos}
         write_atomic(spec.rollup, json.dumps(rollup, indent=1, ensure_ascii=False).encode())
     spec.checkpoint.unlink(missing_ok=True)
+    return records
 
 
 async def _process_videos(
@@ -253,10 +330,22 @@ class _Recorder:
         results = await task
         for name, result in zip(chunk, results, strict=True):
             self.done[name] = to_record(name, result, self.spec.skill)
+        if self.spec.draw is not None:
+            await asyncio.to_thread(self._draw, chunk, self.spec.draw)
         self.advance(len(chunk))
         self.processed += len(chunk)
         if self.processed % self.spec.checkpoint_every == 0 and self.processed < self.todo:
             _save_checkpoint(self.spec, self.identity, self.done)
+
+    def _draw(self, chunk: list[str], folder: Path) -> None:
+        """The pictures of a batch, before it is checkpointed: a resumed run has drawn every
+        image its checkpoint holds."""
+        limit = self.spec.settings.max_image_pixels
+        for name in chunk:
+            record = self.done[name]
+            if record["status"] == "ok":
+                source = self.spec.folder / name
+                write_drawing(source, record["outputs"], drawing_path(folder, name), limit)
 
 
 def _read_all(spec: RunSpec, chunk: list[str]) -> list[ImageInput]:

@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from batchvision.core.types import normalized_xywh
@@ -38,6 +39,29 @@ class RunInfo:
 
 class FormatError(ValueError):
     """The format cannot represent this skill's output (a usage error, found before any work)."""
+
+
+# What a results file's extension asks for; `.json` depends on the skill (JSON_FORMATS).
+SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+JSON_FORMATS = {"animals": "megadetector", "detect": "coco"}
+
+
+def format_for(out: Path, skill: str) -> str:
+    """The format `--out` implies when `--format` is not given: .csv is csv, .jsonl jsonl,
+    .json MegaDetector's format for animals and COCO for detect (a .json of any other skill is
+    refused: JSON Lines in a .json file would mislead every reader), anything else jsonl, or
+    MegaDetector's format for animals."""
+    suffix = out.suffix.lower()
+    if suffix in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[suffix]
+    if suffix == ".json":
+        if skill not in JSON_FORMATS:
+            raise FormatError(
+                f"a .json results file is MegaDetector's format (animals) or COCO (detect); "
+                f"for {skill} use .jsonl or .csv, or pass --format"
+            )
+        return JSON_FORMATS[skill]
+    return "megadetector" if skill == "animals" else "jsonl"
 
 
 def check_format(fmt: str, skill: str) -> None:

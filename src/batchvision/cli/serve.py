@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -30,12 +31,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class LogLevel(StrEnum):
+    """The levels both Python logging and uvicorn know, so one option sets both."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
 def serve(
-    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default 8080)")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="HOST", help="bind address (default 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help="port (default 8080)")] = None,
     model_dir: ModelDirs = None,
     data_dir: DataDir = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="how much the server logs")
+    ] = LogLevel.INFO,
     insecure: Annotated[
         bool, typer.Option(help="allow a non-loopback address while auth is disabled")
     ] = False,
@@ -60,7 +74,7 @@ def serve(
                 ExitStatus.USAGE,
             )
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     quiet_repeated_errors()
     if log_level.lower() != "debug":  # one line per migration at every start buries the banner
@@ -74,7 +88,7 @@ def serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=log_level,
+        log_level=log_level.value,
         access_log=False,
         http=guarded_protocol(connection_guard(settings)),
         timeout_keep_alive=settings.keep_alive_timeout_s,

@@ -9,6 +9,7 @@ and `HTTP_STATUS` gives each one the status a synchronous request failing that w
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from http import HTTPStatus
@@ -131,6 +132,17 @@ def echo(text: object, limit: int = ECHO_LIMIT) -> str:
     if len(value) <= limit:
         return value
     return f"{value[:limit]}… ({len(value) - limit} more characters)"
+
+
+def did_you_mean(words: str | Iterable[str], choices: Iterable[str]) -> str:
+    """`" (did you mean 'detect'?)"` when a word is a near miss of one of `choices` (a typo, another
+    case), naming the closest choice for each such word, else "". Only known names are quoted
+    back, never more of the client's text. At most 3 words are looked at."""
+    known = {choice.lower(): choice for choice in choices}
+    asked = [words] if isinstance(words, str) else list(words)[:3]
+    close = [difflib.get_close_matches(w.strip().lower(), list(known), n=1) for w in asked]
+    named = list(dict.fromkeys(f"'{known[match[0]]}'" for match in close if match))
+    return f" (did you mean {' or '.join(named)}?)" if named else ""
 
 
 def model_unavailable(name: str, reason: str = "is not installed") -> BatchVisionError:

@@ -39,6 +39,10 @@ ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "
 Image.init()
 _OPENERS = tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
 
+# File name extensions of what decodes here (.heic, .avif, .bmp, .gif, .jfif, ...), from Pillow's
+# own table, so a folder scan takes exactly the files this build can open.
+IMAGE_SUFFIXES = frozenset(ext for ext, name in Image.EXTENSION.items() if name in ALLOWED_FORMATS)
+
 # Refused formats Pillow recognises: only their header parsers run (no pixels are ever loaded),
 # and only on bytes no allowed opener took, to name what was sent. TGA has no signature, so it is
 # asked last, after the formats that do.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchvision.core.errors import BatchVisionError, ErrorCode, echo
+from batchvision.core.errors import BatchVisionError, ErrorCode, did_you_mean, echo
 from batchvision.skills.animals import AnimalsSkill
 from batchvision.skills.barcode import BarcodeSkill
 from batchvision.skills.base import Skill, SkillContext
@@ -36,8 +36,9 @@ def build_skills(ctx: SkillContext) -> dict[str, Skill]:
 
 def unknown_skill(name: str) -> BatchVisionError:
     known = ", ".join(sorted(SKILL_TYPES))
+    hint = did_you_mean(name, SKILL_TYPES)
     return BatchVisionError(
-        ErrorCode.UNKNOWN_SKILL, f"unknown skill '{echo(name)}'; available: {known}"
+        ErrorCode.UNKNOWN_SKILL, f"unknown skill '{echo(name)}'{hint}; available: {known}"
     )
 
 

@@ -12,7 +12,7 @@ from typing import NotRequired, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchvision.core.errors import BatchVisionError, ErrorCode, echo
+from batchvision.core.errors import BatchVisionError, ErrorCode, did_you_mean, echo
 from batchvision.core.types import DecodedImage
 from batchvision.models.cards import ModelCard
 from batchvision.models.decoders import DecodeParams, Detections
@@ -76,9 +76,10 @@ class DetectSkill(Skill):
         index = {name.lower(): i for i, name in enumerate(names)}
         unknown = [c for c in params.classes if c.strip().lower() not in index]
         if unknown:
+            hints = did_you_mean(unknown, names)
             raise BatchVisionError(
                 ErrorCode.INVALID_PARAMETER,
-                f"detect: unknown classes {echo(unknown)} for model '{params.model}'",
+                f"detect: unknown classes {echo(unknown)} for model '{params.model}'{hints}",
             )
         return frozenset(index[c.strip().lower()] for c in params.classes)
 

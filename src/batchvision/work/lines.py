@@ -58,7 +58,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from batchvision.core.errors import BatchVisionError, ErrorCode, json_type
+from batchvision.core.errors import BatchVisionError, ErrorCode, did_you_mean, json_type
 from batchvision.core.types import ImageInput, ItemError
 from batchvision.intake.body import (
     BodyLimits,
@@ -256,7 +256,10 @@ def _known_skill(skill: str, info: ValidationInfo) -> str:
     if skills is not None and skill not in skills:
         known = ", ".join(sorted(skills))
         shown = skill[:_ECHO_CHARS]
-        raise _refusal(ErrorCode.UNKNOWN_SKILL, f"unknown skill '{shown}'; available: {known}")
+        hint = did_you_mean(skill, skills)
+        raise _refusal(
+            ErrorCode.UNKNOWN_SKILL, f"unknown skill '{shown}'{hint}; available: {known}"
+        )
     return skill
 
 
