@@ -44,7 +44,7 @@ def serve_until_ready(data_dir: Path, port: int, *args: str) -> tuple[subprocess
     )
     assert proc.stderr is not None
     printed = []
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180
     for line in proc.stderr:  # uvicorn says so once it accepts connections
         printed.append(line)
         if "Uvicorn running" in line or "Application startup complete" in line:
@@ -71,7 +71,7 @@ def test_first_key_is_created_once_printed_and_works(tmp_path: Path) -> None:
         assert "VLM backend none" in printed
         secret = next(word for word in printed.split() if word.startswith("bv_"))
         assert "active key(s)" in printed and "'admin' (admin), shown once" in printed
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             usage = client.get("/v1/usage", headers={"Authorization": f"Bearer {secret}"})
             assert usage.status_code == 200, usage.text
             assert client.get("/v1/usage").status_code == 401
