@@ -24,12 +24,10 @@ from batchvision.models.ocr.ppocr import PpOcrEngine
 from batchvision.models.ocr.tesseract import TesseractEngine
 
 # For the memory budget when a card gives no memory_mb: measured RSS growth after reading one
-# page on one thread (PP-OCR: rapidocr with its det, rec and cls sessions; Tesseract: the default
-# `["*"]` on a two-line English page, OSD and the eight Latin packs, +144 MB, then +164 MB after
-# a Russian page too, where one en+ru object was +30 MB; one more set of objects per thread).
-# Every script's languages and OSD can grow a thread's objects to ~280 MB (see
-# tesseract._APIS_PER_THREAD).
-_TESSERACT_MB = 150
+# page on one thread (Tesseract: one en+ru API object, and one more per thread and language set;
+# PP-OCR: rapidocr with its det, rec and cls sessions). `languages: ["*"]` can grow a thread's
+# Tesseract objects to ~280 MB (every script's languages and OSD; see tesseract._APIS_PER_THREAD).
+_TESSERACT_MB = 32
 _PPOCR_MB = 370
 
 
