@@ -7,7 +7,7 @@ Tesseract, then PP-OCR when Tesseract's page is not trusted (see `batchvision.mo
 
 `languages: ["*"]` detects the languages (Tesseract: the page's script, then its installed
 languages; PP-OCR: its model reads all its languages); the output's `languages` are then those the
-words were found in, the most words first. No languages (absent, null, `[]`) is the default set.
+words were found in, the most words first. No languages (absent, null, `[]`) means `["*"]`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from batchvision.models.ocr import (
     auto_candidates,
     better,
     choose_engine,
-    default_languages,
     detected_follow_up,
     is_auto,
     resolve_languages,
@@ -59,8 +58,7 @@ class OcrParams(BaseModel):
         max_length=MAX_LANGUAGES,
         description=(
             "ISO 639-1 codes of the languages to read; ['*'] detects them (the output's "
-            "languages are the ones found); absent or empty for the default set (en, ru; en, zh "
-            "with engine ppocr)"
+            "languages are the ones found); absent, null or empty is ['*']"
         ),
     )
     engine: Literal["auto", "tesseract", "ppocr"] = Field(
@@ -78,7 +76,7 @@ class OcrSkill(Skill):
 
     def plan(self, params: OcrParams) -> tuple[str, list[str]]:
         """(engine name, ISO codes) for these parameters; raises a request-level error."""
-        languages = resolve_languages(params.languages, default_languages(params.engine))
+        languages = resolve_languages(params.languages)
         engine = choose_engine(languages, params.engine)
         if params.engine == "auto":
             # The first candidate that is installed; if none is, the preferred one's error

@@ -229,9 +229,9 @@ def test_an_image_ppocr_cannot_take_is_a_clear_error_and_auto_keeps_tesseract() 
 
 
 def test_languages_resolve_and_reject() -> None:
-    assert resolve_languages(None) == ["en", "ru"]
-    assert resolve_languages([]) == ["en", "ru"]
-    assert resolve_languages(["*"]) == ["*"]  # detect them
+    assert resolve_languages(None) == ["*"]  # the default: detect them
+    assert resolve_languages([]) == ["*"]
+    assert resolve_languages(["*"]) == ["*"]
     assert resolve_languages(["RU", "en", "ru"]) == ["ru", "en"]
     with pytest.raises(BatchVisionError) as info:
         resolve_languages(["*", "en"])

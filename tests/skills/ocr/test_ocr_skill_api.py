@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -220,14 +221,59 @@ def test_polygons_scale_to_the_original_image() -> None:
     ]
 
 
+def words_of(output: dict[str, Any]) -> list[dict[str, Any]]:
+    return [w for b in output["pages"][0]["blocks"] for ln in b["lines"] for w in ln["words"]]
+
+
+def latin_letters(text: str) -> list[str]:
+    return [ch for ch in text if ch.isalpha() and unicodedata.name(ch).startswith("LATIN")]
+
+
+# Cyrillic letters with Latin look-alikes (а, е, о, р, с, у, х, к, м, т, в, н): the former
+# en+ru default read "д. Александровка." as "д. AzeKCAaHTPOBKA.".
+CYRILLIC_ADDRESS = ["д. Александровка, ул. Садовая", "Красноярский край, Россия"]
+
+
 @pytest.mark.parametrize("params", [{}, {"languages": []}, {"languages": None}])
-def test_default_language_set(live_server: LiveServer, params: dict[str, Any]) -> None:
-    png = render_png(["Hello мир"])
+def test_default_detects_russian_without_latin_look_alikes(
+    live_server: LiveServer, params: dict[str, Any]
+) -> None:
+    png = render_png(CYRILLIC_ADDRESS)
+    width, height = Image.open(io.BytesIO(png)).size
     with live_server.client() as client:
-        output = ocr_of(analyze(client, [("a.png", png)], params))
-    assert output["languages"] == ["en", "ru"]
-    words = [w for b in output["pages"][0]["blocks"] for ln in b["lines"] for w in ln["words"]]
-    assert [(w["text"], w["language"]) for w in words] == [("Hello", "en"), ("мир", "ru")]
+        output = ocr_of(analyze(client, [("address.png", png)], params))
+        star = ocr_of(analyze(client, [("address.png", png)], {"languages": ["*"]}))
+    assert latin_letters(output["text"]) == []
+    assert output["languages"] == ["ru"]
+    assert check_format(output, width, height) == CYRILLIC_ADDRESS
+    assert {w["language"] for w in words_of(output)} == {"ru"}
+    assert output == star  # no languages is `["*"]`
+
+
+@pytest.mark.parametrize("engine", ["auto", "tesseract"])
+def test_default_detects_english(live_server: LiveServer, engine: str) -> None:
+    lines = ["Please return the signed contract", "to our office by Friday"]
+    png = render_png(lines)
+    width, height = Image.open(io.BytesIO(png)).size
+    with live_server.client() as client:
+        output = ocr_of(analyze(client, [("letter.png", png)], {"engine": engine}))
+    assert (output["engine"], output["languages"]) == ("tesseract", ["en"])
+    assert check_format(output, width, height) == lines
+    assert {w["language"] for w in words_of(output)} == {"en"}
+
+
+def test_ppocr_default_labels_words_among_all_its_languages(live_server: LiveServer) -> None:
+    # PP-OCR reads the same way with any language list; the default `*` labels a German word
+    # German (en+zh, the former default, called every Latin word English).
+    lines = ["Grüße aus München"]
+    png = render_png(lines)
+    with live_server.client() as client:
+        output = ocr_of(analyze(client, [("de.png", png)], {"engine": "ppocr"}))
+        params = {"engine": "ppocr", "languages": ["en"]}
+        english = ocr_of(analyze(client, [("de.png", png)], params))
+    assert output["engine"] == "ppocr"
+    assert output["text"] == english["text"]
+    assert "de" in output["languages"] and english["languages"] == ["en"]
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,14 @@ README's "OCR" section):
 
 When the engine a rule picks is not installed, the next one that can read the languages is used.
 
-`languages: ["*"]` with `auto` is `DETECTED`: Tesseract detects the script and reads the page
+`languages: ["*"]`, which is also what no languages means for every engine, with `auto` is
+`DETECTED`: Tesseract detects the script and reads the page
 (it is the engine that reads every script), then the rule above runs on the languages it found:
 Chinese or Japanese, or a Latin page it is unsure of, is read again by PP-OCR with those
-languages; a page where Tesseract found no text at all is read by PP-OCR with `*`.
+languages; a page where Tesseract found no text at all is read by PP-OCR with `*`. With
+`ppocr`, `*` reads the same pixels with the same model as any language list (the model reads all
+its languages at once); it only labels each word among all of them, so a kana line is Japanese
+and "Grüße" German, where the former en+zh default called them Chinese and English.
 """
 
 from __future__ import annotations
@@ -50,18 +54,12 @@ DETECTED = "tesseract-detect"
 CASCADE_MIN_CONFIDENCE = 0.5
 
 CJK_LANGUAGES: frozenset[str] = frozenset({"zh", "ja"})
-PPOCR_DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "zh")
 
 SUPPORTED: dict[str, frozenset[str]] = {
     "tesseract": frozenset(LANGUAGES),
     "ppocr": PPOCR_LANGUAGES,
     CASCADE: PPOCR_LANGUAGES - CJK_LANGUAGES,
 }
-
-
-def default_languages(engine: EngineName) -> list[str]:
-    """What no languages (absent, null or []) means for an engine choice."""
-    return list(PPOCR_DEFAULT_LANGUAGES if engine == "ppocr" else DEFAULT_LANGUAGES)
 
 
 def auto_candidates(languages: list[str]) -> list[str]:
@@ -170,7 +168,6 @@ __all__ = [
     "auto_candidates",
     "better",
     "choose_engine",
-    "default_languages",
     "detected_follow_up",
     "is_auto",
     "resolve_languages",

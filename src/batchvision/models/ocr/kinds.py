@@ -27,6 +27,9 @@ from batchvision.models.ocr.tesseract import TesseractEngine
 # page on one thread (Tesseract: one en+ru API object, and one more per thread and language set;
 # PP-OCR: rapidocr with its det, rec and cls sessions). `languages: ["*"]` can grow a thread's
 # Tesseract objects to ~280 MB (every script's languages and OSD; see tesseract._APIS_PER_THREAD).
+# The default `["*"]` grows a thread more (+144 MB on a two-line English page: OSD and the eight
+# Latin packs; +164 MB after a Russian page too). The figure stays en+ru's for now: raising it
+# changes when the registry evicts models, a choice left to the memory budget's owner.
 _TESSERACT_MB = 32
 _PPOCR_MB = 370
 

@@ -14,6 +14,9 @@ requested one. A word without letters (digits, punctuation) takes its line's lan
 `languages: ["*"]` (`AUTO`) asks the engine to find the languages itself: Tesseract detects the
 script and reads with that script's installed languages (`SCRIPT_LANGUAGES`); PP-OCR's one model
 reads all its languages at once, so it infers each word's language among `PPOCR_AUTO_LANGUAGES`.
+It is also the default (no languages given): the former default, en+ru read together, wrote
+Latin look-alikes into Russian lines ("д. Александровка." read as "д. AzeKCAaHTPOBKA."), and
+`bench/eval_ocr_default.py` compares the two.
 
 A word's language confidence (`language_confidence`) is its recognition confidence times the
 share of its letters written in that language's script (`script_share`): the claim "this word is
@@ -64,10 +67,10 @@ LANGUAGES: dict[str, Language] = {
     )
 }
 
-# What no languages (absent, null or []) means.
-DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "ru")
-
 AUTO = "*"
+
+# What no languages (absent, null or []) means, for every engine: detect them (see the docstring).
+DEFAULT_LANGUAGES: tuple[str, ...] = (AUTO,)
 
 # The languages `*` reads a script with, most used first (Tesseract tries the first language on
 # each word and the others only where it reads badly, so an English page costs the same with all

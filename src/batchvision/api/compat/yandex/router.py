@@ -19,7 +19,8 @@ Choices where the page is silent (documented in the README):
 - A feature type other than TEXT_DETECTION errors on that feature only: UNIMPLEMENTED for the
   other types the Vision API has (CLASSIFICATION, FACE_DETECTION, IMAGE_COPY_SEARCH),
   INVALID_ARGUMENT for TYPE_UNSPECIFIED and any name or number the proto does not have.
-- A TEXT_DETECTION feature without `textDetectionConfig` uses the default language set.
+- A TEXT_DETECTION feature without `textDetectionConfig` uses the `ocr` skill's default, which
+  detects the language as `languageCodes: ["*"]` does.
 - `languageCodes: ["*"]` detects the language (Yandex's documented meaning; the `ocr` skill's
   `["*"]`); `*` beside other codes is INVALID_ARGUMENT for that feature.
 - Each word lists one language, the one it was read in, with the skill's measured
@@ -60,7 +61,7 @@ _SHOWN_TYPE_CHARS = 40
 
 @dataclass
 class PlannedFeature:
-    languages: list[str] | None  # None: the default language set
+    languages: list[str] | None  # None: the skill's default (detect them)
     error: dict[str, Any] | None = None
 
 
