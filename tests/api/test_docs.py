@@ -1,0 +1,120 @@
+"""`/docs` and `/redoc` work with no network: every asset they load is served by the app itself,
+and real headless Chromium renders both pages while every request off the server is refused."""
+
+from __future__ import annotations
+
+import shutil
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import pytest
+from playwright.sync_api import Page, Route, sync_playwright
+
+from conftest import LiveServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
+
+
+class _Assets(HTMLParser):
+    """Every URL a page loads: script src, link href, img src."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        wanted = {"script": "src", "link": "href", "img": "src"}.get(tag)
+        for name, value in attrs:
+            if name == wanted and value:
+                self.urls.append(value)
+
+
+def _assets_of(page: str) -> list[str]:
+    parser = _Assets()
+    parser.feed(page)
+    return parser.urls
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_page_loads_only_same_origin_assets_served_with_their_content_type(
+    live_server: LiveServer, page: str
+) -> None:
+    with live_server.client() as client:
+        response = client.get(page)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        html = response.text
+        assert "http://" not in html and "https://" not in html and "cdn" not in html.lower()
+        assets = _assets_of(html)
+        assert len(assets) >= 2  # the script and the favicon at least
+        for url in assets:
+            absolute = urljoin(live_server.url + page, url)
+            assert urlsplit(absolute).netloc == urlsplit(live_server.url).netloc, url
+            asset = client.get(absolute)
+            assert asset.status_code == 200, url
+            suffix = "." + url.rsplit(".", 1)[-1]
+            assert CONTENT_TYPES[suffix] in asset.headers["content-type"], url
+            assert len(asset.content) > 1000, url
+
+
+def test_docs_pages_stay_out_of_the_openapi_and_a_missing_asset_is_404(
+    live_server: LiveServer,
+) -> None:
+    with live_server.client() as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        assert not [p for p in paths if p.startswith(("/docs", "/redoc"))]
+        missing = client.get("/docs/assets/no-such-file.js")
+        assert missing.status_code == 404
+
+
+def _distinct(page: Page, selector: str) -> int:
+    """Elements matching `selector`, those with one id counted once (ReDoc renders an
+    operation twice while it lays out the page)."""
+    keys = page.eval_on_selector_all(selector, "found => found.map(e => e.id || e.outerHTML)")
+    return len(set(keys))
+
+
+def _render_offline(url: str, ready: str, *counted: str) -> tuple[dict[str, int], list[str]]:
+    """Open `url` in headless Chromium, refusing every request that is not to the server, and
+    wait for `ready`; how many distinct elements match `ready` and each of `counted`, and the
+    refused URLs."""
+    origin = urlsplit(url).netloc
+    refused: list[str] = []
+
+    def only_same_origin(route: Route) -> None:
+        if urlsplit(route.request.url).netloc == origin:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_same_origin)
+            page.goto(url)
+            page.wait_for_selector(ready, timeout=30_000)
+            counts = {selector: _distinct(page, selector) for selector in (ready, *counted)}
+            return counts, refused
+        finally:
+            browser.close()
+
+
+def test_swagger_ui_renders_every_operation_with_no_network(live_server: LiveServer) -> None:
+    spec = httpx.get(f"{live_server.url}/openapi.json").json()
+    operations = sum(len(item) for item in spec["paths"].values())
+    shown, refused = _render_offline(f"{live_server.url}/docs", ".opblock")
+    assert refused == []
+    assert shown[".opblock"] == operations
+
+
+def test_redoc_renders_the_operations_with_no_network(live_server: LiveServer) -> None:
+    spec = httpx.get(f"{live_server.url}/openapi.json").json()
+    operations = sum(len(item) for item in spec["paths"].values())
+    sections = "div[id^='operation/']"
+    shown, refused = _render_offline(f"{live_server.url}/redoc", sections)
+    assert refused == []
+    assert shown[sections] == operations
