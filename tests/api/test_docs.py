@@ -4,6 +4,7 @@ and real headless Chromium renders both pages while every request off the server
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, Route, sync_playwright
 
+from accounts.accounts_support import keyed_server
 from conftest import LiveServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -118,3 +120,34 @@ def test_redoc_renders_the_operations_with_no_network(live_server: LiveServer) -
     shown, refused = _render_offline(f"{live_server.url}/redoc", sections)
     assert refused == []
     assert shown[sections] == operations
+
+
+def test_authorize_then_try_it_out_sends_the_key_and_gets_200(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """A person's first call from /docs: "Authorize" with a key in the bearer scheme, then "Try
+    it out" on GET /v1/skills against a server that requires keys."""
+    keyed = keyed_server(serve)
+    secret = keyed.store.create("docs-reader").secret
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = browser.new_page()
+            page.goto(f"{keyed.live.url}/docs")
+            page.click("button.authorize")
+            bearer = page.locator(".auth-container", has_text="bearer (http, Bearer)")
+            bearer.locator("input").fill(secret)
+            bearer.locator("button.authorize").click()
+            page.click("button.btn-done")
+            operation = page.locator("#operations-native-list_skills_v1_skills_get")
+            operation.locator(".opblock-summary").click()
+            operation.locator("button.try-out__btn").click()
+            operation.locator("button.execute").click()
+            status = operation.locator(
+                ".live-responses-table tr.response .response-col_status"
+            ).first
+            status.wait_for(timeout=30_000)
+            assert status.inner_text().strip() == "200"
+            assert "detect" in operation.locator(".live-responses-table").inner_text()
+        finally:
+            browser.close()

@@ -19,14 +19,13 @@ from urllib.parse import parse_qs, unquote
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from batchvision.api.compat.bitmind.auth import access_tokens
+from batchvision.api.compat.bitmind.auth import TOKEN_URL, access_tokens
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError
 from batchvision.intake.body import read_capped
 
 router = APIRouter(tags=["bitmind"])
 
-TOKEN_ROUTE = "/v1/oauth/token"  # noqa: S105 (a path)
 FORM = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 16 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -104,7 +103,7 @@ async def _token(request: Request) -> JSONResponse:
     return JSONResponse(body, headers=_NO_STORE)
 
 
-@router.post(TOKEN_ROUTE)
+@router.post(TOKEN_URL)
 async def token(request: Request) -> JSONResponse:
     """An access token for OAuth client credentials (client_credentials grant)."""
     try:

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import analyze_metered
-from batchvision.api.compat.bitmind.auth import bitmind_principal
+from batchvision.api.compat.bitmind.auth import SECURED, bitmind_principal
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
@@ -133,7 +133,7 @@ async def _batch_images(request: Request) -> list[ImageInput]:
     return [_checked(image) for image in form.images]
 
 
-@router.post("/batch_image")
+@router.post("/batch_image", dependencies=SECURED)
 async def batch_image(request: Request) -> JSONResponse:
     """Up to 50 images (multipart `images`): is each AI-generated?"""
     start = time.perf_counter()
@@ -162,7 +162,7 @@ async def _body_image(request: Request) -> ImageInput:
     return ImageInput(index=0, data=data)
 
 
-@router.post("/image")
+@router.post("/image", dependencies=SECURED)
 async def image(request: Request) -> JSONResponse:
     """One image, the request body itself: is it AI-generated?"""
     principal = await bitmind_principal(request)

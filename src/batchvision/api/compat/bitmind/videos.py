@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import Media, analyze_with_videos_metered
-from batchvision.api.compat.bitmind.auth import bitmind_principal
+from batchvision.api.compat.bitmind.auth import SECURED, bitmind_principal
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import Task, VideoResult
@@ -134,7 +134,7 @@ def _batch_entry(result: VideoResult) -> dict[str, Any]:
     }
 
 
-@router.post("/batch_video")
+@router.post("/batch_video", dependencies=SECURED)
 async def batch_video(request: Request) -> JSONResponse:
     """Up to 20 videos (multipart `videos`): is each AI-generated?"""
     start = time.perf_counter()
@@ -153,7 +153,7 @@ async def batch_video(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.post("/video")
+@router.post("/video", dependencies=SECURED)
 async def video(request: Request) -> JSONResponse:
     """One video (multipart `video`, up to 500 MB; `startTime`, `endTime`, `fps`)."""
     principal = await bitmind_principal(request)  # before any byte of the video is read

@@ -24,8 +24,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import authorize, header_token
@@ -44,11 +45,30 @@ def moondream_token(headers: Mapping[str, str]) -> str | None:
     return header_token(headers, "x-moondream-auth")
 
 
-async def moondream_principal(request: Request) -> Principal:
+# For the OpenAPI document (api/access.py, BEARER): the check is `moondream_token`.
+MOONDREAM_AUTH = APIKeyHeader(
+    name="X-Moondream-Auth",
+    scheme_name="moondreamAuth",
+    auto_error=False,
+    description="Moondream routes (`/v1/batch…`, `/v1/caption`, `/v1/query`, `/v1/detect`, "
+    "`/v1/point`): the API key in `X-Moondream-Auth`.",
+)
+
+
+async def moondream_principal(
+    request: Request, _: Annotated[str | None, Security(MOONDREAM_AUTH)]
+) -> Principal:
     return await authorize(request, moondream_token(request.headers))
 
 
 Authorized = Annotated[Principal, Depends(moondream_principal)]
+# The page names this segment `:fileId` for the upload's PUT, POST and DELETE and `:batchId` for
+# GET: one path to OpenAPI (two templates differing only in a name are one path, and each would
+# answer the other's methods), so one name here.
+BatchId = Annotated[
+    str,
+    Path(description="the `fileId` of an upload (PUT, POST, DELETE), or a batch `id` (GET)"),
+]
 
 
 def _action(request: Request, *allowed: str) -> str:
@@ -97,28 +117,30 @@ async def create_upload(request: Request, principal: Authorized) -> dict[str, An
     }
 
 
-@router.put("/v1/batch/{file_id}")
-async def upload_part(request: Request, principal: Authorized, file_id: str) -> dict[str, Any]:
+@router.put("/v1/batch/{batch_id}")
+async def upload_part(request: Request, principal: Authorized, batch_id: BatchId) -> dict[str, Any]:
     _action(request, "mpu-uploadpart")
     query = request.query_params
     part_number = _part_number(query.get("partNumber"))
     jobs = services(request).jobs
     check_part_size(request, jobs.settings.job_max_part_bytes)
     part = await jobs.put_part(
-        principal, file_id, query.get("uploadId"), part_number, request.stream()
+        principal, batch_id, query.get("uploadId"), part_number, request.stream()
     )
     return {"etag": part.etag, "partNumber": part.part_number}
 
 
-@router.post("/v1/batch/{file_id}")
-async def complete_upload(request: Request, principal: Authorized, file_id: str) -> JSONResponse:
+@router.post("/v1/batch/{batch_id}")
+async def complete_upload(
+    request: Request, principal: Authorized, batch_id: BatchId
+) -> JSONResponse:
     _action(request, "mpu-complete")
     jobs = services(request).jobs
     body = await read_object(request)
     upload_id = request.query_params.get("uploadId")
     with _s3_argument_errors():
         submitted = await jobs.complete_upload(
-            principal, file_id, upload_id, body.get("parts"), JobOptions()
+            principal, batch_id, upload_id, body.get("parts"), JobOptions()
         )
     job = await jobs.get(principal, submitted.job.id)
     # The page answers "chunking": the batch was accepted for validation, even if a small file
@@ -127,11 +149,11 @@ async def complete_upload(request: Request, principal: Authorized, file_id: str)
     return JSONResponse({"id": job.id, "status": status, "size": submitted.size})
 
 
-@router.delete("/v1/batch/{file_id}", status_code=204)
-async def abort_upload(request: Request, principal: Authorized, file_id: str) -> Response:
+@router.delete("/v1/batch/{batch_id}", status_code=204)
+async def abort_upload(request: Request, principal: Authorized, batch_id: BatchId) -> Response:
     _action(request, "mpu-abort")
     upload_id = request.query_params.get("uploadId")
-    await services(request).jobs.abort_upload(principal, file_id, upload_id)
+    await services(request).jobs.abort_upload(principal, batch_id, upload_id)
     return Response(status_code=204)
 
 
@@ -145,7 +167,7 @@ async def list_batches(
 
 
 @router.get("/v1/batch/{batch_id}")
-async def get_batch(request: Request, principal: Authorized, batch_id: str) -> dict[str, Any]:
+async def get_batch(request: Request, principal: Authorized, batch_id: BatchId) -> dict[str, Any]:
     jobs = services(request).jobs
     job = await jobs.get(principal, batch_id, surface=SURFACE)
     return jobs.view(job, base_url(request))

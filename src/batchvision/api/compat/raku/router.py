@@ -38,17 +38,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
 
 from batchvision.accounts.scoping import Principal
-from batchvision.api.access import authorize, bearer_token, field_token, metered_request
+from batchvision.api.access import BEARER, authorize, bearer_token, field_token, metered_request
 from batchvision.api.bodies import parse_body
 from batchvision.api.compat.raku import wire
 from batchvision.api.compat.raku.assets import ASSET_ROUTE, Assets, media_type
 from batchvision.api.compat.raku.predict import Emit, Event, Outcome, Prediction, RakuFile
 from batchvision.api.job_routes import base_url
+from batchvision.api.openapi import inlined_schema, request_body
 from batchvision.api.surface import Services, services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput
@@ -248,19 +248,14 @@ async def _lines(queue: asyncio.Queue[Event | None], prediction: Prediction) -> 
 # --- routes --------------------------------------------------------------------------------
 
 
-def _body_doc(media: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A route's request body in OpenAPI (the routes read their bodies themselves)."""
-    return {"requestBody": {"required": True, "content": {media: {"schema": schema}}}}
-
-
 _TEXT = {"type": "string"}
-_UPLOAD_DOC = _body_doc(
+_UPLOAD_DOC = request_body(
     "multipart/form-data",
     {
         "type": "object",
-        "required": ["api_key", "files", "metadata"],
+        "required": ["files", "metadata"],
         "properties": {
-            "api_key": _TEXT,
+            "api_key": {"type": "string", "description": "the API key (or send a Bearer header)"},
             "query": _TEXT,
             "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
             "metadata": {"type": "array", "items": _TEXT, "description": '{"is_yolo", "is_llm"}'},
@@ -269,54 +264,38 @@ _UPLOAD_DOC = _body_doc(
 )
 
 
-def _inlined(model: type[BaseModel]) -> dict[str, Any]:
-    """`model`'s JSON schema with its nested models written in place: a `$defs` reference
-    would not resolve inside an OpenAPI document."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if "$ref" in node:
-            return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
-        return {key: resolve(value) for key, value in node.items()}
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
+# The key is a body field here, which OpenAPI cannot call a credential: the document names the
+# Bearer header the routes also take, so "Authorize" works for them.
+_KEYED = [Security(BEARER)]
+_URLS_DOC = request_body("application/json", inlined_schema(wire.UrlBatch))
+_SIGN_DOC = request_body("application/json", inlined_schema(wire.SignedUrlRequest))
 
 
-_URLS_DOC = _body_doc("application/json", _inlined(wire.UrlBatch))
-_SIGN_DOC = _body_doc("application/json", _inlined(wire.SignedUrlRequest))
-
-
-@router.post(f"{PREFIX}/predict/batch", openapi_extra=_UPLOAD_DOC)
+@router.post(f"{PREFIX}/predict/batch", dependencies=_KEYED, openapi_extra=_UPLOAD_DOC)
 async def predict_batch(request: Request) -> JSONResponse:
     """v1: uploaded files; one JSON object once every file is done."""
     return await _batch(request, await read_upload(request))
 
 
-@router.post(f"{PREFIX}/predict/batch/v2", openapi_extra=_URLS_DOC)
+@router.post(f"{PREFIX}/predict/batch/v2", dependencies=_KEYED, openapi_extra=_URLS_DOC)
 async def predict_batch_v2(request: Request) -> JSONResponse:
     """v2: image URLs in a JSON body; one JSON object once every file is done."""
     return await _batch(request, await read_urls(request))
 
 
-@router.post(f"{PREFIX}/predict/stream", openapi_extra=_UPLOAD_DOC)
+@router.post(f"{PREFIX}/predict/stream", dependencies=_KEYED, openapi_extra=_UPLOAD_DOC)
 async def predict_stream(request: Request) -> StreamingResponse:
     """v1 as a stream: a line per event as work progresses."""
     return await _stream(request, await read_upload(request))
 
 
-@router.post(f"{PREFIX}/predict/stream/v2", openapi_extra=_URLS_DOC)
+@router.post(f"{PREFIX}/predict/stream/v2", dependencies=_KEYED, openapi_extra=_URLS_DOC)
 async def predict_stream_v2(request: Request) -> StreamingResponse:
     """v2 as a stream."""
     return await _stream(request, await read_urls(request))
 
 
-@router.post(f"{PREFIX}/assets/signed-url", openapi_extra=_SIGN_DOC)
+@router.post(f"{PREFIX}/assets/signed-url", dependencies=_KEYED, openapi_extra=_SIGN_DOC)
 async def signed_url(request: Request) -> dict[str, Any]:
     """A time-limited link to one of the caller's result assets; needs no key to download."""
     body = await _json_object(request, SMALL_BODY_BYTES)
