@@ -18,6 +18,8 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from batchvision.api.openapi import drop_unanswered_validation
+
 DOCS_URL = "/docs"
 REDOC_URL = "/redoc"
 ASSETS_URL = "/docs/assets"
@@ -56,10 +58,24 @@ def _assets() -> Path:
     return Path(str(files("fastapi_offline") / "static"))
 
 
+def _document_only_what_is_answered(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        spec = generate()  # FastAPI builds it once and keeps it in app.openapi_schema
+        if fresh:
+            drop_unanswered_validation(spec)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_docs(app: FastAPI) -> None:
     """Mount the assets and add the two pages (and Swagger UI's OAuth2 redirect page, for the
     client-credentials flow a surface may declare). The app is made with `docs_url=None,
     redoc_url=None` so these are the only ones."""
+    _document_only_what_is_answered(app)
     app.mount(ASSETS_URL, StaticFiles(directory=_assets()), name="docs-assets")
 
     @app.get(DOCS_URL, include_in_schema=False)

@@ -3,6 +3,8 @@ JSON read under limits), so /docs can "Try it out" and schemathesis can check th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 from pydantic import BaseModel
@@ -14,6 +16,51 @@ def request_body(media: str, schema: dict[str, Any], example: Any = None) -> dic
     if example is not None:
         content["example"] = example
     return {"requestBody": {"required": True, "content": {media: content}}}
+
+
+# Error statuses that most routes share: behind a key (no or a wrong key, the rate limit, and the
+# generic 500 every route may answer), and reading a body (malformed, too slow, too large).
+KEYED = (401, 429, 500)
+BODY = (400, 408, 413)
+
+
+class ErrorDetail(BaseModel):
+    code: str  # a stable `ErrorCode` value
+    message: str
+
+
+class NativeErrorBody(BaseModel):
+    """batchvision's own error body (native API, AnimalDetect, Moondream)."""
+
+    error: ErrorDetail
+
+
+def error_responses(body: type[BaseModel], statuses: Iterable[int]) -> dict[int | str, Any]:
+    """`responses=` for a route that answers these error statuses with `body`."""
+    return {
+        status: {"model": body, "description": HTTPStatus(status).phrase}
+        for status in sorted(set(statuses))
+    }
+
+
+def drop_unanswered_validation(spec: dict[str, Any]) -> None:
+    """Remove the 422 `HTTPValidationError` FastAPI adds to every route with parameters: the
+    server never sends that body (api/errors.py answers a request validation error in the
+    surface's own form, at 400), so documenting it would promise a response that never comes."""
+    for item in spec.get("paths", {}).values():
+        for operation in item.values():
+            unprocessable = operation.get("responses", {}).get("422", {})
+            schema = unprocessable.get("content", {}).get("application/json", {}).get("schema", {})
+            if schema.get("$ref", "").endswith("/HTTPValidationError"):
+                del operation["responses"]["422"]
+    schemas = spec.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+
+
+def streamed(media: str, description: str) -> dict[int | str, Any]:
+    """`responses=` for a route whose success is a stream of `media` (lines, events)."""
+    return {200: {"description": description, "content": {media: {"schema": {"type": "string"}}}}}
 
 
 def inlined_schema(model: type[BaseModel], *, by_alias: bool = True) -> dict[str, Any]:

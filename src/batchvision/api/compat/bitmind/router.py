@@ -29,6 +29,8 @@ from fastapi.responses import JSONResponse
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import analyze_metered
 from batchvision.api.compat.bitmind.auth import SECURED, bitmind_principal
+from batchvision.api.compat.bitmind.errors import ANALYSIS_STATUSES, BitmindErrorBody
+from batchvision.api.openapi import error_responses
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
@@ -36,6 +38,7 @@ from batchvision.intake.body import BodyLimits, check_content_length, read_cappe
 from batchvision.skills.synthetic import DEFAULT_SYNTHETIC_MODEL
 
 router = APIRouter(tags=["bitmind"])
+ERRORS = error_responses(BitmindErrorBody, ANALYSIS_STATUSES)
 
 MAX_BATCH_IMAGES = 50
 IMAGE_FIELDS = frozenset({"images", "images[]"})
@@ -133,7 +136,7 @@ async def _batch_images(request: Request) -> list[ImageInput]:
     return [_checked(image) for image in form.images]
 
 
-@router.post("/batch_image", dependencies=SECURED)
+@router.post("/batch_image", dependencies=SECURED, responses=ERRORS)
 async def batch_image(request: Request) -> JSONResponse:
     """Up to 50 images (multipart `images`): is each AI-generated?"""
     start = time.perf_counter()
@@ -162,7 +165,7 @@ async def _body_image(request: Request) -> ImageInput:
     return ImageInput(index=0, data=data)
 
 
-@router.post("/image", dependencies=SECURED)
+@router.post("/image", dependencies=SECURED, responses=ERRORS)
 async def image(request: Request) -> JSONResponse:
     """One image, the request body itself: is it AI-generated?"""
     principal = await bitmind_principal(request)
@@ -173,7 +176,7 @@ async def image(request: Request) -> JSONResponse:
     return JSONResponse(verdict(result))
 
 
-@router.get("/health")
+@router.get("/health", responses=error_responses(BitmindErrorBody, (500,)))
 async def health(request: Request) -> JSONResponse:
     """200 `healthy` when the synthetic model is installed; 503 `unhealthy` naming why not."""
     model = DEFAULT_SYNTHETIC_MODEL

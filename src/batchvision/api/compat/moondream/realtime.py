@@ -57,6 +57,7 @@ from batchvision.api.compat.moondream.lines import (
     coco_class_for,
 )
 from batchvision.api.compat.moondream.router import Authorized
+from batchvision.api.openapi import BODY, KEYED, NativeErrorBody, error_responses, streamed
 from batchvision.api.surface import NativeErrors, WireError, services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import DecodedImage, ImageInput, ItemError, Task, normalized_xyxy
@@ -68,7 +69,12 @@ from batchvision.skills.query import QueryParams, QuerySkill
 
 log = logging.getLogger(__name__)
 
-router = APIRouter()
+# The statuses every real-time route answers besides its success, for the OpenAPI document
+# (504: the vision-language backend did not answer in time).
+router = APIRouter(
+    responses=error_responses(NativeErrorBody, (*KEYED, *BODY, 402, 415, 422, 503, 504, 507))
+)
+_EVENTS = streamed("text/event-stream", "with `stream: true`, the answer as server-sent events")
 
 REALTIME_PATHS = ("/v1/caption", "/v1/query", "/v1/detect", "/v1/point")
 _ERRORS = NativeErrors()  # the Moondream surface's table: {"error": {"code", "message"}}
@@ -304,7 +310,7 @@ class _OpenStream:
 # --- routes --------------------------------------------------------------------------------------
 
 
-@router.post("/v1/caption")
+@router.post("/v1/caption", responses=_EVENTS)
 async def caption(request: Request, principal: Authorized) -> Response:
     body, image = await _read(request, CaptionRequest)
     task = Task("caption", {"length": body.length, **_sampling(body.settings)})
@@ -313,7 +319,7 @@ async def caption(request: Request, principal: Authorized) -> Response:
     return await _answer(request, principal, image, task, _caption)
 
 
-@router.post("/v1/query")
+@router.post("/v1/query", responses=_EVENTS)
 async def query(request: Request, principal: Authorized) -> Response:
     body, image = await _read(request, QueryRequest)
     params = {"question": body.question, **_sampling(body.settings)}

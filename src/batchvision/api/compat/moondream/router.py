@@ -32,6 +32,7 @@ from batchvision.accounts.scoping import Principal
 from batchvision.api.access import authorize, header_token
 from batchvision.api.compat.moondream.jobs import SURFACE
 from batchvision.api.job_routes import base_url, check_part_size, list_page, read_object
+from batchvision.api.openapi import BODY, KEYED, NativeErrorBody, error_responses
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.uploads import MAX_PART_NUMBER
@@ -71,6 +72,16 @@ BatchId = Annotated[
 ]
 
 
+# The statuses each route answers besides its success, for the OpenAPI document (no 422 here:
+# the module docstring).
+_CREATE_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400, 507))
+_PART_ERRORS = error_responses(NativeErrorBody, (*KEYED, *BODY, 404, 409, 507))
+_COMPLETE_ERRORS = error_responses(NativeErrorBody, (*KEYED, *BODY, 402, 404, 409, 507))
+_ABORT_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400, 404, 409))
+_LIST_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400))
+_GET_ERRORS = error_responses(NativeErrorBody, (*KEYED, 404))
+
+
 def _action(request: Request, *allowed: str) -> str:
     action = request.query_params.get("action")
     if action not in allowed:
@@ -105,7 +116,7 @@ def _s3_argument_errors() -> Iterator[None]:
         raise BatchVisionError(ErrorCode.INVALID_REQUEST, exc.message) from None
 
 
-@router.post("/v1/batch")
+@router.post("/v1/batch", responses=_CREATE_ERRORS)
 async def create_upload(request: Request, principal: Authorized) -> dict[str, Any]:
     _action(request, "mpu-create")
     upload = await services(request).jobs.create_upload(principal, SURFACE)
@@ -117,7 +128,7 @@ async def create_upload(request: Request, principal: Authorized) -> dict[str, An
     }
 
 
-@router.put("/v1/batch/{batch_id}")
+@router.put("/v1/batch/{batch_id}", responses=_PART_ERRORS)
 async def upload_part(request: Request, principal: Authorized, batch_id: BatchId) -> dict[str, Any]:
     _action(request, "mpu-uploadpart")
     query = request.query_params
@@ -130,7 +141,7 @@ async def upload_part(request: Request, principal: Authorized, batch_id: BatchId
     return {"etag": part.etag, "partNumber": part.part_number}
 
 
-@router.post("/v1/batch/{batch_id}")
+@router.post("/v1/batch/{batch_id}", responses=_COMPLETE_ERRORS)
 async def complete_upload(
     request: Request, principal: Authorized, batch_id: BatchId
 ) -> JSONResponse:
@@ -149,7 +160,7 @@ async def complete_upload(
     return JSONResponse({"id": job.id, "status": status, "size": submitted.size})
 
 
-@router.delete("/v1/batch/{batch_id}", status_code=204)
+@router.delete("/v1/batch/{batch_id}", status_code=204, responses=_ABORT_ERRORS)
 async def abort_upload(request: Request, principal: Authorized, batch_id: BatchId) -> Response:
     _action(request, "mpu-abort")
     upload_id = request.query_params.get("uploadId")
@@ -157,7 +168,7 @@ async def abort_upload(request: Request, principal: Authorized, batch_id: BatchI
     return Response(status_code=204)
 
 
-@router.get("/v1/batch")
+@router.get("/v1/batch", responses=_LIST_ERRORS)
 async def list_batches(
     request: Request, principal: Authorized, limit: str | None = None, cursor: str | None = None
 ) -> dict[str, Any]:
@@ -166,7 +177,7 @@ async def list_batches(
     )
 
 
-@router.get("/v1/batch/{batch_id}")
+@router.get("/v1/batch/{batch_id}", responses=_GET_ERRORS)
 async def get_batch(request: Request, principal: Authorized, batch_id: BatchId) -> dict[str, Any]:
     jobs = services(request).jobs
     job = await jobs.get(principal, batch_id, surface=SURFACE)

@@ -46,9 +46,10 @@ from batchvision.api.access import BEARER, authorize, bearer_token, field_token,
 from batchvision.api.bodies import parse_body
 from batchvision.api.compat.raku import wire
 from batchvision.api.compat.raku.assets import ASSET_ROUTE, Assets, media_type
+from batchvision.api.compat.raku.errors import RakuErrorBody
 from batchvision.api.compat.raku.predict import Emit, Event, Outcome, Prediction, RakuFile
 from batchvision.api.job_routes import base_url
-from batchvision.api.openapi import inlined_schema, request_body
+from batchvision.api.openapi import error_responses, inlined_schema, request_body, streamed
 from batchvision.api.surface import Services, services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput
@@ -267,35 +268,66 @@ _UPLOAD_DOC = request_body(
 # The key is a body field here, which OpenAPI cannot call a credential: the document names the
 # Bearer header the routes also take, so "Authorize" works for them.
 _KEYED = [Security(BEARER)]
+# The statuses each route answers besides its success (errors.py keeps these, any other client
+# error is a 400), for the OpenAPI document.
+_PREDICT_ERRORS = error_responses(RakuErrorBody, (400, 401, 402, 413, 429, 500, 503, 507))
+_SIGN_ERRORS = error_responses(RakuErrorBody, (400, 401, 404, 413, 429, 500))
+_ASSET_ERRORS = error_responses(RakuErrorBody, (403, 404, 500))
+_EVENTS = streamed(NDJSON, "a line per event (`processing`, `done`, `error`) as files finish")
 _URLS_DOC = request_body("application/json", inlined_schema(wire.UrlBatch))
 _SIGN_DOC = request_body("application/json", inlined_schema(wire.SignedUrlRequest))
 
 
-@router.post(f"{PREFIX}/predict/batch", dependencies=_KEYED, openapi_extra=_UPLOAD_DOC)
+@router.post(
+    f"{PREFIX}/predict/batch",
+    dependencies=_KEYED,
+    responses=_PREDICT_ERRORS,
+    openapi_extra=_UPLOAD_DOC,
+)
 async def predict_batch(request: Request) -> JSONResponse:
     """v1: uploaded files; one JSON object once every file is done."""
     return await _batch(request, await read_upload(request))
 
 
-@router.post(f"{PREFIX}/predict/batch/v2", dependencies=_KEYED, openapi_extra=_URLS_DOC)
+@router.post(
+    f"{PREFIX}/predict/batch/v2",
+    dependencies=_KEYED,
+    responses=_PREDICT_ERRORS,
+    openapi_extra=_URLS_DOC,
+)
 async def predict_batch_v2(request: Request) -> JSONResponse:
     """v2: image URLs in a JSON body; one JSON object once every file is done."""
     return await _batch(request, await read_urls(request))
 
 
-@router.post(f"{PREFIX}/predict/stream", dependencies=_KEYED, openapi_extra=_UPLOAD_DOC)
+@router.post(
+    f"{PREFIX}/predict/stream",
+    dependencies=_KEYED,
+    responses={**_PREDICT_ERRORS, **_EVENTS},
+    openapi_extra=_UPLOAD_DOC,
+)
 async def predict_stream(request: Request) -> StreamingResponse:
     """v1 as a stream: a line per event as work progresses."""
     return await _stream(request, await read_upload(request))
 
 
-@router.post(f"{PREFIX}/predict/stream/v2", dependencies=_KEYED, openapi_extra=_URLS_DOC)
+@router.post(
+    f"{PREFIX}/predict/stream/v2",
+    dependencies=_KEYED,
+    responses={**_PREDICT_ERRORS, **_EVENTS},
+    openapi_extra=_URLS_DOC,
+)
 async def predict_stream_v2(request: Request) -> StreamingResponse:
     """v2 as a stream."""
     return await _stream(request, await read_urls(request))
 
 
-@router.post(f"{PREFIX}/assets/signed-url", dependencies=_KEYED, openapi_extra=_SIGN_DOC)
+@router.post(
+    f"{PREFIX}/assets/signed-url",
+    dependencies=_KEYED,
+    responses=_SIGN_ERRORS,
+    openapi_extra=_SIGN_DOC,
+)
 async def signed_url(request: Request) -> dict[str, Any]:
     """A time-limited link to one of the caller's result assets; needs no key to download."""
     body = await _json_object(request, SMALL_BODY_BYTES)
@@ -311,7 +343,7 @@ async def signed_url(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get(ASSET_ROUTE + "{object_path:path}")
+@router.get(ASSET_ROUTE + "{object_path:path}", responses=_ASSET_ERRORS)
 async def asset(request: Request, object_path: str) -> Response:
     """A result asset by signed link (no key: the signature is the credential)."""
     assets = assets_of(services(request))

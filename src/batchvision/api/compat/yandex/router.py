@@ -39,9 +39,15 @@ from fastapi.security import APIKeyHeader
 
 from batchvision.api.access import BEARER, authorize, metered_request, scheme_token
 from batchvision.api.compat.yandex import wire
-from batchvision.api.compat.yandex.errors import RpcCode, item_status, rpc_code, rpc_status
+from batchvision.api.compat.yandex.errors import (
+    RpcCode,
+    RpcStatusBody,
+    item_status,
+    rpc_code,
+    rpc_status,
+)
 from batchvision.api.compat.yandex.wire import MAX_CONTENT_CHARS, MAX_SPECS, FeatureType
-from batchvision.api.openapi import TINY_PNG_BASE64, inlined_schema, request_body
+from batchvision.api.openapi import TINY_PNG_BASE64, error_responses, inlined_schema, request_body
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
@@ -273,6 +279,7 @@ _BODY_DOC = request_body(
 @router.post(
     "/vision/v1/batchAnalyze",
     dependencies=[Security(API_KEY), Security(BEARER)],
+    responses=error_responses(RpcStatusBody, (400, 401, 402, 408, 413, 415, 429, 500, 503, 507)),
     openapi_extra=_BODY_DOC,
 )
 async def batch_analyze(request: Request) -> JSONResponse:
