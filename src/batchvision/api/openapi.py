@@ -30,7 +30,7 @@ class ErrorDetail(BaseModel):
 
 
 class NativeErrorBody(BaseModel):
-    """batchvision's own error body (native API, AnimalDetect, Moondream)."""
+    """batchvision's own error body (the native API and the surfaces that speak it)."""
 
     error: ErrorDetail
 
