@@ -56,3 +56,12 @@ def test_moondream_batch_path_allows_the_upload_methods_and_get_together(
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST, PUT, DELETE"
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_get_on_the_signed_url_route_is_405_not_an_asset_lookup(live_server: LiveServer) -> None:
+    """`…/assets/signed-url` is POST only; GET there used to reach the asset route (403)."""
+    with live_server.client() as client:
+        response = client.get("/api/v1/inference/assets/signed-url")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["detail"]["code"] == "method_not_allowed"

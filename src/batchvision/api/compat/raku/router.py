@@ -45,7 +45,7 @@ from batchvision.accounts.scoping import Principal
 from batchvision.api.access import BEARER, authorize, bearer_token, field_token, metered_request
 from batchvision.api.bodies import parse_body
 from batchvision.api.compat.raku import wire
-from batchvision.api.compat.raku.assets import ASSET_ROUTE, Assets, media_type
+from batchvision.api.compat.raku.assets import ASSET_ROUTE, ROOT, Assets, media_type
 from batchvision.api.compat.raku.errors import RakuErrorBody
 from batchvision.api.compat.raku.predict import Emit, Event, Outcome, Prediction, RakuFile
 from batchvision.api.job_routes import base_url
@@ -343,9 +343,12 @@ async def signed_url(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get(ASSET_ROUTE + "{object_path:path}", responses=_ASSET_ERRORS)
+# Every object path starts `results/`, and the route says so: a bare `{object_path:path}` also
+# matched `assets/signed-url`, so GET there reached this route and a 405 there listed GET.
+@router.get(ASSET_ROUTE + ROOT + "{object_path:path}", responses=_ASSET_ERRORS)
 async def asset(request: Request, object_path: str) -> Response:
-    """A result asset by signed link (no key: the signature is the credential)."""
+    """A result asset by signed link (no key: the signature is the credential); `object_path`
+    is the rest of the path after `results/`."""
     assets = assets_of(services(request))
     query = request.query_params
     path = assets.verified_path(request.url.path, query.get("expires"), query.get("signature"))
