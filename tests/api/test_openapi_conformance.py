@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,15 +28,22 @@ REVOKE = "/v1/keys/{key_id}/revoke"
 
 
 @pytest.fixture
-def keyed(tmp_path: Path) -> Iterator[Keyed]:
-    live = start_server(make_settings(tmp_path, auth="required"))
+def keyed(tmp_path: Path, vlm_standin: Any) -> Iterator[Keyed]:
+    """An auth-required server whose vision-language routes reach a backend (the stand-in),
+    so that they answer as they would in use rather than 503 model_unavailable."""
+    settings = make_settings(
+        tmp_path / "server", auth="required", vlm_url=vlm_standin.url, vlm_protocol="moondream"
+    )
+    live = start_server(settings)
     try:
         yield Keyed(live, KeyStore(make_engine(live.settings)))
     finally:
         live.stop()
 
 
-def _schemathesis(url: str, secret: str, *selection: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(
+    url: str, secret: str, workdir: Path, *selection: str
+) -> subprocess.CompletedProcess[str]:
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "--no-color",
@@ -61,7 +69,10 @@ def _schemathesis(url: str, secret: str, *selection: str) -> subprocess.Complete
         f"X-Moondream-Auth: {secret}",
         *selection,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    # In `workdir`: schemathesis keeps a cache folder where it runs.
+    return subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, timeout=240, check=False
+    )
 
 
 def _cases_passed(output: str) -> int:
@@ -70,14 +81,14 @@ def _cases_passed(output: str) -> int:
     return int(found[2])
 
 
-def test_schemathesis_finds_nothing_the_document_does_not_say(keyed: Keyed) -> None:
+def test_schemathesis_finds_nothing_the_document_does_not_say(keyed: Keyed, tmp_path: Path) -> None:
     secret = keyed.store.create("fuzzer", is_admin=True, credits=1_000_000).secret
     spec = httpx.get(f"{keyed.live.url}/openapi.json").json()
     operations = sum(len(item) for item in spec["paths"].values())
-    everything_else = _schemathesis(keyed.live.url, secret, "--exclude-path", REVOKE)
+    everything_else = _schemathesis(keyed.live.url, secret, tmp_path, "--exclude-path", REVOKE)
     assert everything_else.returncode == 0, everything_else.stdout[-20_000:]
     assert f"Tested: {operations - 1}" in everything_else.stdout, everything_else.stdout[-5_000:]
     assert _cases_passed(everything_else.stdout) > 500  # the bound is per operation and phase
-    revoke = _schemathesis(keyed.live.url, secret, "--include-path", REVOKE)
+    revoke = _schemathesis(keyed.live.url, secret, tmp_path, "--include-path", REVOKE)
     assert revoke.returncode == 0, revoke.stdout[-20_000:]
     assert "Tested: 1" in revoke.stdout, revoke.stdout[-5_000:]

@@ -5,6 +5,7 @@ same place is refused with 401."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -124,3 +125,41 @@ def test_a_server_with_auth_disabled_documents_the_same_schemes(
         open_spec = open_client.get("/openapi.json").json()
         keyed_spec = keyed_client.get("/openapi.json").json()
     assert open_spec["components"]["securitySchemes"] == keyed_spec["components"]["securitySchemes"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("post", "/v1/analyze", 200),
+        ("post", "/vision/v1/batchAnalyze", 200),
+        ("post", "/v1/jobs", 202),
+    ],
+)
+def test_a_documented_example_body_works_as_it_stands(
+    keyed: Keyed, method: str, path: str, status: int
+) -> None:
+    """What "Try it out" sends unedited: the example of the route's request body."""
+    secret = keyed.store.create(f"example-{path.replace('/', '-')}", credits=100).secret
+    with keyed.client() as client:
+        spec = client.get("/openapi.json").json()
+        [(media, content)] = [
+            item
+            for item in spec["paths"][path][method]["requestBody"]["content"].items()
+            if "example" in item[1]
+        ]
+        example = content["example"]
+        body = example.encode() if isinstance(example, str) else json.dumps(example).encode()
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": media}
+        response = client.request(method, path, content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert _errors_in(response.json()) == [], response.text
+
+
+def _errors_in(node: Any) -> list[Any]:
+    """Every non-empty `error` or `errors` value anywhere in a response body."""
+    if isinstance(node, list):
+        return [found for item in node for found in _errors_in(item)]
+    if not isinstance(node, dict):
+        return []
+    own = [value for key, value in node.items() if key in ("error", "errors") and value]
+    return own + [found for value in node.values() for found in _errors_in(value)]

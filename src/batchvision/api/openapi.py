@@ -58,9 +58,13 @@ def drop_unanswered_validation(spec: dict[str, Any]) -> None:
         schemas.pop(name, None)
 
 
-def streamed(media: str, description: str) -> dict[int | str, Any]:
-    """`responses=` for a route whose success is a stream of `media` (lines, events)."""
-    return {200: {"description": description, "content": {media: {"schema": {"type": "string"}}}}}
+def streamed(
+    media: str, description: str, schema: dict[str, Any] | None = None
+) -> dict[int | str, Any]:
+    """`responses=` for a route whose success is a stream of `media` (lines, or server-sent
+    events whose data each match `schema`)."""
+    content = {media: {"schema": schema or {"type": "string"}}}
+    return {200: {"description": description, "content": content}}
 
 
 def inlined_schema(model: type[BaseModel], *, by_alias: bool = True) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from batchvision.accounts.scoping import Principal
 from batchvision.api.access import Media, analyze_with_videos_metered, native_principal
 from batchvision.api.bodies import Model, json_object, refusal
 from batchvision.api.native.outputs import native_outputs
-from batchvision.api.openapi import KEYED, NativeErrorBody, error_responses
+from batchvision.api.openapi import KEYED, TINY_PNG_BASE64, NativeErrorBody, error_responses
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
 from batchvision.core.types import (
@@ -156,7 +156,11 @@ _ANALYZE_DOC: dict[str, Any] = {
                             },
                         },
                     },
-                }
+                },
+                "example": {
+                    "images": [{"data": TINY_PNG_BASE64, "id": "white-square"}],
+                    "tasks": [{"skill": "detect"}, {"skill": "metadata"}],
+                },
             },
         },
     }

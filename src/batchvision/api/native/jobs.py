@@ -3,6 +3,7 @@ uploads under `/v1/uploads`, and the signed output downloads every surface links
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -13,7 +14,14 @@ from batchvision.accounts.scoping import Principal
 from batchvision.api.access import native_principal
 from batchvision.api.job_routes import base_url, check_part_size, list_page, read_object
 from batchvision.api.native.job_lines import SURFACE
-from batchvision.api.openapi import BODY, KEYED, NativeErrorBody, error_responses, streamed
+from batchvision.api.openapi import (
+    BODY,
+    KEYED,
+    TINY_PNG_BASE64,
+    NativeErrorBody,
+    error_responses,
+    streamed,
+)
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.signing import EXPIRES_PARAM, SIGNATURE_PARAM
@@ -40,6 +48,24 @@ def submitted_body(request: Request, submitted: Submitted, job: JobView) -> dict
 
 
 # The statuses each route answers besides its success, for the OpenAPI document.
+# The body is the job file: one JSON line per image, `{id?, skill, image | images | image_url,
+# ...params}` (job_lines.py).
+_JOB_LINES = "\n".join(
+    json.dumps({"id": str(n), "skill": skill, "image": TINY_PNG_BASE64})
+    for n, skill in enumerate(("detect", "metadata"), start=1)
+)
+_LINES_SCHEMA = {"type": "string", "description": "JSON Lines: `{id, skill, image, ...params}`"}
+# The body is read as it comes whatever its Content-Type; text/plain is named beside JSONL for
+# clients (and schemathesis) that have no JSONL writer.
+_JOB_FILE = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSONL: {"schema": _LINES_SCHEMA},
+            "text/plain": {"schema": _LINES_SCHEMA, "example": _JOB_LINES + "\n"},
+        },
+    }
+}
 _SUBMIT_ERRORS = error_responses(NativeErrorBody, (*KEYED, *BODY, 402, 415, 422, 507))
 _LIST_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400))
 _JOB_ERRORS = error_responses(NativeErrorBody, (*KEYED, 404, 409))
@@ -52,7 +78,7 @@ _COMPLETE_ERRORS = error_responses(NativeErrorBody, (*KEYED, *BODY, 402, 404, 40
 _ABORT_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400, 404, 409))
 
 
-@router.post("/v1/jobs", status_code=202, responses=_SUBMIT_ERRORS)
+@router.post("/v1/jobs", status_code=202, responses=_SUBMIT_ERRORS, openapi_extra=_JOB_FILE)
 async def submit_job(request: Request, principal: Authorized) -> JSONResponse:
     """The request body is the JSONL file itself, streamed to disk. Options go in the query:
     `callback_url`, `callback_secret`, `retention_days`."""

@@ -274,7 +274,20 @@ _PREDICT_ERRORS = error_responses(RakuErrorBody, (400, 401, 402, 413, 429, 500, 
 _SIGN_ERRORS = error_responses(RakuErrorBody, (400, 401, 404, 413, 429, 500))
 _ASSET_ERRORS = error_responses(RakuErrorBody, (403, 404, 500))
 _EVENTS = streamed(NDJSON, "a line per event (`processing`, `done`, `error`) as files finish")
-_URLS_DOC = request_body("application/json", inlined_schema(wire.UrlBatch))
+_URLS_DOC = request_body(
+    "application/json",
+    inlined_schema(wire.UrlBatch),
+    {
+        "query": "What is in the picture?",
+        "data": [
+            {
+                "image_url": "https://example.com/street.jpg",
+                "filename": "street.jpg",
+                "is_yolo": True,
+            }
+        ],
+    },
+)
 _SIGN_DOC = request_body("application/json", inlined_schema(wire.SignedUrlRequest))
 
 
