@@ -65,3 +65,16 @@ def test_get_on_the_signed_url_route_is_405_not_an_asset_lookup(live_server: Liv
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert response.json()["detail"]["code"] == "method_not_allowed"
+
+
+def test_a_parameter_error_is_the_documented_400_not_fastapis_422(live_server: LiveServer) -> None:
+    """FastAPI documents a 422 HTTPValidationError the server never sends (its handler answers
+    400 in the surface's form); the document lists what really comes."""
+    with live_server.client() as client:
+        spec = client.get("/openapi.json").json()
+        response = client.get("/v1/usage", params={"days": "0"})
+    assert "HTTPValidationError" not in str(spec)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    documented = spec["paths"]["/v1/usage"]["get"]["responses"]
+    assert "400" in documented and "422" not in documented
