@@ -29,8 +29,8 @@ OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 SWAGGER_PARAMETERS: dict[str, Any] = {
     # Swagger UI would send the spec to validator.swagger.io for its badge: nothing leaves.
     "validatorUrl": None,
-    # A key typed into "Authorize" survives a reload of the page.
-    "persistAuthorization": True,
+    # No "persistAuthorization": a key typed into "Authorize" is not left in the browser's
+    # local storage, where anyone at that browser later could read it.
     "displayRequestDuration": True,
 }
 # The pages may load nothing from elsewhere: ReDoc's sidebar credit always asks a CDN for its
