@@ -151,3 +151,29 @@ def test_authorize_then_try_it_out_sends_the_key_and_gets_200(
             assert "detect" in operation.locator(".live-responses-table").inner_text()
         finally:
             browser.close()
+
+
+def test_authorize_with_oauth_client_credentials_gets_a_token_from_the_server(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """The BitMind scheme's "Authorize": Swagger UI posts the client id and secret to the
+    document's tokenUrl and holds the access token it gets back."""
+    keyed = keyed_server(serve)
+    created = keyed.store.create("docs-oauth", oauth=True)
+    assert created.info.oauth_client_id and created.client_secret
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = browser.new_page()
+            page.goto(f"{keyed.live.url}/docs")
+            page.click("button.authorize")
+            oauth = page.locator(".auth-container", has_text="bitmindOAuth")
+            oauth.locator("input[data-name=clientId]").fill(created.info.oauth_client_id)
+            oauth.locator("input[data-name=clientSecret]").fill(created.client_secret)
+            with page.expect_response("**/v1/oauth/token") as token:
+                oauth.locator("button.authorize").click()
+            assert token.value.status == 200
+            assert token.value.json()["token_type"] == "Bearer"
+            oauth.locator("button.authorize", has_text="Logout").wait_for(timeout=10_000)
+        finally:
+            browser.close()
