@@ -196,7 +196,13 @@ async def image(request: Request) -> JSONResponse:
     return JSONResponse(verdict(result))
 
 
-@router.get("/health", responses=error_responses(BitmindErrorBody, (500,)))
+_HEALTH_RESPONSES: dict[int | str, Any] = {
+    503: {"description": "`unhealthy`: the synthetic model is not installed (the message says)"},
+    **error_responses(BitmindErrorBody, (500,)),
+}
+
+
+@router.get("/health", responses=_HEALTH_RESPONSES)
 async def health(request: Request) -> JSONResponse:
     """200 `healthy` when the synthetic model is installed; 503 `unhealthy` naming why not."""
     model = DEFAULT_SYNTHETIC_MODEL
