@@ -12,8 +12,10 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.service import Meter
@@ -21,6 +23,16 @@ from batchvision.api.surface import services
 from batchvision.core.types import ImageInput, ItemResult, VideoInput, VideoResult
 from batchvision.intake.video import FrameSampling
 from batchvision.pipeline import Pipeline, PreparedTask
+
+# Security schemes are declared for the OpenAPI document only ("Authorize" and "Try it out" in
+# /docs): FastAPI reads them off the route's dependencies, so each is a dependency with
+# auto_error off whose value no route uses; the checks stay the functions below.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    auto_error=False,
+    description="An API key (`batchvision keys create`) sent as `Authorization: Bearer <key>`.",
+)
+DocumentedBearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
 def _clean(token: str) -> str | None:
@@ -74,12 +86,12 @@ def admit(request: Request, principal: Principal) -> Principal:
     return principal
 
 
-async def native_principal(request: Request) -> Principal:
+async def native_principal(request: Request, _: DocumentedBearer) -> Principal:
     """Native API: `Authorization: Bearer <key>`; a 401 for a missing key says so."""
     return await authorize(request, bearer_token(request.headers), missing=NATIVE_MISSING_KEY)
 
 
-async def bearer_principal(request: Request) -> Principal:
+async def bearer_principal(request: Request, _: DocumentedBearer) -> Principal:
     """A compat surface that reads a Bearer key too, with its own page's plain 401 message."""
     return await authorize(request, bearer_token(request.headers))
 

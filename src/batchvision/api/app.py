@@ -22,6 +22,7 @@ from batchvision.api.compat.bitmind.surface import bitmind_surface
 from batchvision.api.compat.moondream.surface import moondream_surface
 from batchvision.api.compat.raku.surface import raku_surface
 from batchvision.api.compat.yandex.surface import yandex_surface
+from batchvision.api.docs import install_docs
 from batchvision.api.errors import INTERNAL, install_error_handlers, render, unexpected
 from batchvision.api.guards import BodyDeadlineGuard
 from batchvision.api.native.metrics import record_request
@@ -160,8 +161,11 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
         version=__version__,
         description="Self-hosted batch vision inference server",
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves both pages from the package, not a CDN
+        redoc_url=None,
     )
     app.state.surfaces = surfaces
+    install_docs(app)
     install_error_handlers(app)
     for surface in surfaces:
         app.include_router(surface.router)

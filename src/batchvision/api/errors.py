@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from batchvision.api.surface import NativeErrors, Surface, WireError, surface_for_path
 from batchvision.core.db import storage_is_full
@@ -75,7 +76,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     headers = dict(exc.headers or {}) or None
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
     return _answer(request, WireError(exc.status_code, code, message, headers))
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this path. Starlette's 405 names only the methods
+    of the first route whose path matched, so a path that two routes share (`/v1/batch/{id}`:
+    GET a batch, PUT/POST/DELETE an upload) would be told it allows one of them."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 async def _client_disconnect(request: Request, exc: Exception) -> Response:

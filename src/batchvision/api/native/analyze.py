@@ -52,6 +52,7 @@ from batchvision.accounts.scoping import Principal
 from batchvision.api.access import Media, analyze_with_videos_metered, native_principal
 from batchvision.api.bodies import Model, json_object, refusal
 from batchvision.api.native.outputs import native_outputs
+from batchvision.api.openapi import KEYED, TINY_PNG_BASE64, NativeErrorBody, error_responses
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode, describe_problems
 from batchvision.core.types import (
@@ -155,7 +156,11 @@ _ANALYZE_DOC: dict[str, Any] = {
                             },
                         },
                     },
-                }
+                },
+                "example": {
+                    "images": [{"data": TINY_PNG_BASE64, "id": "white-square"}],
+                    "tasks": [{"skill": "detect"}, {"skill": "metadata"}],
+                },
             },
         },
     }
@@ -496,7 +501,17 @@ def _tasks_to_dicts(tasks: list[PreparedTask]) -> list[dict[str, Any]]:
     return [{"skill": t.name, "params": t.params.model_dump(mode="json")} for t in tasks]
 
 
-@router.post("/v1/analyze", openapi_extra=_ANALYZE_DOC, tags=["native"])
+# The statuses each route answers besides its success, for the OpenAPI document.
+_ANALYZE_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400, 402, 408, 413, 415, 422, 503, 507))
+_READ_ERRORS = error_responses(NativeErrorBody, KEYED)
+_HEALTH_ERRORS = error_responses(NativeErrorBody, (500,))
+_READY_RESPONSES: dict[int | str, Any] = {
+    503: {"description": "busy: as many images in flight as admission allows (the same body)"},
+    **_HEALTH_ERRORS,
+}
+
+
+@router.post("/v1/analyze", openapi_extra=_ANALYZE_DOC, tags=["native"], responses=_ANALYZE_ERRORS)
 async def analyze(request: Request, principal: Authorized) -> JSONResponse:
     """Run skills over a batch of images and videos; per-image results come back in request
     order in `results`, per-video results (sampled frames and a summary) in `videos`."""
@@ -522,23 +537,23 @@ async def analyze(request: Request, principal: Authorized) -> JSONResponse:
     )
 
 
-@router.get("/v1/skills", tags=["native"])
+@router.get("/v1/skills", tags=["native"], responses=_READ_ERRORS)
 async def list_skills(principal: Authorized) -> dict[str, Any]:
     return {"skills": [skill.describe() for skill in SKILL_TYPES.values()]}
 
 
-@router.get("/v1/models", tags=["native"])
+@router.get("/v1/models", tags=["native"], responses=_READ_ERRORS)
 async def list_models(request: Request, principal: Authorized) -> dict[str, Any]:
     registry = services(request).pipeline.registry
     return {"models": [status.to_dict() for status in registry.statuses()]}
 
 
-@router.get("/healthz", tags=["ops"])
+@router.get("/healthz", tags=["ops"], responses=_HEALTH_ERRORS)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["ops"])
+@router.get("/readyz", tags=["ops"], responses=_READY_RESPONSES)
 async def readyz(request: Request) -> JSONResponse:
     pipeline = services(request).pipeline
     saturated = pipeline.engine.in_flight >= pipeline.settings.max_queued_images

@@ -17,6 +17,7 @@ from batchvision.accounts.keys import MAX_CREDITS, MAX_RATE_PER_MINUTE, AccountE
 from batchvision.accounts.scoping import Principal, not_found
 from batchvision.api.access import native_principal
 from batchvision.api.bodies import Model, parse_body
+from batchvision.api.openapi import BODY, KEYED, NativeErrorBody, error_responses
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.intake.body import BodyLimits, read_json
@@ -90,7 +91,16 @@ async def _visible_key(request: Request, principal: Principal, key_id: int) -> K
     return key
 
 
-@router.get("/v1/usage")
+# The statuses each route answers besides its success, for the OpenAPI document: 400 for a
+# malformed key id, 404 for another owner's key, 403 where an admin key is needed.
+_READ_ERRORS = error_responses(NativeErrorBody, KEYED)
+_USAGE_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400, 404))
+_KEY_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400, 404))
+_CREATE_ERRORS = error_responses(NativeErrorBody, (*KEYED, *BODY, 403, 409, 415, 422, 507))
+_CREDITS_ERRORS = error_responses(NativeErrorBody, (*KEYED, *BODY, 403, 404, 415, 422, 507))
+
+
+@router.get("/v1/usage", responses=_USAGE_ERRORS)
 async def usage(
     request: Request, principal: Authorized, days: Annotated[int, Query(ge=1, le=366)] = 30
 ) -> dict[str, Any]:
@@ -111,19 +121,19 @@ async def usage(
     }
 
 
-@router.get("/v1/keys")
+@router.get("/v1/keys", responses=_READ_ERRORS)
 async def list_keys(request: Request, principal: Authorized) -> dict[str, Any]:
     accounts = services(request).accounts
     keys = await accounts.run(accounts.keys.all_keys)
     return {"keys": [key.to_dict() for key in keys if principal.owns(key.id)]}
 
 
-@router.get("/v1/keys/{key_id}")
+@router.get("/v1/keys/{key_id}", responses=_KEY_ERRORS)
 async def get_key(request: Request, principal: Authorized, key_id: int) -> dict[str, Any]:
     return (await _visible_key(request, principal, key_id)).to_dict()
 
 
-@router.post("/v1/keys", status_code=201)
+@router.post("/v1/keys", status_code=201, responses=_CREATE_ERRORS)
 async def create_key(request: Request, principal: Authorized) -> JSONResponse:
     """Create a key (admin only). The secret (and, with `oauth`, the client secret) is in this
     response and nowhere else, ever."""
@@ -151,7 +161,7 @@ async def create_key(request: Request, principal: Authorized) -> JSONResponse:
     return JSONResponse(body, status_code=201)
 
 
-@router.post("/v1/keys/{key_id}/revoke")
+@router.post("/v1/keys/{key_id}/revoke", responses=_KEY_ERRORS)
 async def revoke_key(request: Request, principal: Authorized, key_id: int) -> dict[str, Any]:
     """Admins revoke any key; a key may revoke itself (a leaked secret)."""
     key = await _visible_key(request, principal, key_id)
@@ -159,7 +169,7 @@ async def revoke_key(request: Request, principal: Authorized, key_id: int) -> di
     return (await accounts.run(accounts.keys.revoke, key.name)).to_dict()
 
 
-@router.post("/v1/keys/{key_id}/credits")
+@router.post("/v1/keys/{key_id}/credits", responses=_CREDITS_ERRORS)
 async def add_credits(request: Request, principal: Authorized, key_id: int) -> dict[str, Any]:
     _require_admin(principal)
     key = await _visible_key(request, principal, key_id)

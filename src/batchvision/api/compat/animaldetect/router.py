@@ -73,6 +73,7 @@ from batchvision.api.access import analyze_metered, bearer_principal
 from batchvision.api.bodies import parse_body
 from batchvision.api.compat.animaldetect.store import DetectResultStore, NewResult
 from batchvision.api.compat.animaldetect.wire import BatchFields, JsonBatch
+from batchvision.api.openapi import BODY, KEYED, NativeErrorBody, error_responses
 from batchvision.api.surface import services
 from batchvision.core.db import utcnow
 from batchvision.core.errors import BatchVisionError, ErrorCode
@@ -370,20 +371,26 @@ def _params_doc() -> dict[str, Any]:
 _DOC = _params_doc()
 
 
-@router.post("/api/v1/batch-detect", openapi_extra=_DOC)
+# The statuses each route answers besides its success, for the OpenAPI document (every
+# validation problem is a 400 here: surface.py).
+_DETECT_ERRORS = error_responses(NativeErrorBody, (*KEYED, *BODY, 402, 415, 503, 507))
+_RESULT_ERRORS = error_responses(NativeErrorBody, (*KEYED, 404))
+
+
+@router.post("/api/v1/batch-detect", openapi_extra=_DOC, responses=_DETECT_ERRORS)
 async def batch_detect(request: Request, principal: Authorized) -> JSONResponse:
     """1-10 camera-trap images: animal / human / vehicle boxes with SpeciesNet labels."""
     return await _batch_detect(request, principal, WILD)
 
 
-@router.post("/api/v1/batch-detect-urban", openapi_extra=_DOC)
+@router.post("/api/v1/batch-detect-urban", openapi_extra=_DOC, responses=_DETECT_ERRORS)
 async def batch_detect_urban(request: Request, principal: Authorized) -> JSONResponse:
     """As batch-detect, for urban, farm or zoo scenes: domestic taxa are never geofenced."""
     return await _batch_detect(request, principal, URBAN)
 
 
-@router.get("/api/v1/batch-detect/{result_id}")
-@router.get("/api/v1/batch-detect-urban/{result_id}")
+@router.get("/api/v1/batch-detect/{result_id}", responses=_RESULT_ERRORS)
+@router.get("/api/v1/batch-detect-urban/{result_id}", responses=_RESULT_ERRORS)
 async def get_result(request: Request, principal: Authorized, result_id: str) -> dict[str, Any]:
     """A stored batch-detect response until its `expires_at`; another key's is not found."""
     return await asyncio.to_thread(_store(request).get, principal, result_id)

@@ -8,19 +8,34 @@ outstanding token)."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
+from fastapi.security import OAuth2
 
 from batchvision.accounts.certs import header_fingerprint
 from batchvision.accounts.scoping import Principal
 from batchvision.accounts.service import unauthorized
 from batchvision.accounts.tokens import AccessTokens
-from batchvision.api.access import admit, bearer_token
+from batchvision.api.access import BEARER, admit, bearer_token
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.signing import load_or_create_secret
 
 SECRET_FILE = "access-token.key"  # noqa: S105 (a file name)
 CLIENT_CERT_HEADER = "x-client-cert"
+TOKEN_URL = "/v1/oauth/token"  # noqa: S105 (a path)
+
+# For the OpenAPI document (api/access.py, BEARER): "Authorize" fetches a token from TOKEN_URL
+# with a client id and secret (`keys create --oauth`) and sends it as a Bearer header, which
+# `bitmind_principal` checks. A key itself goes in `bearer`.
+CLIENT_CREDENTIALS = OAuth2(
+    flows=OAuthFlows(clientCredentials=OAuthFlowClientCredentials(tokenUrl=TOKEN_URL)),
+    scheme_name="bitmindOAuth",
+    auto_error=False,
+    description="BitMind routes: an access token for OAuth client credentials "
+    "(`batchvision keys create --oauth`), or an API key in the `bearer` scheme.",
+)
+SECURED = [Security(BEARER), Security(CLIENT_CREDENTIALS)]  # a route's `dependencies`
 
 
 def access_tokens(request: Request) -> AccessTokens:

@@ -12,12 +12,24 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from batchvision.api.surface import WireError
 from batchvision.core.errors import ErrorCode
 
 KEPT_CLIENT_STATUSES = frozenset({401, 402, 403, 404, 405, 413, 429})
 ALWAYS_400 = frozenset({ErrorCode.TOO_MANY_IMAGES})
+
+
+class BitmindErrorBody(BaseModel):
+    """`{"error": "<code>", "message": "<text>"}`, for the OpenAPI document."""
+
+    error: str
+    message: str
+
+
+# The statuses a BitMind analysis route answers besides its success, for the OpenAPI document.
+ANALYSIS_STATUSES = (400, 401, 402, 403, 413, 429, 500, 503, 507)
 
 
 def wire_status(code: ErrorCode, status: int) -> int:

@@ -18,18 +18,47 @@ from urllib.parse import parse_qs, unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
-from batchvision.api.compat.bitmind.auth import access_tokens
+from batchvision.api.compat.bitmind.auth import TOKEN_URL, access_tokens
+from batchvision.api.compat.bitmind.errors import BitmindErrorBody
+from batchvision.api.openapi import error_responses, request_body
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError
 from batchvision.intake.body import read_capped
 
 router = APIRouter(tags=["bitmind"])
 
-TOKEN_ROUTE = "/v1/oauth/token"  # noqa: S105 (a path)
 FORM = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 16 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthErrorBody(BaseModel):
+    """RFC 6749 §5.2, for the OpenAPI document."""
+
+    error: str
+    error_description: str
+
+
+_TOKEN_RESPONSES = {
+    **error_responses(OAuthErrorBody, (400, 401)),
+    **error_responses(BitmindErrorBody, (500,)),
+}
+
+
+_TOKEN_BODY = request_body(
+    FORM,
+    {
+        "type": "object",
+        "required": ["grant_type"],
+        "properties": {
+            "grant_type": {"type": "string", "enum": ["client_credentials"]},
+            "client_id": {"type": "string", "description": "or HTTP Basic credentials"},
+            "client_secret": {"type": "string", "format": "password"},
+        },
+    },
+)
 
 
 class OAuthError(Exception):
@@ -104,7 +133,7 @@ async def _token(request: Request) -> JSONResponse:
     return JSONResponse(body, headers=_NO_STORE)
 
 
-@router.post(TOKEN_ROUTE)
+@router.post(TOKEN_URL, responses=_TOKEN_RESPONSES, openapi_extra=_TOKEN_BODY)
 async def token(request: Request) -> JSONResponse:
     """An access token for OAuth client credentials (client_credentials grant)."""
     try:

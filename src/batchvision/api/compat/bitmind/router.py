@@ -28,7 +28,9 @@ from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import analyze_metered
-from batchvision.api.compat.bitmind.auth import bitmind_principal
+from batchvision.api.compat.bitmind.auth import SECURED, bitmind_principal
+from batchvision.api.compat.bitmind.errors import ANALYSIS_STATUSES, BitmindErrorBody
+from batchvision.api.openapi import error_responses, request_body
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
@@ -36,6 +38,7 @@ from batchvision.intake.body import BodyLimits, check_content_length, read_cappe
 from batchvision.skills.synthetic import DEFAULT_SYNTHETIC_MODEL
 
 router = APIRouter(tags=["bitmind"])
+ERRORS = error_responses(BitmindErrorBody, ANALYSIS_STATUSES)
 
 MAX_BATCH_IMAGES = 50
 IMAGE_FIELDS = frozenset({"images", "images[]"})
@@ -121,6 +124,26 @@ def _limits(request: Request, max_images: int, max_request_bytes: int | None = N
     return limits
 
 
+_BINARY = {"type": "string", "format": "binary"}
+# The bodies for the OpenAPI document (the routes read them as they stream in).
+_BATCH_DOC = request_body(
+    "multipart/form-data",
+    {
+        "type": "object",
+        "required": ["images"],
+        "properties": {"images": {"type": "array", "items": _BINARY, "maxItems": MAX_BATCH_IMAGES}},
+    },
+)
+_IMAGE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {"schema": _BINARY} for media in ("image/jpeg", "image/png", "image/webp")
+        },
+    }
+}
+
+
 async def _batch_images(request: Request) -> list[ImageInput]:
     if _media_type(request) != "multipart/form-data":
         raise _invalid("Content-Type must be multipart/form-data with 'images' files")
@@ -133,7 +156,7 @@ async def _batch_images(request: Request) -> list[ImageInput]:
     return [_checked(image) for image in form.images]
 
 
-@router.post("/batch_image")
+@router.post("/batch_image", dependencies=SECURED, responses=ERRORS, openapi_extra=_BATCH_DOC)
 async def batch_image(request: Request) -> JSONResponse:
     """Up to 50 images (multipart `images`): is each AI-generated?"""
     start = time.perf_counter()
@@ -162,7 +185,7 @@ async def _body_image(request: Request) -> ImageInput:
     return ImageInput(index=0, data=data)
 
 
-@router.post("/image")
+@router.post("/image", dependencies=SECURED, responses=ERRORS, openapi_extra=_IMAGE_DOC)
 async def image(request: Request) -> JSONResponse:
     """One image, the request body itself: is it AI-generated?"""
     principal = await bitmind_principal(request)
@@ -173,7 +196,13 @@ async def image(request: Request) -> JSONResponse:
     return JSONResponse(verdict(result))
 
 
-@router.get("/health")
+_HEALTH_RESPONSES: dict[int | str, Any] = {
+    503: {"description": "`unhealthy`: the synthetic model is not installed (the message says)"},
+    **error_responses(BitmindErrorBody, (500,)),
+}
+
+
+@router.get("/health", responses=_HEALTH_RESPONSES)
 async def health(request: Request) -> JSONResponse:
     """200 `healthy` when the synthetic model is installed; 503 `unhealthy` naming why not."""
     model = DEFAULT_SYNTHETIC_MODEL

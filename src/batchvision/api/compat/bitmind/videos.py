@@ -26,7 +26,9 @@ from fastapi.responses import JSONResponse
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import Media, analyze_with_videos_metered
-from batchvision.api.compat.bitmind.auth import bitmind_principal
+from batchvision.api.compat.bitmind.auth import SECURED, bitmind_principal
+from batchvision.api.compat.bitmind.errors import ANALYSIS_STATUSES, BitmindErrorBody
+from batchvision.api.openapi import error_responses
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import Task, VideoResult
@@ -34,6 +36,7 @@ from batchvision.intake.body import BodyLimits, FormData, check_content_length, 
 from batchvision.intake.video import FrameSampling, remove_spooled
 
 router = APIRouter(tags=["bitmind"])
+ERRORS = error_responses(BitmindErrorBody, ANALYSIS_STATUSES)
 
 MAX_BATCH_VIDEOS = 20
 MAX_FRAMES = 32
@@ -134,7 +137,7 @@ def _batch_entry(result: VideoResult) -> dict[str, Any]:
     }
 
 
-@router.post("/batch_video")
+@router.post("/batch_video", dependencies=SECURED, responses=ERRORS)
 async def batch_video(request: Request) -> JSONResponse:
     """Up to 20 videos (multipart `videos`): is each AI-generated?"""
     start = time.perf_counter()
@@ -153,7 +156,7 @@ async def batch_video(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.post("/video")
+@router.post("/video", dependencies=SECURED, responses=ERRORS)
 async def video(request: Request) -> JSONResponse:
     """One video (multipart `video`, up to 500 MB; `startTime`, `endTime`, `fps`)."""
     principal = await bitmind_principal(request)  # before any byte of the video is read

@@ -57,6 +57,16 @@ from batchvision.api.compat.moondream.lines import (
     coco_class_for,
 )
 from batchvision.api.compat.moondream.router import Authorized
+from batchvision.api.openapi import (
+    BODY,
+    KEYED,
+    TINY_PNG_BASE64,
+    NativeErrorBody,
+    error_responses,
+    inlined_schema,
+    request_body,
+    streamed,
+)
 from batchvision.api.surface import NativeErrors, WireError, services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import DecodedImage, ImageInput, ItemError, Task, normalized_xyxy
@@ -68,7 +78,23 @@ from batchvision.skills.query import QueryParams, QuerySkill
 
 log = logging.getLogger(__name__)
 
-router = APIRouter()
+# The statuses every real-time route answers besides its success, for the OpenAPI document
+# (504: the vision-language backend did not answer in time).
+router = APIRouter(
+    responses=error_responses(NativeErrorBody, (*KEYED, *BODY, 402, 415, 422, 503, 504, 507))
+)
+_EVENTS = streamed(
+    "text/event-stream",
+    "with `stream: true`, the answer as server-sent events",
+    {
+        "type": "object",
+        "properties": {
+            "data": {"type": "string", "description": 'JSON: `{"chunk", "completed"}`'},
+            "event": {"type": "string"},
+        },
+        "required": ["data"],
+    },
+)
 
 REALTIME_PATHS = ("/v1/caption", "/v1/query", "/v1/detect", "/v1/point")
 _ERRORS = NativeErrors()  # the Moondream surface's table: {"error": {"code", "message"}}
@@ -301,10 +327,16 @@ class _OpenStream:
                 await self.held.aclose()
 
 
+def _body(model: type[BaseModel], **example: Any) -> dict[str, Any]:
+    """The route's JSON body for the OpenAPI document, with an example image inline."""
+    image = f"data:image/png;base64,{TINY_PNG_BASE64}"
+    return request_body("application/json", inlined_schema(model), {"image_url": image, **example})
+
+
 # --- routes --------------------------------------------------------------------------------------
 
 
-@router.post("/v1/caption")
+@router.post("/v1/caption", responses=_EVENTS, openapi_extra=_body(CaptionRequest, length="short"))
 async def caption(request: Request, principal: Authorized) -> Response:
     body, image = await _read(request, CaptionRequest)
     task = Task("caption", {"length": body.length, **_sampling(body.settings)})
@@ -313,7 +345,9 @@ async def caption(request: Request, principal: Authorized) -> Response:
     return await _answer(request, principal, image, task, _caption)
 
 
-@router.post("/v1/query")
+@router.post(
+    "/v1/query", responses=_EVENTS, openapi_extra=_body(QueryRequest, question="What colour is it?")
+)
 async def query(request: Request, principal: Authorized) -> Response:
     body, image = await _read(request, QueryRequest)
     params = {"question": body.question, **_sampling(body.settings)}
@@ -323,14 +357,14 @@ async def query(request: Request, principal: Authorized) -> Response:
     return await _answer(request, principal, image, task, _query)
 
 
-@router.post("/v1/detect")
+@router.post("/v1/detect", openapi_extra=_body(ObjectRequest, object="person"))
 async def detect(request: Request, principal: Authorized) -> Response:
     body, image = await _read(request, ObjectRequest)
     task = Task("detect", {"object": _target(request, body.object)})
     return await _answer(request, principal, image, task, _objects)
 
 
-@router.post("/v1/point")
+@router.post("/v1/point", openapi_extra=_body(ObjectRequest, object="person"))
 async def point(request: Request, principal: Authorized) -> Response:
     body, image = await _read(request, ObjectRequest)
     task = Task("point", {"object": _target(request, body.object)})

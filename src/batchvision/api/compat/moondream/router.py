@@ -24,13 +24,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 
 from batchvision.accounts.scoping import Principal
 from batchvision.api.access import authorize, header_token
 from batchvision.api.compat.moondream.jobs import SURFACE
 from batchvision.api.job_routes import base_url, check_part_size, list_page, read_object
+from batchvision.api.openapi import BODY, KEYED, NativeErrorBody, error_responses
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.jobs.uploads import MAX_PART_NUMBER
@@ -44,11 +46,40 @@ def moondream_token(headers: Mapping[str, str]) -> str | None:
     return header_token(headers, "x-moondream-auth")
 
 
-async def moondream_principal(request: Request) -> Principal:
+# For the OpenAPI document (api/access.py, BEARER): the check is `moondream_token`.
+MOONDREAM_AUTH = APIKeyHeader(
+    name="X-Moondream-Auth",
+    scheme_name="moondreamAuth",
+    auto_error=False,
+    description="Moondream routes (`/v1/batch…`, `/v1/caption`, `/v1/query`, `/v1/detect`, "
+    "`/v1/point`): the API key in `X-Moondream-Auth`.",
+)
+
+
+async def moondream_principal(
+    request: Request, _: Annotated[str | None, Security(MOONDREAM_AUTH)]
+) -> Principal:
     return await authorize(request, moondream_token(request.headers))
 
 
 Authorized = Annotated[Principal, Depends(moondream_principal)]
+# The page names this segment `:fileId` for the upload's PUT, POST and DELETE and `:batchId` for
+# GET: one path to OpenAPI (two templates differing only in a name are one path, and each would
+# answer the other's methods), so one name here.
+BatchId = Annotated[
+    str,
+    Path(description="the `fileId` of an upload (PUT, POST, DELETE), or a batch `id` (GET)"),
+]
+
+
+# The statuses each route answers besides its success, for the OpenAPI document (no 422 here:
+# the module docstring).
+_CREATE_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400, 507))
+_PART_ERRORS = error_responses(NativeErrorBody, (*KEYED, *BODY, 404, 409, 507))
+_COMPLETE_ERRORS = error_responses(NativeErrorBody, (*KEYED, *BODY, 402, 404, 409, 507))
+_ABORT_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400, 404, 409))
+_LIST_ERRORS = error_responses(NativeErrorBody, (*KEYED, 400))
+_GET_ERRORS = error_responses(NativeErrorBody, (*KEYED, 404))
 
 
 def _action(request: Request, *allowed: str) -> str:
@@ -85,7 +116,7 @@ def _s3_argument_errors() -> Iterator[None]:
         raise BatchVisionError(ErrorCode.INVALID_REQUEST, exc.message) from None
 
 
-@router.post("/v1/batch")
+@router.post("/v1/batch", responses=_CREATE_ERRORS)
 async def create_upload(request: Request, principal: Authorized) -> dict[str, Any]:
     _action(request, "mpu-create")
     upload = await services(request).jobs.create_upload(principal, SURFACE)
@@ -97,28 +128,30 @@ async def create_upload(request: Request, principal: Authorized) -> dict[str, An
     }
 
 
-@router.put("/v1/batch/{file_id}")
-async def upload_part(request: Request, principal: Authorized, file_id: str) -> dict[str, Any]:
+@router.put("/v1/batch/{batch_id}", responses=_PART_ERRORS)
+async def upload_part(request: Request, principal: Authorized, batch_id: BatchId) -> dict[str, Any]:
     _action(request, "mpu-uploadpart")
     query = request.query_params
     part_number = _part_number(query.get("partNumber"))
     jobs = services(request).jobs
     check_part_size(request, jobs.settings.job_max_part_bytes)
     part = await jobs.put_part(
-        principal, file_id, query.get("uploadId"), part_number, request.stream()
+        principal, batch_id, query.get("uploadId"), part_number, request.stream()
     )
     return {"etag": part.etag, "partNumber": part.part_number}
 
 
-@router.post("/v1/batch/{file_id}")
-async def complete_upload(request: Request, principal: Authorized, file_id: str) -> JSONResponse:
+@router.post("/v1/batch/{batch_id}", responses=_COMPLETE_ERRORS)
+async def complete_upload(
+    request: Request, principal: Authorized, batch_id: BatchId
+) -> JSONResponse:
     _action(request, "mpu-complete")
     jobs = services(request).jobs
     body = await read_object(request)
     upload_id = request.query_params.get("uploadId")
     with _s3_argument_errors():
         submitted = await jobs.complete_upload(
-            principal, file_id, upload_id, body.get("parts"), JobOptions()
+            principal, batch_id, upload_id, body.get("parts"), JobOptions()
         )
     job = await jobs.get(principal, submitted.job.id)
     # The page answers "chunking": the batch was accepted for validation, even if a small file
@@ -127,15 +160,15 @@ async def complete_upload(request: Request, principal: Authorized, file_id: str)
     return JSONResponse({"id": job.id, "status": status, "size": submitted.size})
 
 
-@router.delete("/v1/batch/{file_id}", status_code=204)
-async def abort_upload(request: Request, principal: Authorized, file_id: str) -> Response:
+@router.delete("/v1/batch/{batch_id}", status_code=204, responses=_ABORT_ERRORS)
+async def abort_upload(request: Request, principal: Authorized, batch_id: BatchId) -> Response:
     _action(request, "mpu-abort")
     upload_id = request.query_params.get("uploadId")
-    await services(request).jobs.abort_upload(principal, file_id, upload_id)
+    await services(request).jobs.abort_upload(principal, batch_id, upload_id)
     return Response(status_code=204)
 
 
-@router.get("/v1/batch")
+@router.get("/v1/batch", responses=_LIST_ERRORS)
 async def list_batches(
     request: Request, principal: Authorized, limit: str | None = None, cursor: str | None = None
 ) -> dict[str, Any]:
@@ -144,8 +177,8 @@ async def list_batches(
     )
 
 
-@router.get("/v1/batch/{batch_id}")
-async def get_batch(request: Request, principal: Authorized, batch_id: str) -> dict[str, Any]:
+@router.get("/v1/batch/{batch_id}", responses=_GET_ERRORS)
+async def get_batch(request: Request, principal: Authorized, batch_id: BatchId) -> dict[str, Any]:
     jobs = services(request).jobs
     job = await jobs.get(principal, batch_id, surface=SURFACE)
     return jobs.view(job, base_url(request))

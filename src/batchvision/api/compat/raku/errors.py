@@ -12,11 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
+from batchvision.api.openapi import ErrorDetail
 from batchvision.api.surface import WireError
 from batchvision.core.types import ItemError
 
 KEPT_CLIENT_STATUSES = frozenset({401, 402, 403, 404, 405, 413, 429})
+
+
+class RakuErrorBody(BaseModel):
+    """`{"detail": {"message", "code"}}`, for the OpenAPI document."""
+
+    detail: ErrorDetail
 
 
 def wire_status(status: int) -> int:

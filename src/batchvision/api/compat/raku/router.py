@@ -38,17 +38,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
 
 from batchvision.accounts.scoping import Principal
-from batchvision.api.access import authorize, bearer_token, field_token, metered_request
+from batchvision.api.access import BEARER, authorize, bearer_token, field_token, metered_request
 from batchvision.api.bodies import parse_body
 from batchvision.api.compat.raku import wire
-from batchvision.api.compat.raku.assets import ASSET_ROUTE, Assets, media_type
+from batchvision.api.compat.raku.assets import ASSET_ROUTE, ROOT, Assets, media_type
+from batchvision.api.compat.raku.errors import RakuErrorBody
 from batchvision.api.compat.raku.predict import Emit, Event, Outcome, Prediction, RakuFile
 from batchvision.api.job_routes import base_url
+from batchvision.api.openapi import error_responses, inlined_schema, request_body, streamed
 from batchvision.api.surface import Services, services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput
@@ -248,19 +249,14 @@ async def _lines(queue: asyncio.Queue[Event | None], prediction: Prediction) -> 
 # --- routes --------------------------------------------------------------------------------
 
 
-def _body_doc(media: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A route's request body in OpenAPI (the routes read their bodies themselves)."""
-    return {"requestBody": {"required": True, "content": {media: {"schema": schema}}}}
-
-
 _TEXT = {"type": "string"}
-_UPLOAD_DOC = _body_doc(
+_UPLOAD_DOC = request_body(
     "multipart/form-data",
     {
         "type": "object",
-        "required": ["api_key", "files", "metadata"],
+        "required": ["files", "metadata"],
         "properties": {
-            "api_key": _TEXT,
+            "api_key": {"type": "string", "description": "the API key (or send a Bearer header)"},
             "query": _TEXT,
             "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
             "metadata": {"type": "array", "items": _TEXT, "description": '{"is_yolo", "is_llm"}'},
@@ -269,54 +265,82 @@ _UPLOAD_DOC = _body_doc(
 )
 
 
-def _inlined(model: type[BaseModel]) -> dict[str, Any]:
-    """`model`'s JSON schema with its nested models written in place: a `$defs` reference
-    would not resolve inside an OpenAPI document."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
+# The key is a body field here, which OpenAPI cannot call a credential: the document names the
+# Bearer header the routes also take, so "Authorize" works for them.
+_KEYED = [Security(BEARER)]
+# The statuses each route answers besides its success (errors.py keeps these, any other client
+# error is a 400), for the OpenAPI document.
+_PREDICT_ERRORS = error_responses(RakuErrorBody, (400, 401, 402, 413, 429, 500, 503, 507))
+_SIGN_ERRORS = error_responses(RakuErrorBody, (400, 401, 404, 413, 429, 500))
+_ASSET_ERRORS = error_responses(RakuErrorBody, (403, 404, 500))
+_EVENTS = streamed(NDJSON, "a line per event (`processing`, `done`, `error`) as files finish")
+_URLS_DOC = request_body(
+    "application/json",
+    inlined_schema(wire.UrlBatch),
+    {
+        "query": "What is in the picture?",
+        "data": [
+            {
+                "image_url": "https://example.com/street.jpg",
+                "filename": "street.jpg",
+                "is_yolo": True,
+            }
+        ],
+    },
+)
+_SIGN_DOC = request_body("application/json", inlined_schema(wire.SignedUrlRequest))
 
-    def resolve(node: Any) -> Any:
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if "$ref" in node:
-            return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
-        return {key: resolve(value) for key, value in node.items()}
 
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
-
-
-_URLS_DOC = _body_doc("application/json", _inlined(wire.UrlBatch))
-_SIGN_DOC = _body_doc("application/json", _inlined(wire.SignedUrlRequest))
-
-
-@router.post(f"{PREFIX}/predict/batch", openapi_extra=_UPLOAD_DOC)
+@router.post(
+    f"{PREFIX}/predict/batch",
+    dependencies=_KEYED,
+    responses=_PREDICT_ERRORS,
+    openapi_extra=_UPLOAD_DOC,
+)
 async def predict_batch(request: Request) -> JSONResponse:
     """v1: uploaded files; one JSON object once every file is done."""
     return await _batch(request, await read_upload(request))
 
 
-@router.post(f"{PREFIX}/predict/batch/v2", openapi_extra=_URLS_DOC)
+@router.post(
+    f"{PREFIX}/predict/batch/v2",
+    dependencies=_KEYED,
+    responses=_PREDICT_ERRORS,
+    openapi_extra=_URLS_DOC,
+)
 async def predict_batch_v2(request: Request) -> JSONResponse:
     """v2: image URLs in a JSON body; one JSON object once every file is done."""
     return await _batch(request, await read_urls(request))
 
 
-@router.post(f"{PREFIX}/predict/stream", openapi_extra=_UPLOAD_DOC)
+@router.post(
+    f"{PREFIX}/predict/stream",
+    dependencies=_KEYED,
+    responses={**_PREDICT_ERRORS, **_EVENTS},
+    openapi_extra=_UPLOAD_DOC,
+)
 async def predict_stream(request: Request) -> StreamingResponse:
     """v1 as a stream: a line per event as work progresses."""
     return await _stream(request, await read_upload(request))
 
 
-@router.post(f"{PREFIX}/predict/stream/v2", openapi_extra=_URLS_DOC)
+@router.post(
+    f"{PREFIX}/predict/stream/v2",
+    dependencies=_KEYED,
+    responses={**_PREDICT_ERRORS, **_EVENTS},
+    openapi_extra=_URLS_DOC,
+)
 async def predict_stream_v2(request: Request) -> StreamingResponse:
     """v2 as a stream."""
     return await _stream(request, await read_urls(request))
 
 
-@router.post(f"{PREFIX}/assets/signed-url", openapi_extra=_SIGN_DOC)
+@router.post(
+    f"{PREFIX}/assets/signed-url",
+    dependencies=_KEYED,
+    responses=_SIGN_ERRORS,
+    openapi_extra=_SIGN_DOC,
+)
 async def signed_url(request: Request) -> dict[str, Any]:
     """A time-limited link to one of the caller's result assets; needs no key to download."""
     body = await _json_object(request, SMALL_BODY_BYTES)
@@ -332,9 +356,12 @@ async def signed_url(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get(ASSET_ROUTE + "{object_path:path}")
+# Every object path starts `results/`, and the route says so: a bare `{object_path:path}` also
+# matched `assets/signed-url`, so GET there reached this route and a 405 there listed GET.
+@router.get(ASSET_ROUTE + ROOT + "{object_path:path}", responses=_ASSET_ERRORS)
 async def asset(request: Request, object_path: str) -> Response:
-    """A result asset by signed link (no key: the signature is the credential)."""
+    """A result asset by signed link (no key: the signature is the credential); `object_path`
+    is the rest of the path after `results/`."""
     assets = assets_of(services(request))
     query = request.query_params
     path = assets.verified_path(request.url.path, query.get("expires"), query.get("signature"))

@@ -9,6 +9,7 @@ from enum import IntEnum
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from batchvision.api.surface import WireError
 from batchvision.core.errors import HTTP_STATUS, ErrorCode
@@ -70,6 +71,14 @@ def rpc_code(code: ErrorCode) -> RpcCode:
     if found is None:  # a code added to ErrorCode later, until it is named above
         return RpcCode.INTERNAL if HTTP_STATUS[code] >= 500 else RpcCode.INVALID_ARGUMENT
     return found
+
+
+class RpcStatusBody(BaseModel):
+    """A google.rpc Status, for the OpenAPI document."""
+
+    code: int
+    message: str
+    details: list[Any]
 
 
 def rpc_status(code: RpcCode, message: str) -> dict[str, Any]:

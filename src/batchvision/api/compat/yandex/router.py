@@ -34,13 +34,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 
-from batchvision.api.access import authorize, metered_request, scheme_token
+from batchvision.api.access import BEARER, authorize, metered_request, scheme_token
 from batchvision.api.compat.yandex import wire
-from batchvision.api.compat.yandex.errors import RpcCode, item_status, rpc_code, rpc_status
+from batchvision.api.compat.yandex.errors import (
+    RpcCode,
+    RpcStatusBody,
+    item_status,
+    rpc_code,
+    rpc_status,
+)
 from batchvision.api.compat.yandex.wire import MAX_CONTENT_CHARS, MAX_SPECS, FeatureType
+from batchvision.api.openapi import TINY_PNG_BASE64, error_responses, inlined_schema, request_body
 from batchvision.api.surface import services
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.types import ImageInput, ItemError, ItemResult, Task
@@ -240,7 +248,41 @@ async def _batch_analyze(request: Request) -> JSONResponse:
     return JSONResponse({"results": [_spec_result(spec) for spec in specs]})
 
 
-@router.post("/vision/v1/batchAnalyze")
+# For the OpenAPI document (api/access.py, BEARER): the check is `yandex_token`. Swagger UI
+# sends an apiKey scheme's value as typed, so the value is `Api-Key <key>`.
+API_KEY = APIKeyHeader(
+    name="Authorization",
+    scheme_name="yandexApiKey",
+    auto_error=False,
+    description="Yandex Vision (`/vision/v1/batchAnalyze`): `Api-Key <key>` as the value "
+    "(an IAM-style `Bearer <key>` works too: the `bearer` scheme).",
+)
+_BODY_DOC = request_body(
+    "application/json",
+    inlined_schema(wire.BatchAnalyzeRequest),
+    {
+        "folderId": "b1g0example",
+        "analyzeSpecs": [
+            {
+                "content": TINY_PNG_BASE64,
+                "features": [
+                    {
+                        "type": "TEXT_DETECTION",
+                        "textDetectionConfig": {"languageCodes": ["*"]},
+                    }
+                ],
+            }
+        ],
+    },
+)
+
+
+@router.post(
+    "/vision/v1/batchAnalyze",
+    dependencies=[Security(API_KEY), Security(BEARER)],
+    responses=error_responses(RpcStatusBody, (400, 401, 402, 408, 413, 415, 429, 500, 503, 507)),
+    openapi_extra=_BODY_DOC,
+)
 async def batch_analyze(request: Request) -> JSONResponse:
     """Yandex Vision batchAnalyze (TEXT_DETECTION)."""
     return await _batch_analyze(request)
