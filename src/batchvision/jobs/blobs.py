@@ -96,7 +96,7 @@ class BlobTooLarge(BlobError):
 class BlobInfo:
     key: str
     size: int
-    etag: str  # md5 hex of the content, without quotes
+    etag: str  # without quotes; md5 hex of the content (S3: S3's etag, see s3blobs.py)
     modified: datetime  # timezone-aware, UTC
 
 

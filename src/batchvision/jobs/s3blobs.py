@@ -20,6 +20,14 @@ ETags are S3's: the md5 hex of the content for an object put in one request, S3'
 ranged GETs pinned to the object's etag: an object replaced mid-read fails the read (412 from S3,
 a :class:`BlobError`) rather than mixing two versions. A server killed mid-write leaves an
 incomplete multipart upload, invisible to reads and listings; :meth:`sweep_temp` aborts those.
+
+Output links stay the server's HMAC-signed links (``jobs/signing.py``), served by streaming the
+object through the server, rather than S3 presigned GETs: the links and their expiry are the same
+whatever the store; the bucket and its endpoint can stay private (a MinIO on an internal network
+needs no address clients reach); a link is dead the moment retention purges its job; and a
+presigned URL cannot outlive the credentials that signed it (at most 7 days, less with temporary
+credentials) while ``output_url_ttl_s`` has no such bound. The cost: result bytes pass through an
+API server.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -167,3 +168,47 @@ def test_a_multipart_upload_becomes_one_job_input_in_the_bucket(live: LiveServer
         )
         assert gone.status_code in (200, 204)
         assert bucket_keys(live, f"uploads/{aborted['fileId']}/") == []
+
+
+def test_parts_over_s3s_minimum_are_composed_in_the_bucket_in_order(live: LiveServer) -> None:
+    # Parts of 6 MiB (copied inside S3) and of a few bytes (re-uploaded through the part
+    # buffer), cut anywhere, even inside a line.
+    mib = 1024 * 1024
+    lines = [
+        json.dumps({"id": (f"l{i}-" + "p" * 6 * mib) if i in (0, 6) else f"l{i}",
+                    "skill": "metadata", "image": tiny_png("red")})
+        for i in range(10)
+    ]  # fmt: skip
+    body = ("\n".join(lines) + "\n").encode()
+    cuts = [0, 6 * mib, 6 * mib + 100, 12 * mib + 100, len(body)]
+    pieces = [body[a:b] for a, b in itertools.pairwise(cuts)]
+    with live.client() as client:
+        upload = client.post("/v1/uploads").json()
+        listed = []
+        for number, piece in enumerate(pieces, start=1):
+            response = client.put(
+                f"/v1/uploads/{upload['fileId']}/parts/{number}",
+                params={"uploadId": upload["uploadId"]},
+                content=piece,
+            )
+            assert response.status_code == 200, response.text
+            listed.append({"partNumber": number, "etag": response.json()["etag"]})
+        complete = client.post(
+            f"/v1/uploads/{upload['fileId']}/complete",
+            params={"uploadId": upload["uploadId"]},
+            json={"parts": listed},
+        )
+        assert complete.status_code == 202, complete.text
+        job_id = complete.json()["id"]
+        done = wait(client, job_id)
+        assert done["progress"]["total"] == 10, done
+        results = [
+            json.loads(line)
+            for output in done["outputs"]
+            for line in client.get(output["url"]).text.splitlines()
+        ]
+        assert [r["line_index"] for r in results] == list(range(10))
+        # The two 6 MiB lines arrive whole, so they fail only for their over-long ids.
+        assert [r["id"] for r in results] == [None if i in (0, 6) else f"l{i}" for i in range(10)]
+        assert "longer than 256" in results[0]["error"]["message"]
+        assert "longer than 256" in results[6]["error"]["message"]
