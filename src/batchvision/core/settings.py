@@ -172,6 +172,20 @@ class Settings(BaseSettings):
     rate_limit_store: Literal["memory", "redis"] = Field(
         "memory", description="memory: per process; redis: one bucket per key across replicas"
     )
+    blob_store: Literal["local", "s3"] = Field(
+        "local",
+        description="where uploads, job inputs and results live: local (data_dir/blobs) or s3",
+    )
+    s3_bucket: str | None = Field(None, description="the bucket, with blob_store=s3")
+    s3_prefix: str = Field(
+        "", description="key prefix inside the bucket (a trailing '/' is added), e.g. batchvision"
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="an S3-compatible endpoint (MinIO, Ceph, R2, moto); unset: AWS"
+    )
+    s3_region: str | None = Field(
+        None, description="the bucket's region; unset: boto3's chain (AWS_DEFAULT_REGION, config)"
+    )
 
     # Vision-language backend: the default `vlm` model card (others by card files)
     vlm_url: str | None = Field(
@@ -256,6 +270,12 @@ class Settings(BaseSettings):
     def _redis_store_has_a_url(self) -> Settings:
         if self.rate_limit_store == "redis" and not self.broker_url:
             raise ValueError("rate_limit_store=redis needs broker_url (BATCHVISION_BROKER_URL)")
+        return self
+
+    @model_validator(mode="after")
+    def _s3_store_has_a_bucket(self) -> Settings:
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("blob_store=s3 needs s3_bucket (BATCHVISION_S3_BUCKET)")
         return self
 
     @model_validator(mode="after")

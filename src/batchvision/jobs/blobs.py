@@ -1,8 +1,9 @@
 """Blob storage for jobs: uploads, multipart parts, job inputs and result files.
 
 `Blobs` is the small, S3-shaped interface the rest of `jobs/` talks to; `LocalBlobs` stores
-objects as files under one root directory (by default ``data_dir / "blobs"``). An S3-compatible
-backend implements the same interface later.
+objects as files under one root directory (by default ``data_dir / "blobs"``); ``S3Blobs``
+(``jobs/s3blobs.py``) keeps them in an S3-compatible bucket. :func:`make_blobs` builds the one
+``blob_store`` names.
 
 Keys are "/"-separated strings from a modest alphabet (see :func:`validate_key`); prefixes are
 plain string prefixes, as in S3 (``"jobs/ab"`` matches ``"jobs/abc/0"``), and listings are sorted
@@ -58,6 +59,7 @@ from typing import BinaryIO, Protocol
 
 from batchvision.core.errors import out_of_storage
 from batchvision.core.fsutil import AtomicFile, fsync_dir, write_atomic
+from batchvision.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class BlobTooLarge(BlobError):
 class BlobInfo:
     key: str
     size: int
-    etag: str  # md5 hex of the content, without quotes
+    etag: str  # without quotes; md5 hex of the content (S3: S3's etag, see s3blobs.py)
     modified: datetime  # timezone-aware, UTC
 
 
@@ -593,3 +595,18 @@ class LocalBlobs:
                 break
             folder = folder.parent
         return removed
+
+
+def make_blobs(settings: Settings) -> Blobs:
+    """The store ``blob_store`` names; a missing client library fails here, at start-up."""
+    if settings.blob_store == "local":
+        return LocalBlobs(settings.data_dir / "blobs")
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "BATCHVISION_BLOB_STORE=s3 needs the S3 client: pip install 'batchvision[s3]'"
+        ) from None
+    from batchvision.jobs.s3blobs import S3Blobs  # imports boto3, so only once it is there
+
+    return S3Blobs.from_settings(settings)

@@ -21,7 +21,7 @@ from batchvision.accounts.scoping import Principal, not_found
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
 from batchvision.intake.body import BodyLimits
-from batchvision.jobs.blobs import BlobNotFound, Blobs, BlobTooLarge, LocalBlobs
+from batchvision.jobs.blobs import BlobNotFound, Blobs, BlobTooLarge, make_blobs
 from batchvision.jobs.callbacks import check_callback_url
 from batchvision.jobs.chunks import chunk_key, input_key, output_key
 from batchvision.jobs.signing import UrlSigner
@@ -107,7 +107,7 @@ class JobService:
     ) -> None:
         self.settings = settings
         self.surfaces = dict(surfaces)
-        self.blobs: Blobs = LocalBlobs(settings.data_dir / "blobs")
+        self.blobs: Blobs = make_blobs(settings)
         self.store = JobStore(engine)
         self.uploads = UploadStore(engine)
         self.signer = UrlSigner.from_data_dir(settings.data_dir)
