@@ -58,7 +58,8 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -81,7 +82,7 @@ class LiveServer:
 
 
 def start_server(settings: Settings) -> LiveServer:
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
     )
@@ -179,7 +180,7 @@ class ServerProcess:
 
 def spawn_server(data_dir: Path, port: int | None = None, **settings: str) -> ServerProcess:
     """Start `python -m batchvision.cli serve` with settings as BATCHVISION_* variables."""
-    port = port or _free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHVISION_")}
     env.update(
         BATCHVISION_PORT=str(port),

@@ -13,7 +13,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
+from conftest import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
 SUPERUSER = "postgres"  # the database role; trust auth, so no password
@@ -50,13 +51,6 @@ def find_bin_dir() -> Path:
             "postgres); install them with `apt-get install -y postgresql` (.ci/run does)"
         )
     return max(candidates)[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _system_user() -> pwd.struct_passwd | None:
@@ -212,7 +206,7 @@ def start_postgres(attempts: int = 3) -> PgServer:
         for _ in range(attempts):
             # The port is free now; another process could take it before the server binds it,
             # in which case the start fails and is retried on a new port.
-            server.port = _free_port()
+            server.port = free_port()
             options = f"{_SERVER_OPTIONS} -p {server.port} -k {root}"
             deadline = time.monotonic() + START_TIMEOUT_S
             out = server.pg_ctl(

@@ -5,21 +5,15 @@ error, not a reason to skip."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 
 import redis
 
+from conftest import free_port
+
 START_TIMEOUT_S = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -71,4 +65,4 @@ class RedisServer:
 
 
 def start_redis() -> RedisServer:
-    return RedisServer(_free_port()).start()
+    return RedisServer(free_port()).start()

@@ -4,7 +4,6 @@ what it prints is what the server then does (the printed key works; the listed m
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,8 @@ from typer.testing import CliRunner
 from batchvision import __version__
 from batchvision.cli.banner import StartFacts, banner, vlm_state
 from batchvision.cli.main import app
-from conftest import MODELS, make_settings
+from conftest import MODELS, free_port, make_settings
 from local_http import RouteHandler, serve_routes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def serve_until_ready(data_dir: Path, port: int, *args: str) -> tuple[subprocess.Popen[str], str]:

@@ -18,7 +18,7 @@ import uvicorn
 from batchvision.api.app import create_app
 from batchvision.cli.connections import RepeatFilter, guarded_protocol
 from batchvision.cli.serve import connection_guard
-from conftest import LiveServer, _free_port, make_settings
+from conftest import LiveServer, free_port, make_settings
 
 SLOW_BODY = (
     b"POST /v1/analyze HTTP/1.1\r\nhost: slow\r\ncontent-type: application/json\r\n"
@@ -30,7 +30,7 @@ SLOW_BODY = (
 def guarded_server(tmp_path: Path) -> Iterator[LiveServer]:
     """The app behind the same uvicorn protocol `batchvision serve` uses, capped at 4."""
     settings = make_settings(tmp_path, max_connections=4, header_timeout_s=2.0)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(settings),
         host="127.0.0.1",

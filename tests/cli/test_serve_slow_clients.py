@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import MODELS, ServerProcess, _free_port, coco_image
+from conftest import MODELS, ServerProcess, coco_image, free_port
 
 SLOW_CONNECTIONS = 1_100
 FD_LIMIT = 1_024
@@ -44,7 +44,7 @@ def spawn_limited_server(tmp_path: Path) -> ServerProcess:
     """`batchvision serve` with `ulimit -n 1024`; its log goes to a file (a pipe nobody reads
     would block a server that logs a lot) so its size can be checked."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHVISION_")}
-    port = _free_port()
+    port = free_port()
     env.update(
         BATCHVISION_PORT=str(port),
         BATCHVISION_MODEL_DIRS=str(MODELS),
