@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, cast
 from urllib.parse import urlsplit
 
@@ -175,7 +175,7 @@ def _video_line(
         images=[],
         params={key: value for key, value in body.items() if key not in VIDEO_RESERVED_KEYS},
         sent_id=envelope.id,
-        video=LineVideo(sampling, video.data, video.url),
+        video=replace(video, sampling=sampling),
     )
 
 
