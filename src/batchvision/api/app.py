@@ -34,6 +34,7 @@ from batchvision.core.settings import Settings
 from batchvision.intake.video import spool_directory, sweep_spool
 from batchvision.pipeline import Pipeline
 from batchvision.work.service import JobService
+from batchvision.work.surface import JobSurface
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("batchvision.access")
@@ -134,6 +135,12 @@ SURFACES: tuple[Callable[[], Surface], ...] = (
 )
 
 
+def job_surfaces(surfaces: list[Surface] | None = None) -> dict[str, JobSurface]:
+    """The job hooks of every surface that takes jobs, by name (a worker needs them too)."""
+    listed = surfaces if surfaces is not None else [make() for make in SURFACES]
+    return {s.jobs.name: s.jobs for s in listed if s.jobs is not None}
+
+
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
     surfaces = [make() for make in SURFACES]
 
@@ -190,7 +197,7 @@ def _build_services(
     """The database (migrated), then everything that shares it."""
     database = open_database(settings)
     pipeline = pipeline or Pipeline(settings)
-    hooks = {s.jobs.name: s.jobs for s in surfaces if s.jobs is not None}
+    hooks = job_surfaces(surfaces)
     return Services(
         settings=settings,
         database=database,

@@ -12,6 +12,7 @@ from batchvision.cli.analyze import analyze
 from batchvision.cli.exits import exit_status_help
 from batchvision.cli.run import run
 from batchvision.cli.serve import serve
+from batchvision.cli.worker import worker
 
 # Click's plain help layout (rich_markup_mode=None, for every command below): at 80 columns
 # typer's rich panels showed a `<bool>` type beside every flag and cut long option names
@@ -43,6 +44,7 @@ def _options(
 
 
 app.command("serve")(serve)
+app.command("worker")(worker)
 app.command("analyze")(analyze)
 # Short help where the first sentence is too long for the command list at 80 columns.
 app.command("run", short_help="Run one skill over a folder into one results file.")(run)

@@ -164,10 +164,34 @@ class Settings(BaseSettings):
     callback_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Scale-out (README "Scale-out"): the embedded default needs none of these.
+    job_runner: Literal["local", "celery"] = Field(
+        "local",
+        description="local: jobs run in the server; celery: on `batchvision worker` processes",
+    )
     broker_url: str | None = Field(
         None,
-        description="Redis URL, e.g. redis://127.0.0.1:6379/0: the rate-limit store with "
-        "rate_limit_store=redis",
+        description="Redis URL, e.g. redis://127.0.0.1:6379/0: the Celery broker with "
+        "job_runner=celery, the rate-limit store with rate_limit_store=redis",
+    )
+    job_chunks_in_flight: PositiveInt = Field(
+        16,
+        description="with job_runner=celery: chunks sent to the workers and not yet recorded, "
+        "all jobs together (job_parallel_chunks bounds each job)",
+    )
+    job_lease_s: Annotated[float, Field(gt=0)] = Field(
+        30.0,
+        description="with job_runner=celery: a running chunk is sent again once its worker "
+        "stopped renewing its lease this long (renewed every third of it)",
+    )
+    job_queue_lease_s: Annotated[float, Field(gt=0)] = Field(
+        300.0,
+        description="with job_runner=celery: a chunk no worker took this long after it was "
+        "sent is sent again (its message lost, e.g. a broker restarted)",
+    )
+    job_visibility_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        6 * 3600.0,
+        description="with job_runner=celery: the broker redelivers a task unacknowledged this "
+        "long; longer than the longest chunk",
     )
     rate_limit_store: Literal["memory", "redis"] = Field(
         "memory", description="memory: per process; redis: one bucket per key across replicas"
@@ -270,6 +294,12 @@ class Settings(BaseSettings):
     def _redis_store_has_a_url(self) -> Settings:
         if self.rate_limit_store == "redis" and not self.broker_url:
             raise ValueError("rate_limit_store=redis needs broker_url (BATCHVISION_BROKER_URL)")
+        return self
+
+    @model_validator(mode="after")
+    def _celery_runner_has_a_broker(self) -> Settings:
+        if self.job_runner == "celery" and not self.broker_url:
+            raise ValueError("job_runner=celery needs broker_url (BATCHVISION_BROKER_URL)")
         return self
 
     @model_validator(mode="after")

@@ -3,7 +3,8 @@ pass). The storage side of chunking: `work/chunks.py` processes the chunks.
 
 Blob layout for job J: `jobs/J/input.jsonl` (deleted when the job ends), `jobs/J/index.json`
 (byte offset of each chunk's first line, written by chunking), `jobs/J/chunks/NNNNNN.jsonl`
-(one per recorded chunk, until the outputs are assembled) and `jobs/J/outputs/NNNNN.jsonl`.
+(one per recorded chunk, until the outputs are assembled; `NNNNNN.A.jsonl`, attempt A,
+with the Celery runner) and `jobs/J/outputs/NNNNN.jsonl`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ def index_key(job_id: str) -> str:
     return f"jobs/{job_id}/index.json"
 
 
-def chunk_key(job_id: str, index: int) -> str:
-    return f"jobs/{job_id}/chunks/{index:06d}.jsonl"
+def chunk_key(job_id: str, index: int, attempt: int | None = None) -> str:
+    if attempt is None:
+        return f"jobs/{job_id}/chunks/{index:06d}.jsonl"
+    return f"jobs/{job_id}/chunks/{index:06d}.{attempt}.jsonl"
 
 
 def output_key(job_id: str, index: int) -> str:

@@ -71,6 +71,10 @@ class FinishedLine:
     credits: int
 
 
+class _TooLate(Exception):
+    """A chunk recorded after its job's outputs were assembled: rolled back, never billed."""
+
+
 class Interruption(StrEnum):
     CANCEL = "cancel"
     KEY_REVOKED = "key_revoked"
@@ -246,14 +250,16 @@ class JobStore:
         in one commit.
         `finished`: when each of the chunk's lines finished, so that a key revoked meanwhile is
         billed only for what finished before its revoke (without it, for nothing).
-        False if the chunk was already recorded (a redelivery: nothing changes)."""
+        False if the chunk was already recorded (a redelivery: nothing changes), or comes too
+        late, its job's results already assembled (a worker that lost its lease: see
+        work/dispatch.py)."""
         try:
             with Session(self.engine) as session, session.begin():
                 session.add(JobChunk(job_id=job_id, completed_at=utcnow(), **chunk.__dict__))
                 session.flush()
-                session.execute(
+                moved = session.connection().execute(
                     update(Job)
-                    .where(Job.id == job_id)
+                    .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES), Job.output_files == 0)
                     .values(
                         completed_lines=Job.completed_lines + chunk.ok_lines,
                         failed_lines=Job.failed_lines + chunk.failed_lines,
@@ -263,8 +269,10 @@ class JobStore:
                         videos=Job.videos + chunk.videos,
                     )
                 )
+                if moved.rowcount != 1:
+                    raise _TooLate
                 self._bill_owner(session, job_id, chunk, finished)
-        except IntegrityError:
+        except (IntegrityError, _TooLate):
             return False
         metrics.JOB_LINES.labels(status="ok").inc(chunk.ok_lines)
         metrics.JOB_LINES.labels(status="error").inc(chunk.failed_lines)
@@ -366,6 +374,21 @@ class JobStore:
                 )
                 for r in rows
             ]
+
+    def recorded_counts(self) -> dict[str, int]:
+        """Chunks in the ledger per active job (the dispatcher's view of what is done)."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(JobChunk.job_id, func.count())
+                .join(Job, Job.id == JobChunk.job_id)
+                .where(Job.state.in_(ACTIVE_STATES))
+                .group_by(JobChunk.job_id)
+            ).all()
+        return {job_id: count for job_id, count in rows}
+
+    def is_recorded(self, job_id: str, index: int) -> bool:
+        with Session(self.engine) as session:
+            return session.get(JobChunk, (job_id, index)) is not None
 
     def request_cancel(self, principal: Principal, job_id: str) -> JobView:
         """Flag an active job for cancelling; too late (nothing changes) once its end is decided."""

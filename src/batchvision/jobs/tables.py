@@ -162,3 +162,39 @@ class JobChunk(Base):
     videos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     result_key: Mapped[str] = mapped_column(String(512))
     completed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LeaseState(StrEnum):
+    """A dispatched chunk: queued (its task is on the broker) → running (a worker holds it)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+
+
+class ChunkLease(Base):
+    """A chunk handed to the Celery workers and not yet recorded (see work/dispatch.py).
+
+    `attempt` numbers the deliveries: a task carries the attempt it was sent for, and only that
+    attempt may claim the lease, so a message the broker redelivers after the chunk was sent
+    again does no work twice. A queued lease expires if no worker claims it in time (its message
+    lost, e.g. a broker restarted without persistence); a running one while its worker stops
+    renewing it (killed): the reaper then sends the chunk again, as the next attempt."""
+
+    __tablename__ = "chunk_leases"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[LeaseState] = mapped_column(EnumText(LeaseState), default=LeaseState.QUEUED)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Leader(Base):
+    """Who holds a cluster-wide role (the job dispatcher and reaper) until when: one API replica
+    at a time, renewed while it lives, taken over once it lapses."""
+
+    __tablename__ = "leaders"
+
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -46,6 +46,7 @@ from typing import Any, BinaryIO
 
 from batchvision.core.db import utcnow
 from batchvision.core.errors import HTTP_STATUS, BatchVisionError, ErrorCode
+from batchvision.core.settings import Settings
 from batchvision.core.types import FrameResult, ItemError, ItemResult, VideoInput, VideoResult
 from batchvision.intake.body import BodyLimits
 from batchvision.intake.video import remove_spooled, spool_bytes
@@ -113,20 +114,50 @@ class ChunkWork:
     prices: Prices = Prices()
     progress: LiveProgress = field(default_factory=LiveProgress)
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: JobStore,
+        blobs: Blobs,
+        pipeline: Pipeline,
+        surfaces: Mapping[str, JobSurface],
+    ) -> ChunkWork:
+        return cls(
+            store=store,
+            blobs=blobs,
+            pipeline=pipeline,
+            body_limits=BodyLimits.from_settings(settings, videos=True),
+            line_slots=asyncio.Semaphore(settings.job_lines_in_flight),
+            surfaces=surfaces,
+            prices=Prices(
+                settings.credits_per_image,
+                settings.credits_per_vlm_call,
+                settings.credits_per_video,
+            ),
+        )
+
 
 # --- processing one chunk -------------------------------------------------------------------------
 
 
 async def process_chunk(
-    work: ChunkWork, job: JobView, spec: ChunkSpec, stop: asyncio.Event | None = None
+    work: ChunkWork,
+    job: JobView,
+    spec: ChunkSpec,
+    stop: asyncio.Event | None = None,
+    *,
+    attempt: int | None = None,
 ) -> ChunkResult | None:
     """Run the chunk's lines, write their results as one blob, record the chunk once. Stopped
-    (`stop` set, then the task cancelled), the lines it finished; None if none had."""
+    (`stop` set, then the task cancelled), the lines it finished; None if none had.
+    `attempt` (a Celery delivery): the results blob is the attempt's own, so that two workers
+    running the chunk at once never overwrite the blob the ledger names."""
     done = await _run_lines(work, job, spec, stop)
     if not done:
         work.progress.forget(job.id, spec.index)
         return None
-    result = _chunk_result(job.id, spec, done, work.prices)
+    result = _chunk_result(chunk_key(job.id, spec.index, attempt), spec, done, work.prices)
     body = b"".join(json.dumps(o.line, ensure_ascii=False).encode() + b"\n" for o in done)
     finished = [FinishedLine(o.finished_at, work.prices.of(o.cost)) for o in done]
     await _uninterrupted(_write_and_record(work, job.id, result, body, finished))
@@ -134,7 +165,7 @@ async def process_chunk(
 
 
 def _chunk_result(
-    job_id: str, spec: ChunkSpec, done: Sequence[LineOutcome], prices: Prices
+    result_key: str, spec: ChunkSpec, done: Sequence[LineOutcome], prices: Prices
 ) -> ChunkResult:
     failed = sum(1 for outcome in done if outcome.line["status"] == "error")
     return ChunkResult(
@@ -145,7 +176,7 @@ def _chunk_result(
         failed_lines=failed,
         images=sum(outcome.cost.images for outcome in done),
         videos=sum(outcome.cost.videos for outcome in done),
-        result_key=chunk_key(job_id, spec.index),
+        result_key=result_key,
         invalid_lines=sum(1 for outcome in done if outcome.invalid),
         credits=sum(prices.of(outcome.cost) for outcome in done),
         input_tokens=sum(outcome.cost.input_tokens for outcome in done),

@@ -20,10 +20,9 @@ from sqlalchemy import Engine
 from batchvision.accounts.scoping import Principal, not_found
 from batchvision.core.errors import BatchVisionError, ErrorCode
 from batchvision.core.settings import Settings
-from batchvision.intake.body import BodyLimits
 from batchvision.jobs.blobs import BlobNotFound, Blobs, BlobTooLarge, make_blobs
 from batchvision.jobs.callbacks import check_callback_url
-from batchvision.jobs.chunks import chunk_key, input_key, output_key
+from batchvision.jobs.chunks import input_key, output_key
 from batchvision.jobs.signing import UrlSigner
 from batchvision.jobs.store import FINAL_STATES, JobStore, JobView, new_job_id
 from batchvision.jobs.tables import UploadState
@@ -37,7 +36,8 @@ from batchvision.jobs.uploads import (
 )
 from batchvision.jobs.views import OutputLinks
 from batchvision.pipeline import Pipeline
-from batchvision.work.chunks import ChunkWork, Prices
+from batchvision.work.chunks import ChunkWork
+from batchvision.work.dispatch import CeleryRunner
 from batchvision.work.runner import JobRunner
 from batchvision.work.surface import JobSurface
 
@@ -111,20 +111,11 @@ class JobService:
         self.store = JobStore(engine)
         self.uploads = UploadStore(engine)
         self.signer = UrlSigner.from_data_dir(settings.data_dir)
-        work = ChunkWork(
-            store=self.store,
-            blobs=self.blobs,
-            pipeline=pipeline,
-            body_limits=BodyLimits.from_settings(settings, videos=True),
-            line_slots=asyncio.Semaphore(settings.job_lines_in_flight),
-            surfaces=self.surfaces,
-            prices=Prices(
-                settings.credits_per_image,
-                settings.credits_per_vlm_call,
-                settings.credits_per_video,
-            ),
+        work = ChunkWork.from_settings(settings, self.store, self.blobs, pipeline, self.surfaces)
+        runner = CeleryRunner if settings.job_runner == "celery" else JobRunner
+        self.runner: JobRunner | CeleryRunner = runner(
+            settings, work, self.uploads, self.callback_body
         )
-        self.runner = JobRunner(settings, work, self.uploads, self.callback_body)
 
     async def start(self) -> None:
         await self.runner.start()
@@ -270,7 +261,7 @@ class JobService:
 
     async def cancel(self, principal: Principal, job_id: str) -> JobView:
         job = await asyncio.to_thread(self.store.request_cancel, principal, job_id)
-        self.runner.cancel(job_id)
+        await self.runner.cancel(job_id)
         return job
 
     def open_output(self, job_id: str, index: int) -> BinaryIO:
@@ -286,7 +277,7 @@ class JobService:
             keys = [output_key(job.id, i) for i in range(job.output_files)]
         else:
             chunks = await asyncio.to_thread(self.store.done_chunks, job.id)
-            keys = [chunk_key(job.id, c.index) for c in chunks]
+            keys = [c.result_key for c in chunks]
         for key in keys:
             try:
                 file = await asyncio.to_thread(self.blobs.open, key)

@@ -1,0 +1,91 @@
+"""`batchvision worker`: a Celery worker running job chunks for API replicas with
+`job_runner=celery` (work/worker.py; README "Scale-out")."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Annotated
+
+import typer
+
+from batchvision.cli.exits import CliError, ExitStatus, reported
+from batchvision.cli.options import DataDir, ModelDirs, build_settings
+from batchvision.cli.serve import LogLevel
+from batchvision.core.settings import Settings
+
+
+def worker(
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1, metavar="N", help="chunks at once; they share one set of models (default 2)"
+        ),
+    ] = 2,
+    model_dir: ModelDirs = None,
+    data_dir: DataDir = None,
+    log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="how much the worker logs")
+    ] = LogLevel.INFO,
+) -> None:
+    """Run job chunks sent through the broker (BATCHVISION_BROKER_URL)."""
+    with reported():
+        settings = build_settings(model_dirs=model_dir, data_dir=data_dir)
+        if not settings.broker_url:
+            raise CliError(
+                "a worker needs the broker: set BATCHVISION_BROKER_URL, e.g. "
+                "redis://127.0.0.1:6379/0",
+                ExitStatus.USAGE,
+            )
+        from batchvision.work.broker import require_celery
+
+        try:
+            require_celery()
+        except RuntimeError as exc:
+            raise CliError(str(exc), ExitStatus.USAGE) from None
+    logging.basicConfig(
+        level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if log_level.lower() != "debug":
+        # A line per migration at every start, and two per task, bury what matters.
+        for name in ("alembic", "celery.app.trace", "celery.worker.strategy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    run_worker(settings, concurrency, log_level.value)
+
+
+def run_worker(settings: Settings, concurrency: int, log_level: str) -> None:
+    from batchvision.api.app import job_surfaces
+    from batchvision.core.db import open_database
+    from batchvision.jobs.blobs import make_blobs
+    from batchvision.jobs.store import JobStore
+    from batchvision.pipeline import Pipeline
+    from batchvision.work.broker import QUEUE, celery_app
+    from batchvision.work.chunks import ChunkWork
+    from batchvision.work.worker import ChunkWorker, register_chunk_task
+
+    database = open_database(settings)
+
+    async def make_work() -> ChunkWork:
+        # On the worker's event loop: the pipeline's batchers belong to it.
+        pipeline = Pipeline(settings)
+        store, blobs = JobStore(database), make_blobs(settings)
+        return ChunkWork.from_settings(settings, store, blobs, pipeline, job_surfaces())
+
+    chunks = ChunkWorker(settings, make_work)
+    app = celery_app(settings)
+    register_chunk_task(app, lambda: chunks)
+    argv = [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={concurrency}",
+        f"--loglevel={log_level.upper()}",
+        f"--queues={QUEUE}",
+        f"--hostname=batchvision@{socket.gethostname()}",
+        "--without-gossip",  # no worker-to-worker chatter: the database coordinates
+        "--without-mingle",
+    ]
+    try:
+        app.worker_main(argv)
+    finally:
+        chunks.close()
+        database.dispose()
