@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -158,6 +159,11 @@ class Settings(BaseSettings):
     job_max_part_bytes: PositiveInt = 100 * MB
     upload_expiry_hours: Annotated[float, Field(gt=0)] = 24.0
     output_url_ttl_s: PositiveInt = 24 * 3600
+    url_signing_secret: SecretStr | None = Field(
+        None,
+        description="hex key of signed output links, the same on every API replica; default: "
+        "a key file created in data_dir",
+    )
     job_sweep_interval_s: Annotated[float, Field(gt=0)] = 60.0
     callback_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     callback_base_delay_s: Annotated[float, Field(ge=0)] = 1.0
@@ -295,6 +301,15 @@ class Settings(BaseSettings):
         if self.rate_limit_store == "redis" and not self.broker_url:
             raise ValueError("rate_limit_store=redis needs broker_url (BATCHVISION_BROKER_URL)")
         return self
+
+    @field_validator("url_signing_secret")
+    @classmethod
+    def _signing_secret_is_hex(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(
+            r"(?:[0-9a-fA-F]{2}){16,}", value.get_secret_value()
+        ):
+            raise ValueError("url_signing_secret must be at least 32 hex characters")
+        return value
 
     @model_validator(mode="after")
     def _celery_runner_has_a_broker(self) -> Settings:

@@ -59,8 +59,9 @@ class LeaseStore:
             leased.append(Lease(job_id, index, 1))
         return leased
 
-    def claim(self, lease: Lease, ttl_s: float) -> bool:
-        """A worker takes the attempt it was sent: queued, or lapsed (its worker died)."""
+    def claim(self, lease: Lease, ttl_s: float, holder: str) -> bool:
+        """A worker (`holder`, e.g. host:pid) takes the attempt it was sent: queued, or lapsed
+        (its worker died)."""
         now = utcnow()
         with self.engine.begin() as connection:
             result = connection.execute(
@@ -69,7 +70,11 @@ class LeaseStore:
                     *_is(lease),
                     or_(ChunkLease.state == LeaseState.QUEUED, ChunkLease.expires_at < now),
                 )
-                .values(state=LeaseState.RUNNING, expires_at=now + dt.timedelta(seconds=ttl_s))
+                .values(
+                    state=LeaseState.RUNNING,
+                    expires_at=now + dt.timedelta(seconds=ttl_s),
+                    holder=holder,
+                )
             )
         return bool(result.rowcount == 1)
 
@@ -116,6 +121,7 @@ class LeaseStore:
                     attempt=lease.attempt + 1,
                     state=LeaseState.QUEUED,
                     expires_at=utcnow() + dt.timedelta(seconds=ttl_s),
+                    holder=None,
                 )
             )
         if result.rowcount != 1:

@@ -9,8 +9,10 @@ it invalid.
 
 The secret lives in ``data_dir / "url-signing.key"`` (64 hex characters, mode 0600), created on
 first use and reused across restarts so that URLs stay valid. Keep the file private: whoever reads
-it can sign URLs for any output. Several API replicas must share the same file (or secret). To
-revoke every outstanding URL, stop the servers, delete the file, and start them again.
+it can sign URLs for any output. Several API replicas must share the same secret: the same file,
+or `url_signing_secret` (BATCHVISION_URL_SIGNING_SECRET, at least 32 hex characters) set alike on
+each, which then replaces the file. To revoke every outstanding URL, stop the servers, delete the
+file (or change the setting), and start them again.
 
 Sign and verify the same form of the path: the decoded request path as the router sees it
 (``request.url.path``), without query string or fragment.
@@ -52,6 +54,13 @@ class UrlSigner:
 
     def __repr__(self) -> str:
         return "UrlSigner(<secret>)"
+
+    @classmethod
+    def from_settings(cls, data_dir: Path, secret_hex: str | None) -> UrlSigner:
+        """The configured secret (hex) if there is one, else the data directory's file."""
+        if secret_hex is None:
+            return cls.from_data_dir(data_dir)
+        return cls(bytes.fromhex(secret_hex))
 
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> UrlSigner:

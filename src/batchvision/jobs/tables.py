@@ -187,6 +187,7 @@ class ChunkLease(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     state: Mapped[LeaseState] = mapped_column(EnumText(LeaseState), default=LeaseState.QUEUED)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    holder: Mapped[str | None] = mapped_column(String(64), default=None)  # the running worker
 
 
 class Leader(Base):

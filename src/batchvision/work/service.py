@@ -110,7 +110,10 @@ class JobService:
         self.blobs: Blobs = make_blobs(settings)
         self.store = JobStore(engine)
         self.uploads = UploadStore(engine)
-        self.signer = UrlSigner.from_data_dir(settings.data_dir)
+        secret = settings.url_signing_secret
+        self.signer = UrlSigner.from_settings(
+            settings.data_dir, secret.get_secret_value() if secret else None
+        )
         work = ChunkWork.from_settings(settings, self.store, self.blobs, pipeline, self.surfaces)
         runner = CeleryRunner if settings.job_runner == "celery" else JobRunner
         self.runner: JobRunner | CeleryRunner = runner(

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -51,6 +53,7 @@ class ChunkWorker:
         self._thread.start()
         self.work: ChunkWork = self._call(make_work())
         self.leases = LeaseStore(self.work.store.engine)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._specs: dict[str, list[ChunkSpec]] = {}  # the chunk index of recent jobs
 
     def _call(self, coroutine: Awaitable[Any]) -> Any:
@@ -69,7 +72,7 @@ class ChunkWorker:
 
     async def _run(self, lease: Lease) -> str:
         ttl = self.settings.job_lease_s
-        if not await asyncio.to_thread(self.leases.claim, lease, ttl):
+        if not await asyncio.to_thread(self.leases.claim, lease, ttl, self.name):
             return "stale"  # another attempt holds the chunk, or it is done
         settled = False
         try:

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("holder", sa.String(64), nullable=True),
     )
     op.create_index("ix_chunk_leases_expires_at", "chunk_leases", ["expires_at"])
     op.create_table(
