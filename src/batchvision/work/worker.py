@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STOP_POLL_S = 0.25  # a decided end (a cancel) reaches a running chunk within this
+STOP_POLL_S = 0.1  # a decided end (a cancel) reaches a running chunk within this
 
 
 class ChunkWorker:
