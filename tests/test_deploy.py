@@ -110,7 +110,7 @@ def parse_cli(args: list[str]) -> None:
     try:
         command.make_context(" ".join(path), rest, resilient_parsing=False)
     except typer.TyperException as exc:
-        pytest.fail(f"`{' '.join([*path, *rest])}`: {exc.format_message()}")
+        pytest.fail(f"`batchvision {' '.join(args)}`: {exc.format_message()}")
 
 
 def test_compose_has_the_scale_out_services() -> None:
@@ -187,7 +187,8 @@ def test_the_image_installs_existing_extras_for_every_backend_compose_selects() 
         "redis": env.get("BATCHVISION_RATE_LIMIT_STORE") == "redis",
         "postgres": env.get("BATCHVISION_DATABASE_URL", "").startswith("postgresql+psycopg"),
     }
-    assert {extra for extra, wanted in needed.items() if wanted} <= pip_extras()
+    missing = {extra for extra, wanted in needed.items() if wanted} - pip_extras()
+    assert not missing, f"compose selects backends whose extras the image lacks: {missing}"
 
 
 def test_the_image_installs_debian_packages_with_the_project_script_only() -> None:
