@@ -161,7 +161,7 @@ def test_renew_pushes_the_expiry_forward(jobs: JobStore, leases: LeaseStore) -> 
     job = _job(jobs)
     [lease] = leases.dispatch(job, [0], LONG)
     assert leases.claim(lease, SHORT, "w1")
-    assert leases.renew(lease, LONG)
+    assert leases.renew(lease, LONG, "w1")
     time.sleep(PAST)  # past the claim's SHORT expiry, not past the renewal's
     assert leases.expired() == []
     assert not leases.claim(lease, LONG, "w2")
@@ -175,9 +175,27 @@ def test_renew_fails_once_the_lease_was_sent_again(jobs: JobStore, leases: Lease
     time.sleep(PAST)
     again = leases.resend(lease, LONG)
     assert again == Lease(job, 0, 2)
-    assert not leases.renew(lease, LONG)
-    assert not leases.renew(Lease(job, 1, 1), LONG)  # no lease at all
-    assert leases.renew(again, LONG)
+    assert not leases.renew(lease, LONG, "w1")
+    assert not leases.renew(Lease(job, 1, 1), LONG, "w1")  # no lease at all
+    assert not leases.renew(again, LONG, "w1")  # queued: no worker holds it yet
+    assert leases.claim(again, SHORT, "w2")
+    assert leases.renew(again, LONG, "w2")
+    time.sleep(PAST)
+    assert leases.expired() == []
+
+
+def test_renew_fails_once_another_worker_claimed_the_lapsed_attempt(
+    engine: Engine, jobs: JobStore, leases: LeaseStore
+) -> None:
+    # w1 froze past its lease; the broker redelivered the same attempt's message to w2.
+    job = _job(jobs)
+    [lease] = leases.dispatch(job, [0], LONG)
+    assert leases.claim(lease, SHORT, "w1")
+    time.sleep(PAST)
+    assert leases.claim(lease, SHORT, "w2")
+    assert not leases.renew(lease, LONG, "w1")
+    assert leases.renew(lease, LONG, "w2")
+    assert _row(engine, job, 0) == (1, LeaseState.RUNNING, "w2")
 
 
 def test_release_deletes_only_the_attempt_named(
@@ -256,7 +274,7 @@ def test_resend_gives_none_when_the_lease_changed_since_it_was_listed(
     time.sleep(PAST)
     assert len(leases.expired()) == 4
     # between the reaper's listing and its resend:
-    assert leases.renew(renewed, LONG)  # w1 was only slow
+    assert leases.renew(renewed, LONG, "w1")  # w1 was only slow
     assert leases.claim(claimed, LONG, "w2")  # the late message reached a worker
     leases.release(released)  # its chunk was recorded
     assert leases.resend(resent, LONG) is not None  # another reaper got there first
