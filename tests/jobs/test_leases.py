@@ -425,3 +425,14 @@ def test_holders_racing_for_a_lapsed_role_elect_exactly_one(engine: Engine) -> N
     winners = _race(engine, ROLE, [f"replica-{i}" for i in range(8)])
     assert len(winners) == 1
     assert not LeaderLease(engine, ROLE, "old", LONG).hold()
+
+
+def test_holders_named_after_the_longest_hostnames_fit(
+    engine: Engine, jobs: JobStore, leases: LeaseStore
+) -> None:
+    # The names the dispatcher and the workers give themselves: host:pid:token and host:pid.
+    host = "h" * 64  # HOST_NAME_MAX on Linux
+    assert LeaderLease(engine, ROLE, f"{host}:4194304:deadbeef", LONG).hold()
+    [lease] = leases.dispatch(_job(jobs), [0], LONG)
+    assert leases.claim(lease, LONG, f"{host}:4194304")
+    assert leases.renew(lease, LONG, f"{host}:4194304")
