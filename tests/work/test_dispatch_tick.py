@@ -108,3 +108,17 @@ def test_a_replica_that_does_not_lead_sends_nothing(cluster: Any) -> None:
     c.tick()
     assert c.leases.leased_indexes(job) == set()
     assert c.sent() == 0
+
+
+def test_a_job_with_every_chunk_out_leaves_the_free_slots_to_the_others(cluster: Any) -> None:
+    # The older job's last chunk runs: it has room under job_parallel_chunks but nothing left to
+    # send. Were its room parallel - in flight, it would take the one free slot every tick (its
+    # key's turn comes first) and waste it, and the newer job would wait for the older one.
+    c = cluster(job_chunks_in_flight=2, job_parallel_chunks=2)
+    older = c.job("alice", 1)
+    c.running(older, 0)
+    newer = c.job("bob", 3)
+    for _ in range(3):
+        c.tick()
+    assert c.leases.leased_indexes(newer) == {0}
+    assert c.sent() == 1
