@@ -134,3 +134,18 @@ def test_a_chunk_of_a_job_finished_without_assembled_outputs_is_refused(
     assert _balance(keys, owner) == CREDITS
     assert _billed(keys, owner) == (0, 0, 0)
     assert _counters(store, owner, job) == (0, 0, 0, 0)
+
+
+def test_a_chunk_recorded_after_an_assembly_of_zero_files_is_refused_and_bills_nothing(
+    store: JobStore, keys: KeyStore, owner: Principal
+) -> None:
+    # Cancelled before any chunk was recorded: `_end` assembles zero output files, deletes the
+    # work files, then finishes. A worker whose lease lapsed (drained) records in between.
+    # RED: `output_files == 0` reads as "not assembled yet", so this chunk is billed and counted
+    # though no output will ever hold it.
+    job = _job(store, owner)
+    store.decide_end(job, JobState.CANCELLED)
+    store.set_outputs(job, 0)
+    assert not store.record_chunk(job, _chunk(0))
+    assert _balance(keys, owner) == CREDITS
+    assert _billed(keys, owner) == (0, 0, 0)
