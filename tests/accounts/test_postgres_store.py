@@ -83,6 +83,8 @@ ALL_TABLES = {
     "jobs",
     "job_chunks",
     "detect_results",
+    "chunk_leases",
+    "leaders",
 }
 
 
@@ -108,7 +110,7 @@ def test_migrate_creates_schema_on_empty_database_and_is_idempotent(
         migrate(engine)  # second run: nothing to do, nothing broken
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0010_job_videos",)]
+        assert versions == [("0011_chunk_leases",)]
         assert set(inspect(engine).get_table_names()) == ALL_TABLES
     finally:
         engine.dispose()

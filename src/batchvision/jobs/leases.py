@@ -78,12 +78,14 @@ class LeaseStore:
             )
         return bool(result.rowcount == 1)
 
-    def renew(self, lease: Lease, ttl_s: float) -> bool:
-        """Push the running lease's expiry forward; False once it was taken from this worker."""
+    def renew(self, lease: Lease, ttl_s: float, holder: str) -> bool:
+        """Push the running lease's expiry forward; False once it was taken from this worker:
+        sent again (the next attempt), or its attempt claimed by another worker after it lapsed
+        (a redelivery of the same message), which only the holder tells apart."""
         with self.engine.begin() as connection:
             result = connection.execute(
                 update(ChunkLease)
-                .where(*_is(lease))
+                .where(*_is(lease), ChunkLease.holder == holder)
                 .values(expires_at=utcnow() + dt.timedelta(seconds=ttl_s))
             )
         return bool(result.rowcount == 1)

@@ -18,6 +18,9 @@ from batchvision.core.db import Base, utcnow
 from batchvision.core.errors import ErrorCode
 
 OWNER = "api_keys.id"
+# A lease's or a role's holder: a hostname (up to 64 characters on Linux), its pid and a token;
+# PostgreSQL refuses a value longer than its column where SQLite keeps it.
+HOLDER_LENGTH = 255
 
 
 class JobState(StrEnum):
@@ -187,7 +190,7 @@ class ChunkLease(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     state: Mapped[LeaseState] = mapped_column(EnumText(LeaseState), default=LeaseState.QUEUED)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
-    holder: Mapped[str | None] = mapped_column(String(64), default=None)  # the running worker
+    holder: Mapped[str | None] = mapped_column(String(HOLDER_LENGTH), default=None)  # host:pid
 
 
 class Leader(Base):
@@ -197,5 +200,5 @@ class Leader(Base):
     __tablename__ = "leaders"
 
     role: Mapped[str] = mapped_column(String(32), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(64))
+    holder: Mapped[str] = mapped_column(String(HOLDER_LENGTH))  # "host:pid:token"
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -214,12 +214,17 @@ class CeleryRunner(JobLifecycle):
 
     async def _send(self, ready: list[JobView], in_flight: dict[str, int]) -> None:
         parallel = self.settings.job_parallel_chunks
-        room = {job.id: parallel - in_flight.get(job.id, 0) for job in ready}
+        unsent_of = {job.id: await self._unsent_of(job) for job in ready}
+        # A job's room is also bounded by what it has left to send: one whose chunks are all out
+        # would take turns it cannot use, and the last free slots with them, every tick.
+        room = {
+            job_id: min(parallel - in_flight.get(job_id, 0), len(unsent))
+            for job_id, unsent in unsent_of.items()
+        }
         capacity = self.settings.job_chunks_in_flight - sum(in_flight.values())
-        by_id = {job.id: job for job in ready}
         for job_id, count in fair_share(ready, room, capacity).items():
-            unsent = await self._unsent_of(by_id[job_id])
-            indexes = [unsent.popleft() for _ in range(min(count, len(unsent)))]
+            unsent = unsent_of[job_id]
+            indexes = [unsent.popleft() for _ in range(count)]
             ttl = self.settings.job_queue_lease_s
             for lease in await asyncio.to_thread(self.leases.dispatch, job_id, indexes, ttl):
                 if not await self._publish(lease):

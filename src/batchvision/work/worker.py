@@ -124,7 +124,8 @@ class ChunkWorker:
             since_renew += STOP_POLL_S
             if since_renew >= renew_every:
                 since_renew = 0.0
-                await asyncio.to_thread(self.leases.renew, lease, self.settings.job_lease_s)
+                ttl = self.settings.job_lease_s
+                await asyncio.to_thread(self.leases.renew, lease, ttl, self.name)
             if await asyncio.to_thread(self._ending_decided, job.id):
                 stop.set()
                 chunk.cancel()

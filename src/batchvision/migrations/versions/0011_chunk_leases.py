@@ -29,13 +29,13 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("holder", sa.String(64), nullable=True),
+        sa.Column("holder", sa.String(255), nullable=True),
     )
     op.create_index("ix_chunk_leases_expires_at", "chunk_leases", ["expires_at"])
     op.create_table(
         "leaders",
         sa.Column("role", sa.String(32), primary_key=True),
-        sa.Column("holder", sa.String(64), nullable=False),
+        sa.Column("holder", sa.String(255), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
 
