@@ -26,8 +26,8 @@ from batchvision.jobs.store import ChunkResult, JobStore
 from batchvision.jobs.tables import ChunkLease, LeaseState
 from pg_server import PgServer, running_postgres
 
-SHORT = 0.05  # a lease or leadership that lapses within the test
-PAST = 0.12  # slept to let a SHORT one lapse (margin for a slow commit)
+SHORT = 0.3  # a lease or leadership that lapses within the test (loaded CI commits take tens of ms)
+PAST = 0.4  # slept to let a SHORT one lapse
 LONG = 60.0  # one that holds for the whole test
 ROLE = "dispatcher"
 _databases = itertools.count()

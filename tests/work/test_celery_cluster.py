@@ -113,7 +113,9 @@ def _wait_running_chunk(cluster: Cluster, worker_name: str) -> None:
     worker = cluster.workers[worker_name]
     deadline = time.monotonic() + 60
     while cluster.running_leases(worker) == 0:
-        assert time.monotonic() < deadline, f"{worker_name} never ran a chunk"
+        assert time.monotonic() < deadline, (
+            f"{worker_name} ran no chunk: {cluster.describe_leases()}"
+        )
         time.sleep(0.02)
 
 
@@ -158,13 +160,18 @@ def test_redis_restarting_mid_job_loses_no_chunk(cluster: Cluster) -> None:
     job = wait_for(url, job_id, headers, JOB_TIMEOUT_S)
     assert before < lines, "the job ended before the broker went away"
     _check_every_line_once(job, lines)
+    # Both workers came back to the broker: each runs chunks of the next job.
+    next_job = _submit(url, headers, 300)
+    for name in ("w1", "w2"):
+        _wait_running_chunk(cluster, name)
+    _check_every_line_once(wait_for(url, next_job, headers, JOB_TIMEOUT_S), 300)
 
 
 def test_a_cancel_reaches_running_chunks_within_a_second(cluster: Cluster) -> None:
     _, headers = _key(cluster, "cancel")
     a, b = cluster.apis["a"].url, cluster.apis["b"].url
     job_id = _submit(a, headers, 600)
-    _wait_running_chunk(cluster, "w1")
+    _wait_progress(a, job_id, headers, 20)
     response = httpx.post(f"{b}/v1/jobs/{job_id}/cancel", headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     cancelled_at = time.monotonic()

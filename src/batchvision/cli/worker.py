@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Annotated
+import threading
+import time
+from typing import Annotated, Any
 
 import typer
 
@@ -13,6 +15,10 @@ from batchvision.cli.exits import CliError, ExitStatus, reported
 from batchvision.cli.options import DataDir, ModelDirs, build_settings
 from batchvision.cli.serve import LogLevel
 from batchvision.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RESTART_PAUSE_S = 1.0
 
 
 def worker(
@@ -59,7 +65,7 @@ def run_worker(settings: Settings, concurrency: int, log_level: str) -> None:
     from batchvision.jobs.blobs import make_blobs
     from batchvision.jobs.store import JobStore
     from batchvision.pipeline import Pipeline
-    from batchvision.work.broker import QUEUE, celery_app
+    from batchvision.work.broker import celery_app
     from batchvision.work.chunks import ChunkWork
     from batchvision.work.worker import ChunkWorker, register_chunk_task
 
@@ -74,18 +80,40 @@ def run_worker(settings: Settings, concurrency: int, log_level: str) -> None:
     chunks = ChunkWorker(settings, make_work)
     app = celery_app(settings)
     register_chunk_task(app, lambda: chunks)
-    argv = [
-        "worker",
-        "--pool=threads",
-        f"--concurrency={concurrency}",
-        f"--loglevel={log_level.upper()}",
-        f"--queues={QUEUE}",
-        f"--hostname=batchvision@{socket.gethostname()}",
-        "--without-gossip",  # no worker-to-worker chatter: the database coordinates
-        "--without-mingle",
-    ]
     try:
-        app.worker_main(argv)
+        _run_until_asked_to_stop(app, concurrency, log_level)
     finally:
         chunks.close()
         database.dispose()
+
+
+def _run_until_asked_to_stop(app: Any, concurrency: int, log_level: str) -> None:
+    """Run the Celery worker; start it again, models still loaded, if it stops on its own.
+
+    Celery gives up on "unrecoverable" errors, some of them its own: with a task unacknowledged
+    when Redis goes away, kombu 5.7 fails restoring it on the closed connection. A worker must
+    outlive a broker restart, so only a signal (SIGTERM, SIGINT) ends this loop."""
+    from celery import signals
+
+    from batchvision.work.broker import QUEUE
+
+    asked = threading.Event()
+    signals.worker_shutting_down.connect(lambda **_: asked.set(), weak=False)
+    while True:
+        celery_worker = app.Worker(
+            pool_cls="threads",
+            concurrency=concurrency,
+            loglevel=log_level.upper(),
+            queues=[QUEUE],
+            hostname=f"batchvision@{socket.gethostname()}",
+            without_gossip=True,  # no worker-to-worker chatter: the database coordinates
+            without_mingle=True,
+        )
+        celery_worker.start()
+        if asked.is_set():
+            return
+        log.warning(
+            "the Celery worker stopped by itself (exit %s): starting it again",
+            celery_worker.exitcode,
+        )
+        time.sleep(RESTART_PAUSE_S)

@@ -137,6 +137,7 @@ class JobView:
     completed_at: dt.datetime | None
     expires_at: dt.datetime | None
     end_state: JobState | None = None  # decided, not yet the state (see the module docstring)
+    outputs_assembled: bool = False  # its result files are assembled: no chunk records since
     uncharged_credits: int = 0  # finished work's cost beyond the owner's balance
     videos: int = 0  # analysed by its video lines (their frames are not counted in `images`)
 
@@ -177,6 +178,7 @@ class JobStore:
             callback_secret=callback_secret,
             retention_days=retention_days,
             output_files=0,
+            outputs_assembled=False,
             created_at=utcnow(),
             total_lines=0,
             completed_lines=0,
@@ -259,7 +261,11 @@ class JobStore:
                 session.flush()
                 moved = session.connection().execute(
                     update(Job)
-                    .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES), Job.output_files == 0)
+                    .where(
+                        Job.id == job_id,
+                        Job.state.in_(ACTIVE_STATES),
+                        Job.outputs_assembled.is_(False),
+                    )
                     .values(
                         completed_lines=Job.completed_lines + chunk.ok_lines,
                         failed_lines=Job.failed_lines + chunk.failed_lines,
@@ -427,7 +433,7 @@ class JobStore:
             connection.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.end_state.is_not(None))
-                .values(output_files=output_files)
+                .values(output_files=output_files, outputs_assembled=True)
             )
 
     def finish(self, job_id: str) -> bool:

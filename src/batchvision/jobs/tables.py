@@ -10,7 +10,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Dialect, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Dialect, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -136,6 +136,9 @@ class Job(Base):
         EnumText(CallbackState), default=None
     )
     output_files: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Set with output_files once the result files are assembled (there may be none): from then
+    # on no chunk is recorded, so nothing is billed that no result file holds.
+    outputs_assembled: Mapped[bool] = mapped_column(default=False, server_default=false())
     retention_days: Mapped[int] = mapped_column(Integer, default=7)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)

@@ -173,7 +173,7 @@ class JobLifecycle:
         if job is None:
             return  # already final
         self.work.progress.forget(job_id)  # nothing runs any more; the ledger holds the rest
-        if job.output_files == 0:
+        if not job.outputs_assembled:
             outputs = await asyncio.to_thread(self._assemble_outputs, job_id)
             await asyncio.to_thread(self.store.set_outputs, job_id, outputs)
         await asyncio.to_thread(self._delete_work_files, job_id)

@@ -1,4 +1,5 @@
-"""Chunks handed to Celery workers (their leases), and the leader of the job dispatcher.
+"""Chunks handed to Celery workers (their leases), the leader of the job dispatcher, and
+whether a job's result files are assembled (a late chunk is refused from then on).
 
 Revision ID: 0011_chunk_leases
 Revises: 0010_job_videos
@@ -17,6 +18,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # A plain ALTER TABLE, never batch mode (see 0010): a rebuild of `jobs` would cascade.
+    op.add_column(
+        "jobs",
+        sa.Column("outputs_assembled", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    op.execute("UPDATE jobs SET outputs_assembled = (output_files > 0)")
     op.create_table(
         "chunk_leases",
         sa.Column(
@@ -41,6 +48,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE jobs DROP COLUMN outputs_assembled")
     op.drop_table("leaders")
     op.drop_index("ix_chunk_leases_expires_at", table_name="chunk_leases")
     op.drop_table("chunk_leases")
