@@ -226,10 +226,15 @@ class CeleryRunner(JobLifecycle):
             unsent = unsent_of[job_id]
             indexes = [unsent.popleft() for _ in range(count)]
             ttl = self.settings.job_queue_lease_s
-            for lease in await asyncio.to_thread(self.leases.dispatch, job_id, indexes, ttl):
+            leases = await asyncio.to_thread(self.leases.dispatch, job_id, indexes, ttl)
+            for position, lease in enumerate(leases):
                 if not await self._publish(lease):
-                    unsent.appendleft(lease.index)
-                    return  # the broker is away: the rest waits for the next tick
+                    # The broker is away: this lease and the rest of the batch are released
+                    # (sent again next tick), not left to wait job_queue_lease_s.
+                    for later in reversed(leases[position:]):
+                        await asyncio.to_thread(self.leases.release, later)
+                        unsent.appendleft(later.index)
+                    return
 
     async def _unsent_of(self, job: JobView) -> deque[int]:
         """The job's chunks neither recorded nor leased, from the store the first time."""
@@ -241,12 +246,11 @@ class CeleryRunner(JobLifecycle):
         return self._unsent[job.id]
 
     async def _publish(self, lease: Lease) -> bool:
-        """Send the lease's task; if the broker refuses, release the lease (sent again later)."""
+        """Send the lease's task; whether the broker took it."""
         try:
             await asyncio.to_thread(send_chunk, self.app, lease)
         except Exception as exc:
             log.warning("could not send chunk %s/%d: %s", lease.job_id, lease.index, exc)
-            await asyncio.to_thread(self.leases.release, lease)
             return False
         return True
 
@@ -258,6 +262,7 @@ class CeleryRunner(JobLifecycle):
             if again is not None:
                 log.warning("chunk %s/%d: lease expired, sent again", lease.job_id, lease.index)
                 if not await self._publish(again):
+                    await asyncio.to_thread(self.leases.release, again)
                     self._unsent.pop(lease.job_id, None)  # rebuilt with it next tick
                     return
 
