@@ -3,40 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 
 import pytest
 
 from batchvision.jobs.progress import LiveProgress
 from batchvision.jobs.store import JobView
+from job_views import job_view
 
 
 def job(completed: int = 0, failed: int = 0) -> JobView:
-    return JobView(
-        id="j1",
-        owner_key_id=None,
-        surface="native",
-        state="processing",
-        error_code=None,
-        error_message=None,
-        input_key=None,
-        total_lines=100,
-        completed_lines=completed,
-        failed_lines=failed,
-        images=0,
-        input_tokens=0,
-        output_tokens=0,
-        chunk_lines=10,
-        cancel_requested=False,
-        callback_url=None,
-        callback_secret=None,
-        callback_state=None,
-        output_files=0,
-        retention_days=7,
-        created_at=dt.datetime.now(dt.UTC),
-        completed_at=None,
-        expires_at=None,
-    )
+    return job_view(completed_lines=completed, failed_lines=failed)
 
 
 def test_running_lines_are_added_and_a_commit_moves_them_to_the_ledger() -> None:

@@ -9,39 +9,16 @@ import random
 from collections import Counter
 
 from batchvision.jobs.store import JobView
-from batchvision.jobs.tables import JobState
 from batchvision.work.dispatch import fair_share
+from job_views import job_view
 
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
 def _job(job_id: str, owner: int | None, minute: int) -> JobView:
     """A processing job of key `owner` created `minute` minutes after T0."""
-    return JobView(
-        id=job_id,
-        owner_key_id=owner,
-        surface="native",
-        state=JobState.PROCESSING,
-        error_code=None,
-        error_message=None,
-        input_key=None,
-        total_lines=1000,
-        completed_lines=0,
-        failed_lines=0,
-        images=0,
-        input_tokens=0,
-        output_tokens=0,
-        chunk_lines=10,
-        cancel_requested=False,
-        callback_url=None,
-        callback_secret=None,
-        callback_state=None,
-        output_files=0,
-        retention_days=7,
-        created_at=T0 + dt.timedelta(minutes=minute),
-        completed_at=None,
-        expires_at=None,
-    )
+    created_at = T0 + dt.timedelta(minutes=minute)
+    return job_view(id=job_id, owner_key_id=owner, total_lines=1000, created_at=created_at)
 
 
 def _per_key(jobs: list[JobView], picks: dict[str, int]) -> Counter[int | None]:
