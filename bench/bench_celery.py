@@ -4,6 +4,9 @@ with one and two `batchvision worker` processes.
     PYTHONPATH=src .venv/bin/python bench/bench_celery.py
     PYTHONPATH=src .venv/bin/python bench/bench_celery.py --rounds 5 --metadata-lines 2000 \\
         --detect-lines 400 --throughput-lines 600 --json /tmp/bench_celery.json
+    # chunks queued ahead of the worker's slots (hides the dispatcher's tick):
+    PYTHONPATH=src .venv/bin/python bench/bench_celery.py --parts overhead \
+        --setting job_parallel_chunks=4
 
 Everything runs on this machine: one real `redis-server` (Debian's, no persistence) is the
 broker; each setup is a `batchvision serve` subprocess and its workers sharing one temporary
@@ -19,7 +22,8 @@ rounds alternate local, celery, local, celery, ... (--rounds of each). A round i
 JSONL file POSTed to /v1/jobs, then GET /v1/jobs/{id} every 50 ms until it is `completed`;
 wall time runs from the submit to that answer. Overhead per line = (celery wall - local wall)
 / lines, per round (the two ran back to back) and from the medians; the target is <= 2 ms/line.
-CPU per line adds up every process of the setup (server, worker, and redis for celery).
+CPU per line adds up every process of the setup (server, worker, and redis for celery);
+"cores busy" is that CPU time over the wall time.
 
 Part 2, throughput (detect, --throughput-lines default 600, job_parallel_chunks=4,
 job_chunks_in_flight=8): setups `celery-1` (server + one worker) and `celery-2` (server + two
@@ -297,6 +301,11 @@ class JobRun:
     def cpu_ms_per_line(self, role: str = "total") -> float:
         return float(getattr(self.cpu, role)) * 1000.0 / self.lines
 
+    @property
+    def cores_busy(self) -> float:
+        """The setup's CPU seconds per wall second: how much of the machine it used."""
+        return self.cpu.total / self.wall_s
+
 
 def wait_completed(
     client: httpx.Client, job_id: str, started: float, timeout_s: float
@@ -385,6 +394,9 @@ class Comparison:
     def cpu_ms(self, runs: list[JobRun], role: str = "total") -> float:
         return statistics.median(r.cpu_ms_per_line(role) for r in runs)
 
+    def cores(self, runs: list[JobRun]) -> float:
+        return statistics.median(r.cores_busy for r in runs)
+
     def overhead_per_round_ms(self) -> list[float]:
         return [
             (b.wall_s - a.wall_s) * 1000.0 / self.lines
@@ -420,7 +432,8 @@ def alternate(
             say(
                 config,
                 f"  round {round_ + 1} {setup.name:9} {file.lines} lines in {run.wall_s:6.2f} s"
-                f" = {run.lines_per_s:7.1f} lines/s; CPU {run.cpu_ms_per_line():.2f} ms/line",
+                f" = {run.lines_per_s:7.1f} lines/s; CPU {run.cpu_ms_per_line():.2f} ms/line,"
+                f" {run.cores_busy:.2f} cores busy",
             )
     return comparison
 
@@ -503,9 +516,10 @@ def print_overhead(comparisons: Sequence[Comparison], idle: float) -> None:
     print(
         "\n| skill | lines | local s (median) | celery s (median) | local lines/s | celery lines/s"
         " | overhead ms/line (median of rounds) | per round | from the medians"
-        " | CPU ms/line local | CPU ms/line celery (server + worker + redis) |"
+        " | CPU ms/line local | CPU ms/line celery (server + worker + redis)"
+        " | cores busy local / celery |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|")
     for c in comparisons:
         per_round = ", ".join(f"{o:.2f}" for o in c.overhead_per_round_ms())
         cpu = (
@@ -516,7 +530,7 @@ def print_overhead(comparisons: Sequence[Comparison], idle: float) -> None:
             f"| {c.skill} | {c.lines:,} | {c.wall(c.first):.2f} | {c.wall(c.second):.2f}"
             f" | {c.rate(c.first):.1f} | {c.rate(c.second):.1f} | {c.overhead_ms():.2f}"
             f" | {per_round} | {c.overhead_of_medians_ms():.2f} | {c.cpu_ms(c.first):.2f}"
-            f" | {cpu} |"
+            f" | {cpu} | {c.cores(c.first):.2f} / {c.cores(c.second):.2f} |"
         )
     print()
     for c in comparisons:
@@ -532,14 +546,14 @@ def print_overhead(comparisons: Sequence[Comparison], idle: float) -> None:
 def print_throughput(c: Comparison, cpus: int) -> None:
     print(
         "\n| workers (x concurrency) | lines/s (median) | per round | worker CPU ms/line"
-        " | API server CPU ms/line | redis CPU ms/line |"
+        " | API server CPU ms/line | redis CPU ms/line | cores busy |"
     )
-    print("|---|---:|---|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for runs, label in ((c.first, "1 (x2)"), (c.second, "2 (x2)")):
         print(
             f"| {label} | {c.rate(runs):.1f} | {rounds_text(runs, 'rate')}"
             f" | {c.cpu_ms(runs, 'workers'):.2f} | {c.cpu_ms(runs, 'server'):.2f}"
-            f" | {c.cpu_ms(runs, 'broker'):.3f} |"
+            f" | {c.cpu_ms(runs, 'broker'):.3f} | {c.cores(runs):.2f} |"
         )
     one, two = c.cpu_ms(c.first, "workers") / 1000.0, c.cpu_ms(c.second, "workers") / 1000.0
     server = c.cpu_ms(c.first, "server")
