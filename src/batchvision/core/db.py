@@ -101,5 +101,10 @@ def migrate(engine: Engine) -> None:
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
             )
+        elif connection.dialect.name == "sqlite":
+            # The same race on one SQLite file (a server and its `batchvision worker`s started
+            # together): pysqlite runs DDL outside any transaction, so two processes both saw
+            # no tables. The write lock first: the others wait (busy_timeout), then no-op.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
