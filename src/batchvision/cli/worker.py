@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -105,7 +106,8 @@ def _run_until_asked_to_stop(app: Any, concurrency: int, log_level: str) -> None
             concurrency=concurrency,
             loglevel=log_level.upper(),
             queues=[QUEUE],
-            hostname=f"batchvision@{socket.gethostname()}",
+            # One node name per process, so that Celery's inspect/control tell workers apart.
+            hostname=f"batchvision-{os.getpid()}@{socket.gethostname()}",
             without_gossip=True,  # no worker-to-worker chatter: the database coordinates
             without_mingle=True,
         )
