@@ -134,3 +134,42 @@ def test_awaited_batches_stay_within_the_concurrency_bound() -> None:
 
     assert _run(main()) == list(range(12))
     assert peak == 3
+
+
+def test_a_lone_item_runs_at_once_when_nothing_else_is_expected() -> None:
+    """A window of a minute, yet the lone expected item does not wait it out."""
+
+    async def main() -> int:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = DynamicBatcher(
+                on(pool, lambda xs: xs), max_batch_size=8, max_wait_ms=60_000, expected=lambda: 1
+            )
+            assert await asyncio.wait_for(batcher.submit("x"), 10) == "x"
+            await batcher.close()
+            return batcher.batches_run
+
+    assert _run(main()) == 1
+
+
+def test_an_item_still_expected_joins_the_open_batch_which_then_closes() -> None:
+    seen: list[list[str]] = []
+
+    def record(items: list[str]) -> list[str]:
+        seen.append(list(items))
+        return items
+
+    async def main() -> list[str]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = DynamicBatcher(
+                on(pool, record), max_batch_size=8, max_wait_ms=60_000, expected=lambda: 2
+            )
+            first = asyncio.ensure_future(batcher.submit("a"))
+            await asyncio.sleep(0.05)  # "b" is still being prepared: the batch waits for it
+            assert not first.done()
+            second = await asyncio.wait_for(batcher.submit("b"), 10)  # then it closes at once
+            results = [await first, second]
+            await batcher.close()
+            return results
+
+    assert _run(main()) == ["a", "b"]
+    assert seen == [["a", "b"]]

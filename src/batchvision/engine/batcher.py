@@ -1,7 +1,12 @@
 """Dynamic batching: concurrent callers' items merge into one model call.
 
 The first item opens a batch; the batch closes when it holds `max_batch_size` items or
-`max_wait_ms` have passed, whichever comes first. The batch function is awaited, at most
+`max_wait_ms` have passed, whichever comes first — or at once when nothing else is on its way.
+`expected` (the engine's count of items that admitted requests will bring this model) tells: the
+wait only pays when some other caller is still decoding or preparing an item that could join, so
+a lone request runs with no batch window at all (as Triton's dynamic batcher, whose queue delay
+applies only while a preferred batch can still form). Without `expected`, a batch always waits
+out its window. The batch function is awaited, at most
 `max_concurrent_batches` at a time: it puts its work where it belongs (a pool thread for a local
 model, an HTTP call for a remote one) and must return exactly one result per item, in order.
 How long each item waited for its batch to start is recorded under the batcher's `name`.
@@ -38,8 +43,11 @@ class DynamicBatcher(Generic[In, Out]):
         max_wait_ms: float,
         max_concurrent_batches: int = 1,
         name: str = "",
+        expected: Callable[[], int] | None = None,
     ) -> None:
         self._fn = fn
+        self._expected = expected
+        self._callers = 0  # callers awaiting a result: queued, batched or in a running batch
         self.name = name
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_ms / 1000.0
@@ -53,8 +61,12 @@ class DynamicBatcher(Generic[In, Out]):
         self._ensure_collector()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Out] = loop.create_future()
-        await self._queue.put(_Pending(item, future, loop.time()))
-        return await future
+        self._callers += 1
+        try:
+            await self._queue.put(_Pending(item, future, loop.time()))
+            return await future
+        finally:
+            self._callers -= 1
 
     async def submit_many(self, items: Sequence[In]) -> list[Out]:
         return list(await asyncio.gather(*(self.submit(item) for item in items)))
@@ -79,6 +91,8 @@ class DynamicBatcher(Generic[In, Out]):
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 continue
+            if not self._more_coming():
+                break
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
@@ -87,6 +101,15 @@ class DynamicBatcher(Generic[In, Out]):
             except TimeoutError:
                 break
         return [p for p in batch if not p.future.cancelled()]
+
+    def _more_coming(self) -> bool:
+        """Whether an item not yet submitted may still join: admitted requests expect more
+        items for this model than it holds. Items no request reserved (the engine used
+        directly) tell nothing: the batch waits out its window, as without `expected`."""
+        if self._expected is None:
+            return True
+        expected = self._expected()
+        return expected == 0 or expected > self._callers
 
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         try:

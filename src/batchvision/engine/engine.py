@@ -74,28 +74,31 @@ class Engine:
 
     @contextmanager
     def admit_models(self, names: Sequence[str], items: int) -> Iterator[None]:
-        """Reserve `items` in the queue of every model in `names` that bounds one (remote
-        models, `Batching.max_queued`); refuse with `overloaded` when one is full."""
-        bounded = [
-            (n, b) for n in dict.fromkeys(names) if (b := self.registry.batching(n)).max_queued
-        ]
-        for name, batching in bounded:
+        """Reserve `items` in the queue of every model in `names`; refuse with `overloaded`
+        when one that bounds its queue (remote models, `Batching.max_queued`) is full. What is
+        reserved tells each model's batcher how many items are still on their way."""
+        names = list(dict.fromkeys(names))
+        bounded = [n for n in names if self.registry.batching(n).max_queued]
+        for name in bounded:
+            limit = self.registry.batching(name).max_queued
             queued = self._queued.get(name, 0)
-            if queued and batching.max_queued is not None and queued + items > batching.max_queued:
+            if queued and limit is not None and queued + items > limit:
                 metrics.ADMISSION_REFUSALS.labels(reason="model_queue").inc()
                 raise BatchVisionError(
                     ErrorCode.OVERLOADED,
                     f"model '{name}' is at capacity ({queued} images queued); retry shortly",
                     retry_after_s=self.settings.retry_after_s,
                 )
-        for name, _ in bounded:
+        for name in names:
             self._queued[name] = self._queued.get(name, 0) + items
+        for name in bounded:
             metrics.MODEL_QUEUED.labels(model=name).inc(items)
         try:
             yield
         finally:
-            for name, _ in bounded:
+            for name in names:
                 self._queued[name] -= items
+            for name in bounded:
                 metrics.MODEL_QUEUED.labels(model=name).dec(items)
 
     def queued(self, name: str) -> int:
@@ -138,6 +141,7 @@ class Engine:
                 max_batch_size=batching.max_size,
                 max_wait_ms=batching.max_wait_ms,
                 max_concurrent_batches=batching.concurrency,
+                expected=functools.partial(self.queued, name),
             )
         return self._batchers[name]
 
