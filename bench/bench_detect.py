@@ -5,6 +5,8 @@ Modes (see bench/README.md):
          one image at a time, sequentially; the ORT settings the server uses.
   http   the real batchvision server (subprocess) under N concurrent clients, each POSTing
          multipart batches of B images to /v1/analyze with tasks=detect.
+  naive-nospin  the same naive server with batchvision's ORT settings (idle workers sleep,
+         no spin-waiting): the like-for-like comparison.
   naive  bench/naive_server.py (one image per request, Pillow full decode, session.run in the
          handler) under the same N concurrent clients, one image per request.
 
@@ -51,7 +53,7 @@ MODEL = "yolox-nano"
 SIDE = 416
 THRESHOLD = 0.25
 TASKS = json.dumps([{"skill": "detect", "params": {"model": MODEL, "threshold": THRESHOLD}}])
-MODES = ("raw", "http", "naive")
+MODES = ("raw", "http", "naive", "naive-nospin")
 
 
 @dataclass(frozen=True)
@@ -319,13 +321,13 @@ def batchvision_server(config: Config, tmp: Path) -> tuple[Server, str | None]:
     return server, api_key
 
 
-def naive_server(config: Config, tmp: Path, threads: int) -> Server:
+def naive_server(config: Config, tmp: Path, threads: int, *, spin: bool = True) -> Server:
     port = free_port()
     model = config.models / "yolox_nano" / "yolox_nano.onnx"
     script = str(REPO / "bench" / "naive_server.py")
     command = [sys.executable, script, "--model", str(model), "--port", str(port)]
-    command += ["--threads", str(threads)]
-    return Server("naive", command, port, dict(os.environ), tmp)
+    command += ["--threads", str(threads), *([] if spin else ["--no-spin"])]
+    return Server("naive" if spin else "naive-nospin", command, port, dict(os.environ), tmp)
 
 
 # ---------------------------------------------------------------- throughput rounds
@@ -374,6 +376,14 @@ def build_modes(
             config.clients,
             1,
             pid("naive"),
+        ),
+        "naive-nospin": Mode(
+            "naive-nospin",
+            f"naive FastAPI, batchvision's ORT settings ({config.clients} clients x 1 img/req)",
+            lambda: naive_sender(servers["naive-nospin"].url),
+            config.clients,
+            1,
+            pid("naive-nospin"),
         ),
     }
     return [factories[name] for name in config.modes]
@@ -449,6 +459,7 @@ def print_throughput(modes: Sequence[Mode], results: dict[str, list[Measurement]
     for other, label, target in (
         ("raw", "HTTP / raw  ", ">= 0.90x"),
         ("naive", "HTTP / naive", "clearly > 1x"),
+        ("naive-nospin", "HTTP / naive, same ORT settings", ">= 1.0x"),
     ):
         if "http" in results and other in results:
             print_ratio(label, results["http"], results[other], target)
@@ -562,6 +573,10 @@ def run(config: Config) -> None:
         if "naive" in config.modes:
             threads = settings.ort_intra_op_threads
             servers["naive"] = stack.enter_context(running(naive_server(config, tmp, threads)))
+        if "naive-nospin" in config.modes:
+            threads = settings.ort_intra_op_threads
+            quiet = naive_server(config, tmp, threads, spin=False)
+            servers["naive-nospin"] = stack.enter_context(running(quiet))
         modes = build_modes(config, detector, settings, servers, api_key)
         print("\nwarm-up and sanity (one pass each):")
         counts = warm_up(modes, samples)

@@ -30,10 +30,12 @@ PAD_VALUE = 114
 PARAMS = DecodeParams(score_threshold=0.25, nms_iou=0.45, max_detections=100)
 
 
-def make_session(model: Path, threads: int) -> ort.InferenceSession:
+def make_session(model: Path, threads: int, spin: bool = True) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spin:  # batchvision's setting (models/runtime.py): idle ORT workers sleep
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(
         str(model), sess_options=options, providers=["CPUExecutionProvider"]
     )
@@ -51,8 +53,8 @@ def preprocess(data: bytes) -> tuple[npt.NDArray[np.float32], float]:
     return np.ascontiguousarray(tensor), ratio
 
 
-def create_app(model: Path, threads: int) -> FastAPI:
-    session = make_session(model, threads)
+def create_app(model: Path, threads: int, spin: bool = True) -> FastAPI:
+    session = make_session(model, threads, spin)
     input_name = session.get_inputs()[0].name
     app = FastAPI(title="naive detector")
 
@@ -82,8 +84,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ORT intra-op")
+    parser.add_argument("--no-spin", action="store_true", help="ORT workers sleep when idle")
     args = parser.parse_args()
-    app = create_app(args.model, args.threads)
+    app = create_app(args.model, args.threads, spin=not args.no_spin)
     uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning")
 
 
