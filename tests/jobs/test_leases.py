@@ -436,3 +436,17 @@ def test_holders_named_after_the_longest_hostnames_fit(
     [lease] = leases.dispatch(_job(jobs), [0], LONG)
     assert leases.claim(lease, LONG, f"{host}:4194304")
     assert leases.renew(lease, LONG, f"{host}:4194304")
+
+
+def test_a_stopping_chunk_is_marked_by_its_holder_only_and_still_counts(
+    engine: Engine, jobs: JobStore, leases: LeaseStore
+) -> None:
+    job = _job(jobs)
+    [lease] = leases.dispatch(job, [0], LONG)
+    assert leases.claim(lease, LONG, "w1")
+    leases.stopping(lease, "w2")  # not its holder: nothing changes
+    assert _row(engine, job, 0) == (1, LeaseState.RUNNING, "w1")
+    leases.stopping(lease, "w1")
+    assert _row(engine, job, 0) == (1, LeaseState.STOPPING, "w1")
+    assert leases.drain(job) == 1  # still held until what finished is recorded
+    assert leases.renew(lease, LONG, "w1")

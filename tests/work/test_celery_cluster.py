@@ -175,6 +175,8 @@ def test_a_cancel_reaches_running_chunks_within_a_second(cluster: Cluster) -> No
     response = httpx.post(f"{b}/v1/jobs/{job_id}/cancel", headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     cancelled_at = time.monotonic()
+    # Reached: each worker stopped its lines (the lease says `stopping` until what finished is
+    # recorded, then goes).
     while cluster.running_leases_of(job_id):
         assert time.monotonic() - cancelled_at < 1.0, (
             f"running chunks went on after the cancel: {cluster.describe_leases()}"

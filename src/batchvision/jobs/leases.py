@@ -3,7 +3,8 @@
 A chunk sent to the workers has one lease row until it is recorded in the ledger (or its job
 ends). The dispatcher inserts it (`queued`) and sends a task naming the chunk and the attempt;
 the worker that receives the task claims that attempt (`running`) and renews the lease while it
-works; it deletes the lease once the chunk is recorded or the job's end is decided — never
+works (`stopping` once it saw its job's end decided and stopped the chunk's lines); it deletes
+the lease once the chunk is recorded or the job's end is decided — never
 otherwise, so every chunk of a running job is at every moment recorded, leased, or about to be
 dispatched. A lease that expires (its message lost, its worker killed) is sent again by the
 reaper as the next attempt, and a task of an older attempt finds nothing to claim.
@@ -89,6 +90,15 @@ class LeaseStore:
                 .values(expires_at=utcnow() + dt.timedelta(seconds=ttl_s))
             )
         return bool(result.rowcount == 1)
+
+    def stopping(self, lease: Lease, holder: str) -> None:
+        """The holder saw its job's end decided and stopped the chunk's lines."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(ChunkLease)
+                .where(*_is(lease), ChunkLease.holder == holder)
+                .values(state=LeaseState.STOPPING)
+            )
 
     def release(self, lease: Lease) -> None:
         with self.engine.begin() as connection:

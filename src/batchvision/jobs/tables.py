@@ -171,10 +171,12 @@ class JobChunk(Base):
 
 
 class LeaseState(StrEnum):
-    """A dispatched chunk: queued (its task is on the broker) → running (a worker holds it)."""
+    """A dispatched chunk: queued (its task is on the broker) → running (a worker holds it) →
+    stopping (its job's end is decided: the worker stopped its lines and records what finished)."""
 
     QUEUED = "queued"
     RUNNING = "running"
+    STOPPING = "stopping"
 
 
 class ChunkLease(Base):

@@ -129,6 +129,7 @@ class ChunkWorker:
             if await asyncio.to_thread(self._ending_decided, job.id):
                 stop.set()
                 chunk.cancel()
+                await asyncio.to_thread(self.leases.stopping, lease, self.name)
                 await asyncio.wait({chunk})
         result = chunk.result()
         return "stopped" if stop.is_set() else ("recorded" if result is not None else "empty")
