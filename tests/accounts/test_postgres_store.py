@@ -7,8 +7,6 @@ import base64
 import datetime as dt
 import itertools
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,8 +24,9 @@ import batchvision.jobs.tables  # noqa: F401 - tables compared with the migrated
 from batchvision.accounts.keys import AccountError, KeyStore, Usage
 from batchvision.accounts.tables import UsageDay
 from batchvision.core.db import Base, make_engine, migrate
-from conftest import REPO, LiveServer, coco_image, make_settings
+from conftest import LiveServer, coco_image, make_settings
 from pg_server import PgServer, running_postgres
+from together import run_released_together
 
 _databases = itertools.count()
 ACTIVE = ("chunking", "processing")
@@ -132,32 +131,8 @@ print("migrated", flush=True)
 def test_servers_starting_together_migrate_once(pg_url: str) -> None:
     """Several processes migrating one empty database at the same moment (servers started
     together): one creates the schema, the others wait for it and find nothing to do."""
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _MIGRATE_CHILD, pg_url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        for _ in range(4)
-    ]
-    try:
-        for child in children:  # all imported and connected-to-be: release them together
-            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        for child in children:
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        outcomes = [child.communicate(timeout=60) for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-    for child, (out, err) in zip(children, outcomes, strict=True):
-        assert child.returncode == 0 and out.strip() == "migrated", err[-3000:]
+    for returncode, out, err in run_released_together(_MIGRATE_CHILD, pg_url, 4):
+        assert returncode == 0 and out.strip() == "migrated", err[-3000:]
 
 
 # --- KeyStore ---------------------------------------------------------------------------------

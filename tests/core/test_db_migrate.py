@@ -5,8 +5,6 @@ tests/accounts/test_postgres_store.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
@@ -16,6 +14,7 @@ from sqlalchemy import inspect
 from batchvision.core.db import make_engine
 from batchvision.core.settings import Settings
 from conftest import REPO
+from together import run_released_together
 
 # Alembic keeps its context in module globals, so concurrent migrations need processes. Each
 # table created waits a little, so every process starts migrating while the first is still in
@@ -42,32 +41,8 @@ print("migrated", flush=True)
 
 
 def test_processes_starting_together_migrate_one_sqlite_file_once(tmp_path: Path) -> None:
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _MIGRATE_CHILD, str(tmp_path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        for _ in range(3)
-    ]
-    try:
-        for child in children:  # all imported: release them together
-            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        for child in children:
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        outcomes = [child.communicate(timeout=60) for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-    for child, (out, err) in zip(children, outcomes, strict=True):
-        assert child.returncode == 0 and out.strip() == "migrated", err[-3000:]
+    for returncode, out, err in run_released_together(_MIGRATE_CHILD, str(tmp_path), 3):
+        assert returncode == 0 and out.strip() == "migrated", err[-3000:]
 
     engine = make_engine(Settings(data_dir=tmp_path))
     try:
