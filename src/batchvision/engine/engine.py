@@ -78,11 +78,10 @@ class Engine:
         when one that bounds its queue (remote models, `Batching.max_queued`) is full. What is
         reserved tells each model's batcher how many items are still on their way."""
         names = list(dict.fromkeys(names))
-        bounded = [n for n in names if self.registry.batching(n).max_queued]
-        for name in bounded:
-            limit = self.registry.batching(name).max_queued
+        bounded = {n: limit for n in names if (limit := self.registry.batching(n).max_queued)}
+        for name, limit in bounded.items():
             queued = self._queued.get(name, 0)
-            if queued and limit is not None and queued + items > limit:
+            if queued and queued + items > limit:
                 metrics.ADMISSION_REFUSALS.labels(reason="model_queue").inc()
                 raise BatchVisionError(
                     ErrorCode.OVERLOADED,

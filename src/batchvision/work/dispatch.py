@@ -162,15 +162,13 @@ class CeleryRunner(JobLifecycle):
         jobs = await asyncio.to_thread(self.store.unfinished)
         in_flight = await asyncio.to_thread(self.leases.in_flight)
         recorded = await asyncio.to_thread(self.store.recorded_counts)
-        ready = [job for job in jobs if await self._ready(job, in_flight, recorded)]
+        ready = [job for job in jobs if await self._ready(job, recorded)]
         await self._send(ready, in_flight)
         await self._reap()
         self._forget_ended({job.id for job in jobs})
 
-    async def _ready(
-        self, job: JobView, in_flight: dict[str, int], recorded: dict[str, int]
-    ) -> bool:
-        """Move the job along; whether it may take more chunks."""
+    async def _ready(self, job: JobView, recorded: dict[str, int]) -> bool:
+        """Move the job along; whether it is running chunks (its room decides how many more)."""
         if job.id in self._busy:
             return False
         if job.end_state is not None:
@@ -187,7 +185,7 @@ class CeleryRunner(JobLifecycle):
         if recorded.get(job.id, 0) >= job.chunks:
             self._run_busy(job.id, self._complete(job))
             return False
-        return in_flight.get(job.id, 0) < self.settings.job_parallel_chunks
+        return True
 
     def _must_stop(self, job: JobView) -> Ending | None:
         if job.cancel_requested:

@@ -36,7 +36,7 @@ from batchvision.core.settings import Settings
 from batchvision.jobs.blobs import Blobs
 from batchvision.jobs.callbacks import CallbackPolicy, deliver_callback
 from batchvision.jobs.chunks import index_key, input_key, output_key, scan_input, write_index
-from batchvision.jobs.store import JobView
+from batchvision.jobs.store import JobStore, JobView
 from batchvision.jobs.tables import CallbackState, JobState, UploadState
 from batchvision.jobs.uploads import UploadStore
 from batchvision.jobs.validate import BatchValidationError, JsonlLimits
@@ -68,6 +68,13 @@ OUT_OF_CREDITS = Ending(
 )
 # Why the owner may run no more of a job (`JobStore.owner_refusal`) → how the job ends.
 REFUSALS = {ErrorCode.UNAUTHORIZED: REVOKED, ErrorCode.INSUFFICIENT_CREDITS: OUT_OF_CREDITS}
+
+
+def decide(store: JobStore, job_id: str, ending: Ending) -> JobView | None:
+    """Record how the job ends (`JobStore.decide_end`: the first decision wins)."""
+    return store.decide_end(
+        job_id, ending.state, error_code=ending.code, error_message=ending.message
+    )
 
 
 class JobEnded(Exception):
@@ -162,9 +169,7 @@ class JobLifecycle:
     # --- the end -----------------------------------------------------------------------------
 
     def _decide(self, job_id: str, ending: Ending) -> JobView | None:
-        return self.store.decide_end(
-            job_id, ending.state, error_code=ending.code, error_message=ending.message
-        )
+        return decide(self.store, job_id, ending)
 
     async def _end(self, job_id: str, ending: Ending) -> None:
         """Carry out the job's end in the crash-safe order of the module docstring; a decision

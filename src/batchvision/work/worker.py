@@ -33,7 +33,7 @@ from batchvision.jobs.leases import Lease, LeaseStore
 from batchvision.jobs.store import ACTIVE_STATES, JobView
 from batchvision.work.broker import RUN_CHUNK
 from batchvision.work.chunks import ChunkWork, process_chunk
-from batchvision.work.lifecycle import BROKEN, REFUSALS
+from batchvision.work.lifecycle import BROKEN, REFUSALS, decide
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -79,7 +79,8 @@ class ChunkWorker:
             outcome, settled = await self._settle(lease)
         except Exception:
             log.exception("chunk %s/%d failed", lease.job_id, lease.index)
-            await asyncio.to_thread(self._fail, lease.job_id)
+            # As with the local runner, a chunk that raised fails its job.
+            await asyncio.to_thread(decide, self.work.store, lease.job_id, BROKEN)
             outcome, settled = "failed", True
         finally:
             if settled:
@@ -91,20 +92,13 @@ class ChunkWorker:
         recorded, or its job's end decided)."""
         store = self.work.store
         job = await asyncio.to_thread(store.view, lease.job_id)
-        if job is None or job.state not in ACTIVE_STATES or job.end_state is not None:
+        if job is None or _has_ended(job):
             return "ended", True
         if await asyncio.to_thread(store.is_recorded, lease.job_id, lease.index):
             return "recorded", True
         refusal = await asyncio.to_thread(store.owner_refusal, job.id)
         if refusal is not None:
-            ending = REFUSALS[refusal]
-            await asyncio.to_thread(
-                store.decide_end,
-                job.id,
-                ending.state,
-                error_code=ending.code,
-                error_message=ending.message,
-            )
+            await asyncio.to_thread(decide, store, job.id, REFUSALS[refusal])
             return "refused", True
         spec = (await asyncio.to_thread(self._spec_list, job))[lease.index]
         return await self._watched(lease, job, spec), True
@@ -126,17 +120,14 @@ class ChunkWorker:
                 since_renew = 0.0
                 ttl = self.settings.job_lease_s
                 await asyncio.to_thread(self.leases.renew, lease, ttl, self.name)
-            if await asyncio.to_thread(self._ending_decided, job.id):
+            latest = await asyncio.to_thread(self.work.store.view, job.id)
+            if latest is None or _has_ended(latest):
                 stop.set()
                 chunk.cancel()
                 await asyncio.to_thread(self.leases.stopping, lease, self.name)
                 await asyncio.wait({chunk})
         result = chunk.result()
         return "stopped" if stop.is_set() else ("recorded" if result is not None else "empty")
-
-    def _ending_decided(self, job_id: str) -> bool:
-        job = self.work.store.view(job_id)
-        return job is None or job.end_state is not None or job.state not in ACTIVE_STATES
 
     def _spec_list(self, job: JobView) -> list[ChunkSpec]:
         if job.id not in self._specs:
@@ -145,11 +136,10 @@ class ChunkWorker:
             self._specs[job.id] = chunk_specs(self.work.blobs, job)
         return self._specs[job.id]
 
-    def _fail(self, job_id: str) -> None:
-        """A chunk raised: its job fails, as with the local runner (processing_failed)."""
-        self.work.store.decide_end(
-            job_id, BROKEN.state, error_code=BROKEN.code, error_message=BROKEN.message
-        )
+
+def _has_ended(job: JobView) -> bool:
+    """No longer active, or its end decided: no line of it runs any more."""
+    return job.state not in ACTIVE_STATES or job.end_state is not None
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -159,6 +149,6 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 def register_chunk_task(app: Celery, worker: Callable[[], ChunkWorker]) -> None:
     """Register `run_chunk` on `app`; `worker` hands out the process's ChunkWorker."""
 
-    @app.task(name=RUN_CHUNK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    @app.task(name=RUN_CHUNK)  # type: ignore[untyped-decorator]  # acks: the app's config
     def run_chunk(job_id: str, index: int, attempt: int) -> str:
         return worker().run(job_id, index, attempt)
